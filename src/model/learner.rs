@@ -1,0 +1,755 @@
+//! The online learner: one recurrent state per stream, learning as targets arrive.
+//!
+//! For every event `x_t` of a stream, [`Forecaster::observe`] does, in order:
+//!
+//! 1. **Score and learn.** Each earlier forecast gets its component for step
+//!    `t` scored against `x_t` (original units). The forecast made after
+//!    `x_{t-H}` (H = horizon) now has every target observed, so it can be
+//!    learned from: every `update_every` events, one truncated-BPTT step
+//!    recomputes the last `tbptt` steps from the stored state entering them,
+//!    takes the loss (on that newest complete forecast, or on every forecast in
+//!    the window), clips and updates the weights. Nothing is learned from a
+//!    forecast before all of its targets are observed: there is no look-ahead.
+//! 2. **Advance.** The stream's state consumes `x_t`.
+//! 3. **Forecast.** The head maps the new state to the next H steps × targets.
+//!
+//! Per stream this keeps the hidden state, a ring of the last `tbptt + H - 1`
+//! scaled inputs with the state entering it, a [`Normalizer`], and the
+//! forecasts still waiting for targets. With [`WeightScope::Shared`] all
+//! streams of a forecaster use one set of weights (each with its own state);
+//! with [`WeightScope::PerStream`] every stream also owns weights and optimiser.
+//!
+//! Determinism: the output depends only on the configuration (seed included)
+//! and the sequence of `observe` calls, bit for bit.
+
+use std::collections::HashMap;
+
+use ndarray::Array1;
+use serde::{Deserialize, Serialize};
+
+use super::loss::Loss;
+use super::network::{StepScratch, Tape, forecast, step};
+use super::normalize::{NormPhase, Normalize, Normalizer};
+use super::optim::{ClipReport, Optimizer, OptimizerConfig, clip_grad_norm};
+use super::params::{CellKind, Dims, ParamLayout, Params};
+use super::rng::Rng;
+use super::scalar::{Scalar, all_finite, sum_sq};
+
+/// Which forecasts a TBPTT step learns from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The newest forecast whose targets are all observed (TBPTT(1, T)).
+    Last,
+    /// Every forecast made inside the window (the whole-window loss).
+    Window,
+}
+
+/// Who owns the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightScope {
+    /// One set of weights per forecaster, shared by its streams.
+    Shared,
+    /// Every stream learns its own weights.
+    PerStream,
+}
+
+/// What the head's output means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predict {
+    /// The head outputs the (scaled) future values.
+    Level,
+    /// The head outputs the change from the last observed value, so an
+    /// untrained model starts as the naive forecast and level shifts are free.
+    Delta,
+}
+
+/// Whether `observe` trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Learning {
+    /// Train online (the default).
+    On,
+    /// Forecast only; weights stay as they are.
+    Off,
+}
+
+/// Everything that defines a forecaster. Defaults live in `config/default.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Recurrent cell: `lstm`, `gru`, `rnn` (tanh) or `rnn_relu`.
+    pub cell: CellKind,
+    /// Values per event (D).
+    pub inputs: usize,
+    /// Indices of the values to forecast; empty means all.
+    pub targets: Vec<usize>,
+    /// Hidden units per layer.
+    pub hidden: usize,
+    /// Stacked layers.
+    pub layers: usize,
+    /// Steps ahead each forecast covers.
+    pub horizon: usize,
+    /// Steps of truncated backpropagation through time.
+    pub tbptt: usize,
+    /// Events between TBPTT updates (per stream).
+    pub update_every: usize,
+    /// Which forecasts an update learns from.
+    pub objective: Objective,
+    /// Training loss.
+    pub loss: Loss,
+    /// Optimiser settings.
+    pub optimizer: OptimizerConfig,
+    /// Global gradient-norm clip (`clip_grad_norm_`); 0 disables clipping.
+    pub clip_norm: f64,
+    /// How values are scaled.
+    pub normalize: Normalize,
+    /// With `normalize = "warmup"`: events after which the statistics freeze.
+    pub normalize_events: u64,
+    /// Shared or per-stream weights.
+    pub weight_scope: WeightScope,
+    /// Level or delta outputs.
+    pub predict: Predict,
+    /// Online learning on or off.
+    pub learning: Learning,
+    /// Seed of the weight initialisation.
+    pub seed: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            cell: CellKind::Lstm,
+            inputs: 1,
+            targets: Vec::new(),
+            hidden: 32,
+            layers: 1,
+            horizon: 1,
+            tbptt: 16,
+            update_every: 1,
+            objective: Objective::Last,
+            loss: Loss::Mse,
+            optimizer: OptimizerConfig::default(),
+            clip_norm: 1.0,
+            normalize: Normalize::Running,
+            normalize_events: 0,
+            weight_scope: WeightScope::Shared,
+            predict: Predict::Delta,
+            learning: Learning::On,
+            seed: 42,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Checks the settings, naming the first bad key and value.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("inputs", self.inputs),
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("horizon", self.horizon),
+            ("tbptt", self.tbptt),
+            ("update_every", self.update_every),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(format!("model.{key} = 0: must be at least 1"));
+            }
+        }
+        if let Some(&bad) = self.targets.iter().find(|&&t| t >= self.inputs) {
+            return Err(format!(
+                "model.targets contains {bad}: there are only {} input values (indices 0..{})",
+                self.inputs, self.inputs
+            ));
+        }
+        let o = &self.optimizer;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(format!("model.optimizer.lr = {}: must be a positive number", o.lr));
+        }
+        if !(0.0..1.0).contains(&o.betas[0]) || !(0.0..1.0).contains(&o.betas[1]) {
+            return Err(format!("model.optimizer.betas = {:?}: each must be in [0, 1)", o.betas));
+        }
+        if !(self.clip_norm >= 0.0) {
+            return Err(format!("model.clip_norm = {}: must be >= 0", self.clip_norm));
+        }
+        if let Loss::Huber { delta } = self.loss {
+            if !(delta > 0.0) {
+                return Err(format!("model.loss.delta = {delta}: must be > 0"));
+            }
+        }
+        if self.normalize == Normalize::Warmup && self.normalize_events == 0 {
+            return Err("model.normalize = \"warmup\" needs model.normalize_events >= 1".into());
+        }
+        Ok(())
+    }
+
+    /// Indices of the forecast values.
+    pub fn target_indices(&self) -> Vec<usize> {
+        if self.targets.is_empty() { (0..self.inputs).collect() } else { self.targets.clone() }
+    }
+
+    /// The network shape this configuration implies (head outputs = horizon × targets).
+    pub fn dims(&self) -> Dims {
+        Dims {
+            cell: self.cell,
+            inputs: self.inputs,
+            hidden: self.hidden,
+            layers: self.layers,
+            outputs: self.horizon * self.target_indices().len(),
+        }
+    }
+}
+
+/// Why an event was not turned into a forecast.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LearnError {
+    /// The event has the wrong number of values.
+    #[error("expected {expected} values, got {got}")]
+    Width {
+        /// Configured inputs.
+        expected: usize,
+        /// Values in the event.
+        got: usize,
+    },
+    /// A value is NaN or infinite; the stream's state was reset.
+    #[error("value {index} is not finite ({value}); the stream's state was reset")]
+    NonFinite {
+        /// Position of the first bad value.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+}
+
+/// Weights, optimiser and update count: what [`WeightScope`] shares or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model<S> {
+    /// The parameters.
+    pub params: Params<S>,
+    /// The optimiser's moments.
+    pub optimizer: Optimizer<S>,
+    /// Updates applied so far (the `model_version` of forecasts).
+    pub updates: u64,
+}
+
+/// Offsets inside a stream's state buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLayout {
+    /// Length of one recurrent state.
+    pub state: usize,
+    /// Inputs per event.
+    pub width: usize,
+    /// Targets per step.
+    pub targets: usize,
+    /// Forecast horizon.
+    pub horizon: usize,
+    /// Ring capacity in events (`tbptt + horizon - 1`).
+    pub ring: usize,
+    /// Whether the ring and entering state are kept (learning on).
+    pub learning: bool,
+}
+
+impl StateLayout {
+    fn new(cfg: &ModelConfig) -> Self {
+        StateLayout {
+            state: cfg.dims().state_len(),
+            width: cfg.inputs,
+            targets: cfg.target_indices().len(),
+            horizon: cfg.horizon,
+            ring: cfg.tbptt + cfg.horizon - 1,
+            learning: cfg.learning == Learning::On,
+        }
+    }
+    /// One forecast: horizon × targets.
+    pub fn forecast_len(&self) -> usize {
+        self.horizon * self.targets
+    }
+    fn live(&self) -> std::ops::Range<usize> {
+        0..self.state
+    }
+    fn entering(&self) -> std::ops::Range<usize> {
+        let start = self.live().end;
+        start..start + if self.learning { self.state } else { 0 }
+    }
+    fn ring_range(&self) -> std::ops::Range<usize> {
+        let start = self.entering().end;
+        start..start + if self.learning { self.ring * self.width } else { 0 }
+    }
+    fn pending(&self) -> std::ops::Range<usize> {
+        let start = self.ring_range().end;
+        start..start + self.horizon * self.forecast_len()
+    }
+    fn last_raw(&self) -> std::ops::Range<usize> {
+        let start = self.pending().end;
+        start..start + self.targets
+    }
+    /// Elements of a stream's buffer.
+    pub fn len(&self) -> usize {
+        self.last_raw().end
+    }
+    /// True for an empty layout (never: there is always a state).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One stream's state: everything but (shared) weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stream<S> {
+    /// `[live state | entering state | ring | pending forecasts | last raw targets]`; see [`StateLayout`].
+    pub buf: Array1<S>,
+    /// Scaling statistics.
+    pub norm: Normalizer,
+    /// Events consumed since creation or the last reset.
+    pub seen: u64,
+    /// Events in the ring.
+    pub ring_len: u32,
+    /// Ring slot of the oldest event.
+    pub ring_head: u32,
+    /// Events since the last update.
+    pub since_update: u32,
+    /// This stream's own weights (per-stream scope only).
+    pub model: Option<Box<Model<S>>>,
+}
+
+/// Errors of one event's scoring, in original units.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Errors {
+    /// Sum of squared errors of the forecast components that `x_t` completed.
+    pub sq: f64,
+    /// Sum of absolute errors of the same components.
+    pub abs: f64,
+    /// How many components were scored.
+    pub n: usize,
+    /// Squared error of the one-step forecast only.
+    pub step1_sq: f64,
+    /// Squared error of the naive (last value) one-step forecast.
+    pub naive_sq: f64,
+    /// Absolute error of the naive one-step forecast.
+    pub naive_abs: f64,
+    /// Targets in the one-step figures (0 when there was no earlier event).
+    pub step1_n: usize,
+}
+
+/// What one event produced.
+#[derive(Debug, PartialEq)]
+pub struct Observation<'a, S> {
+    /// Forecast of the next `horizon` steps, row-major `horizon × targets`, original units.
+    pub forecast: &'a [S],
+    /// Updates applied to the weights that made the forecast.
+    pub model_version: u64,
+    /// Loss of this event's TBPTT step, when one ran.
+    pub loss: Option<f64>,
+    /// Errors of earlier forecasts scored against this event.
+    pub errors: Errors,
+    /// The non-finite guard fired: the update was skipped and the stream reset.
+    pub reset: bool,
+}
+
+/// Counters a forecaster keeps across all its streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StreamStats {
+    /// Events observed (good ones).
+    pub events: u64,
+    /// TBPTT updates applied.
+    pub updates: u64,
+    /// Events, losses or gradients that were not finite (each skipped and reset a stream).
+    pub nonfinite: u64,
+    /// Updates whose gradients were clipped.
+    pub clipped: u64,
+}
+
+/// The online learner for a set of streams (one per partition in the pipeline).
+#[derive(Clone, Debug)]
+pub struct Forecaster<S> {
+    cfg: ModelConfig,
+    layout: ParamLayout,
+    sl: StateLayout,
+    target_idx: Vec<usize>,
+    shared: Model<S>,
+    streams: HashMap<Box<str>, Stream<S>>,
+    stats: StreamStats,
+    work: Work<S>,
+}
+
+/// Scratch reused by every event (never per stream).
+#[derive(Clone, Debug)]
+struct Work<S> {
+    tape: Tape<S>,
+    grads: Params<S>,
+    scratch: StepScratch<S>,
+    z: Vec<S>,
+    raw: Vec<f64>,
+    xs: Vec<S>,
+    y: Vec<S>,
+    target: Vec<S>,
+    dys: Vec<S>,
+    d_init: Vec<S>,
+    out: Vec<S>,
+}
+
+impl<S: Scalar> Forecaster<S> {
+    /// A forecaster with freshly initialised weights (from `cfg.seed`).
+    pub fn new(cfg: ModelConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        let dims = cfg.dims();
+        let layout = ParamLayout::new(dims);
+        let mut rng = Rng::new(cfg.seed);
+        let params = Params::init(&layout, &mut rng);
+        let shared = Model { optimizer: Optimizer::new(cfg.optimizer, &layout), params, updates: 0 };
+        let sl = StateLayout::new(&cfg);
+        let work = Work {
+            tape: Tape::new(dims, cfg.tbptt),
+            grads: Params::zeros(&layout),
+            scratch: StepScratch::new(&dims),
+            z: vec![S::zero(); cfg.inputs],
+            raw: vec![0.0; cfg.inputs],
+            xs: vec![S::zero(); cfg.tbptt * cfg.inputs],
+            y: vec![S::zero(); dims.outputs],
+            target: vec![S::zero(); dims.outputs],
+            dys: vec![S::zero(); cfg.tbptt * dims.outputs],
+            d_init: vec![S::zero(); dims.state_len()],
+            out: vec![S::zero(); dims.outputs],
+        };
+        Ok(Forecaster {
+            target_idx: cfg.target_indices(),
+            cfg,
+            layout,
+            sl,
+            shared,
+            streams: HashMap::new(),
+            stats: StreamStats::default(),
+            work,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    /// Where each parameter lives.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    /// Offsets inside each stream's buffer.
+    pub fn state_layout(&self) -> &StateLayout {
+        &self.sl
+    }
+    /// The shared model (in per-stream scope: the initial weights every new stream copies).
+    pub fn shared(&self) -> &Model<S> {
+        &self.shared
+    }
+    /// Mutable shared model, e.g. to load pretrained weights.
+    pub fn shared_mut(&mut self) -> &mut Model<S> {
+        &mut self.shared
+    }
+    /// Counters over all streams.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+    /// Streams currently held.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+    /// One stream's state.
+    pub fn stream(&self, key: &str) -> Option<&Stream<S>> {
+        self.streams.get(key)
+    }
+    /// Every stream, in no particular order.
+    pub fn streams(&self) -> impl Iterator<Item = (&str, &Stream<S>)> {
+        self.streams.iter().map(|(k, v)| (&**k, v))
+    }
+    /// Inserts (or replaces) a stream's state, e.g. when restoring a checkpoint.
+    pub fn insert_stream(&mut self, key: &str, stream: Stream<S>) {
+        self.streams.insert(key.into(), stream);
+    }
+    /// Drops a stream's state; returns it.
+    pub fn remove_stream(&mut self, key: &str) -> Option<Stream<S>> {
+        self.streams.remove(key)
+    }
+
+    /// Fixes a stream's scaling statistics (creating the stream if needed).
+    pub fn set_normalizer(&mut self, key: &str, norm: Normalizer) {
+        let fresh = self.new_stream();
+        self.streams.entry(key.into()).or_insert(fresh).norm = norm;
+    }
+
+    /// A new, empty stream state.
+    pub fn new_stream(&self) -> Stream<S> {
+        Stream {
+            buf: Array1::zeros(self.sl.len()),
+            norm: Normalizer::new(self.cfg.normalize, self.cfg.inputs),
+            seen: 0,
+            ring_len: 0,
+            ring_head: 0,
+            since_update: 0,
+            model: match self.cfg.weight_scope {
+                WeightScope::Shared => None,
+                WeightScope::PerStream => Some(Box::new(self.shared.clone())),
+            },
+        }
+    }
+
+    /// Approximate bytes held per stream: the state struct, its buffers and the map entry.
+    pub fn state_bytes_per_stream(&self) -> usize {
+        let n = self.streams.len().max(1);
+        let total: usize = self
+            .streams
+            .iter()
+            .map(|(k, s)| {
+                let model = s.model.as_ref().map_or(0, |m| {
+                    std::mem::size_of::<Model<S>>()
+                        + (m.params.data.len() + m.optimizer.m.data.len() + m.optimizer.v.data.len()) * S::BYTES
+                });
+                std::mem::size_of::<Box<str>>()
+                    + k.len()
+                    + std::mem::size_of::<Stream<S>>()
+                    + 1 // the hash table's control byte
+                    + s.buf.len() * S::BYTES
+                    + (s.norm.mean.len() + s.norm.spread.len()) * 8
+                    + model
+            })
+            .sum();
+        total / n
+    }
+
+    /// Processes one event of stream `key`: score, learn, advance, forecast.
+    pub fn observe(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
+        let sl = self.sl;
+        if values.len() != sl.width {
+            return Err(LearnError::Width { expected: sl.width, got: values.len() });
+        }
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            self.stats.nonfinite += 1;
+            if let Some(s) = self.streams.get_mut(key) {
+                reset(s, &sl);
+            }
+            return Err(LearnError::NonFinite { index, value: values[index].f64() });
+        }
+        if !self.streams.contains_key(key) {
+            let fresh = self.new_stream();
+            self.streams.insert(key.into(), fresh);
+        }
+        let Forecaster { cfg, layout, target_idx, shared, streams, stats, work, .. } = self;
+        let s = streams.get_mut(key).expect("inserted above");
+        stats.events += 1;
+
+        // Scale.
+        for (r, &v) in work.raw.iter_mut().zip(values) {
+            *r = v.f64();
+        }
+        s.norm.observe(&work.raw, cfg.normalize_events);
+        if !s.norm.is_finite() {
+            s.norm = Normalizer::new(cfg.normalize, cfg.inputs);
+        }
+        for (k, z) in work.z.iter_mut().enumerate() {
+            *z = S::of(s.norm.scale(k, work.raw[k]));
+        }
+
+        // 1. Score earlier forecasts against this event, then learn.
+        let errors = score(s, &sl, target_idx, &work.raw);
+        // A per-stream model is taken out while the stream's buffers are borrowed.
+        let mut own = s.model.take();
+        let model: &mut Model<S> = match own.as_deref_mut() {
+            Some(m) => m,
+            None => shared,
+        };
+        let mut loss = None;
+        let mut trained = false;
+        let mut was_reset = false;
+        if sl.learning && s.seen >= sl.horizon as u64 {
+            s.since_update += 1;
+            if s.since_update as usize >= cfg.update_every {
+                s.since_update = 0;
+                match train(cfg, layout, &sl, target_idx, model, s, work) {
+                    Ok((l, clip)) => {
+                        loss = Some(l);
+                        trained = true;
+                        stats.updates += 1;
+                        if clip.coef < 1.0 {
+                            stats.clipped += 1;
+                        }
+                    }
+                    Err(()) => {
+                        stats.nonfinite += 1;
+                        reset(s, &sl);
+                        was_reset = true;
+                    }
+                }
+            }
+        }
+
+        // 2. Advance: the ring takes z_t (the oldest input leaves and moves the entering state on).
+        let buf = s.buf.as_slice_mut().expect("stream buffers are contiguous");
+        if sl.learning {
+            let d = sl.width;
+            if s.ring_len as usize == sl.ring {
+                let head = s.ring_head as usize;
+                let (front, ring) = buf.split_at_mut(sl.ring_range().start);
+                let entering = &mut front[sl.entering()];
+                if trained && work.tape.len() > 0 {
+                    // The TBPTT forward pass already stepped the entering state over the oldest input.
+                    entering.copy_from_slice(work.tape.state(1));
+                } else {
+                    step(layout, &model.params, &ring[head * d..(head + 1) * d], entering, &mut work.scratch);
+                }
+                ring[head * d..(head + 1) * d].copy_from_slice(&work.z);
+                s.ring_head = ((head + 1) % sl.ring) as u32;
+            } else {
+                let slot = (s.ring_head as usize + s.ring_len as usize) % sl.ring;
+                let ring = &mut buf[sl.ring_range()];
+                ring[slot * d..(slot + 1) * d].copy_from_slice(&work.z);
+                s.ring_len += 1;
+            }
+        }
+        step(layout, &model.params, &work.z, &mut buf[sl.live()], &mut work.scratch);
+
+        // 3. Forecast, in original units.
+        forecast(layout, &model.params, &buf[sl.live()], &mut work.out);
+        let nt = sl.targets;
+        for h in 0..sl.horizon {
+            for (j, &k) in target_idx.iter().enumerate() {
+                let mut y = work.out[h * nt + j].f64();
+                if cfg.predict == Predict::Delta {
+                    y += work.z[k].f64();
+                }
+                work.out[h * nt + j] = S::of(s.norm.unscale(k, y));
+            }
+        }
+        let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
+        buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
+        for (j, &k) in target_idx.iter().enumerate() {
+            buf[sl.last_raw()][j] = values[k];
+        }
+        s.seen += 1;
+        let model_version = model.updates;
+        s.model = own;
+        Ok(Observation {
+            forecast: &work.out,
+            model_version,
+            loss,
+            errors,
+            reset: was_reset,
+        })
+    }
+}
+
+/// Clears a stream's recurrent state, window and pending forecasts (the normaliser stays).
+fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
+    s.buf.fill(S::zero());
+    s.seen = 0;
+    s.ring_len = 0;
+    s.ring_head = 0;
+    s.since_update = 0;
+    if !s.norm.is_finite() || s.norm.phase == NormPhase::Off {
+        s.norm = Normalizer::new(
+            if s.norm.phase == NormPhase::Off { Normalize::None } else { Normalize::Running },
+            sl.width,
+        );
+    }
+}
+
+/// Scores the pending forecasts' components for this event.
+fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: &[f64]) -> Errors {
+    let mut e = Errors::default();
+    let buf = s.buf.as_slice().expect("stream buffers are contiguous");
+    let pending = &buf[sl.pending()];
+    let fl = sl.forecast_len();
+    let nt = sl.targets;
+    let back = (sl.horizon as u64).min(s.seen);
+    for k in 1..=back {
+        let made = s.seen - k;
+        let slot = (made % sl.horizon as u64) as usize * fl;
+        let comp = &pending[slot + (k as usize - 1) * nt..slot + k as usize * nt];
+        for (j, &t) in target_idx.iter().enumerate() {
+            let err = comp[j].f64() - raw[t];
+            e.sq += err * err;
+            e.abs += err.abs();
+            e.n += 1;
+            if k == 1 {
+                e.step1_sq += err * err;
+                let naive = buf[sl.last_raw()][j].f64() - raw[t];
+                e.naive_sq += naive * naive;
+                e.naive_abs += naive.abs();
+                e.step1_n += 1;
+            }
+        }
+    }
+    e
+}
+
+/// One TBPTT step on the newest complete forecasts of stream `s`; `Err` when
+/// the loss or a gradient is not finite (nothing was applied).
+fn train<S: Scalar>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    model: &mut Model<S>,
+    s: &Stream<S>,
+    work: &mut Work<S>,
+) -> Result<(f64, ClipReport), ()> {
+    let d = sl.width;
+    let nt = sl.targets;
+    let hz = sl.horizon;
+    let o = hz * nt;
+    let buf = s.buf.as_slice().expect("stream buffers are contiguous");
+    let ring = &buf[sl.ring_range()];
+    let len = s.ring_len as usize;
+    // Window: the oldest `n` ring entries; the newest `hz - 1` entries and z_t are targets only.
+    let n = len + 1 - hz;
+    let at = |j: usize| ((s.ring_head as usize + j) % sl.ring) * d;
+    for j in 0..n {
+        work.xs[j * d..(j + 1) * d].copy_from_slice(&ring[at(j)..at(j) + d]);
+    }
+    let xs = &work.xs[..n * d];
+    work.tape.forward(layout, &model.params, xs, &buf[sl.entering()]);
+
+    let first = match cfg.objective {
+        Objective::Last => n - 1,
+        Objective::Window => 0,
+    };
+    let scored = n - first;
+    let count = scored * o;
+    let mut loss = S::zero();
+    for (row, j) in (first..n).enumerate() {
+        // Targets of the forecast made after window input j: inputs j+1 ..= j+hz.
+        for h in 0..hz {
+            let src = j + 1 + h;
+            let value: &[S] = if src < len { &ring[at(src)..at(src) + d] } else { &work.z };
+            for (q, &k) in target_idx.iter().enumerate() {
+                let base = if cfg.predict == Predict::Delta { xs[j * d + k] } else { S::zero() };
+                work.target[h * nt + q] = value[k] - base;
+            }
+        }
+        work.tape.head(layout, &model.params, j + 1, &mut work.y);
+        loss += cfg.loss.accumulate(&work.y, &work.target, count, &mut work.dys[row * o..(row + 1) * o]);
+    }
+    if !loss.is_finite() {
+        return Err(());
+    }
+    work.grads.fill_zero();
+    work.tape.backward(
+        layout,
+        &model.params,
+        xs,
+        &work.dys[..scored * o],
+        &mut work.grads,
+        None,
+        &mut work.d_init,
+    );
+    let clip = if cfg.clip_norm > 0.0 {
+        clip_grad_norm(&mut work.grads, cfg.clip_norm)
+    } else {
+        ClipReport { total_norm: sum_sq(work.grads.flat()).f64().sqrt(), coef: 1.0 }
+    };
+    if !clip.total_norm.is_finite() || !all_finite(work.grads.flat()) {
+        return Err(());
+    }
+    model.optimizer.update(&mut model.params, &mut work.grads);
+    model.updates += 1;
+    Ok((loss.f64(), clip))
+}

@@ -1,0 +1,30 @@
+//! The online recurrent forecaster: cells, BPTT, optimisers, the per-stream learner.
+//!
+//! Pure computation: no Kafka, no async, no logging. The pipeline feeds it one
+//! event at a time and reads back forecasts and statistics.
+//!
+//! * [`scalar`]: the `f32`/`f64` element type and the dense kernels.
+//! * [`params`]: parameter tensors in PyTorch's `state_dict` layout.
+//! * [`network`]: cell equations, stacked forward pass, hand-written BPTT.
+//! * [`loss`], [`optim`]: MSE/Huber; clipping, SGD, Adam, AdamW.
+//! * [`normalize`]: per-stream input scaling (fixed or running Welford).
+//! * [`learner`]: the online learner that owns weights and per-stream state.
+//! * [`checkpoint`]: safetensors files that `torch` can read.
+//! * [`rng`]: the seeded generator behind initialisation and synthetic data.
+
+pub mod checkpoint;
+pub mod learner;
+pub mod loss;
+pub mod network;
+pub mod normalize;
+pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod scalar;
+
+pub use learner::{Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats, WeightScope};
+pub use normalize::Normalize;
+pub use loss::Loss;
+pub use optim::{OptimizerConfig, OptimizerKind};
+pub use params::{CellKind, Dims, ParamLayout, Params};
+pub use scalar::Scalar;

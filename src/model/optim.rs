@@ -1,0 +1,163 @@
+//! Gradient clipping and the optimisers, with PyTorch's update formulas.
+
+use serde::{Deserialize, Serialize};
+
+use super::params::{ParamLayout, Params};
+use super::scalar::{Scalar, all_finite, sum_sq};
+
+/// Which update rule to apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// `torch.optim.SGD` (with optional momentum and L2 weight decay).
+    Sgd,
+    /// `torch.optim.Adam` (weight decay as L2 added to the gradient).
+    Adam,
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    Adamw,
+}
+
+/// Optimiser settings; fields that do not apply to `kind` are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Update rule.
+    pub kind: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// SGD momentum (0 disables it; dampening 0, no Nesterov).
+    pub momentum: f64,
+    /// Adam's (beta1, beta2).
+    pub betas: [f64; 2],
+    /// Adam's epsilon, added after the bias-corrected square root.
+    pub eps: f64,
+    /// Weight decay: L2 for SGD and Adam, decoupled for AdamW.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// What `clip_grad_norm` found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipReport {
+    /// Global L2 norm of all gradients before clipping.
+    pub total_norm: f64,
+    /// The factor the gradients were multiplied by (1 when not clipped).
+    pub coef: f64,
+}
+
+/// `torch.nn.utils.clip_grad_norm_` over every tensor at once:
+/// `coef = min(1, max_norm / (total_norm + 1e-6))`, then `g *= coef`.
+pub fn clip_grad_norm<S: Scalar>(grads: &mut Params<S>, max_norm: f64) -> ClipReport {
+    let total_norm = sum_sq(grads.flat()).f64().sqrt();
+    let coef = (max_norm / (total_norm + 1e-6)).min(1.0);
+    if coef < 1.0 {
+        let c = S::of(coef);
+        grads.data.mapv_inplace(|g| g * c);
+    }
+    ClipReport { total_norm, coef }
+}
+
+/// An optimiser's moments and step count, shaped like the parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optimizer<S> {
+    /// The settings.
+    pub config: OptimizerConfig,
+    /// Steps taken (Adam's `t`).
+    pub step: u64,
+    /// Adam's `exp_avg` or SGD's `momentum_buffer` (empty when unused).
+    pub m: Params<S>,
+    /// Adam's `exp_avg_sq` (empty when unused).
+    pub v: Params<S>,
+}
+
+impl<S: Scalar> Optimizer<S> {
+    /// Fresh state for a network laid out as `layout`.
+    pub fn new(config: OptimizerConfig, layout: &ParamLayout) -> Self {
+        let empty = || Params { data: ndarray::Array1::zeros(0) };
+        let (m, v) = match config.kind {
+            OptimizerKind::Sgd if config.momentum == 0.0 => (empty(), empty()),
+            OptimizerKind::Sgd => (Params::zeros(layout), empty()),
+            OptimizerKind::Adam | OptimizerKind::Adamw => (Params::zeros(layout), Params::zeros(layout)),
+        };
+        Optimizer { config, step: 0, m, v }
+    }
+
+    /// Applies one update of `grads` to `params`. `grads` may be modified (weight decay).
+    pub fn update(&mut self, params: &mut Params<S>, grads: &mut Params<S>) {
+        let cfg = self.config;
+        self.step += 1;
+        let lr = S::of(cfg.lr);
+        let wd = S::of(cfg.weight_decay);
+        let p = params.flat_mut();
+        let g = grads.flat_mut();
+        match cfg.kind {
+            OptimizerKind::Sgd => {
+                if cfg.weight_decay != 0.0 {
+                    for (gi, &pi) in g.iter_mut().zip(p.iter()) {
+                        *gi += wd * pi;
+                    }
+                }
+                if cfg.momentum != 0.0 {
+                    let mu = S::of(cfg.momentum);
+                    let buf = self.m.flat_mut();
+                    let first = self.step == 1;
+                    for ((pi, &gi), bi) in p.iter_mut().zip(g.iter()).zip(buf.iter_mut()) {
+                        *bi = if first { gi } else { mu * *bi + gi };
+                        *pi -= lr * *bi;
+                    }
+                } else {
+                    for (pi, &gi) in p.iter_mut().zip(g.iter()) {
+                        *pi -= lr * gi;
+                    }
+                }
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                if cfg.weight_decay != 0.0 {
+                    if cfg.kind == OptimizerKind::Adam {
+                        for (gi, &pi) in g.iter_mut().zip(p.iter()) {
+                            *gi += wd * pi;
+                        }
+                    } else {
+                        let keep = S::of(1.0 - cfg.lr * cfg.weight_decay);
+                        for pi in p.iter_mut() {
+                            *pi *= keep;
+                        }
+                    }
+                }
+                let [b1, b2] = cfg.betas;
+                // PyTorch computes the bias corrections in double precision.
+                let t = self.step as i32;
+                let step_size = S::of(cfg.lr / (1.0 - b1.powi(t)));
+                let bc2_sqrt = S::of((1.0 - b2.powi(t)).sqrt());
+                let (b1s, b2s) = (S::of(b1), S::of(b2));
+                let (c1, c2) = (S::of(1.0 - b1), S::of(1.0 - b2));
+                let eps = S::of(cfg.eps);
+                let m = self.m.flat_mut();
+                let v = self.v.flat_mut();
+                for (((pi, &gi), mi), vi) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *mi = b1s * *mi + c1 * gi;
+                    *vi = b2s * *vi + c2 * gi * gi;
+                    let denom = vi.sqrt() / bc2_sqrt + eps;
+                    *pi -= step_size * (*mi / denom);
+                }
+            }
+        }
+    }
+}
+
+/// True when every gradient is finite (the non-finite guard's check).
+pub fn grads_finite<S: Scalar>(grads: &Params<S>) -> bool {
+    all_finite(grads.flat())
+}
