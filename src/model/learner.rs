@@ -33,7 +33,7 @@ use super::normalize::{NormPhase, Normalize, Normalizer};
 use super::optim::{ClipReport, Optimizer, OptimizerConfig, clip_grad_norm};
 use super::params::{CellKind, Dims, ParamLayout, Params};
 use super::rng::Rng;
-use super::scalar::{Scalar, all_finite, sum_sq};
+use super::scalar::{Scalar, sum_sq};
 
 /// Which forecasts a TBPTT step learns from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -517,7 +517,28 @@ impl<S: Scalar> Forecaster<S> {
     }
 
     /// Processes one event of stream `key`: score, learn, advance, forecast.
+    ///
+    /// On x86-64 CPUs with AVX2 this runs a copy of the code compiled for AVX2.
+    /// The kernels fix their summation order and Rust never fuses a multiply
+    /// and an add on its own, so both copies give bit-identical results.
     pub fn observe(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.observe_avx2(key, values) };
+        }
+        self.observe_portable(key, values)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn observe_avx2(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
+        self.observe_portable(key, values)
+    }
+
+    /// [`Forecaster::observe`] compiled for the baseline instruction set.
+    #[inline(always)]
+    pub fn observe_portable(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
         let sl = self.sl;
         if values.len() != sl.width {
             return Err(LearnError::Width { expected: sl.width, got: values.len() });
@@ -653,6 +674,7 @@ fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
 }
 
 /// Scores the pending forecasts' components for this event.
+#[inline(always)]
 fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: &[f64]) -> Errors {
     let mut e = Errors::default();
     let buf = s.buf.as_slice().expect("stream buffers are contiguous");
@@ -683,6 +705,7 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 
 /// One TBPTT step on the newest complete forecasts of stream `s`; `Err` when
 /// the loss or a gradient is not finite (nothing was applied).
+#[inline(always)]
 fn train<S: Scalar>(
     cfg: &ModelConfig,
     layout: &ParamLayout,
@@ -746,7 +769,8 @@ fn train<S: Scalar>(
     } else {
         ClipReport { total_norm: sum_sq(work.grads.flat()).f64().sqrt(), coef: 1.0 }
     };
-    if !clip.total_norm.is_finite() || !all_finite(work.grads.flat()) {
+    // The norm is finite exactly when every gradient is (barring overflow, which also skips).
+    if !clip.total_norm.is_finite() {
         return Err(());
     }
     model.optimizer.update(&mut model.params, &mut work.grads);

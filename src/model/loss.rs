@@ -21,6 +21,7 @@ pub enum Loss {
 impl Loss {
     /// Adds this loss over `y` against `target` to a running sum and writes
     /// `dL/dy` for a mean over `count` elements in all; returns the sum's addend.
+    #[inline(always)]
     pub fn accumulate<S: Scalar>(&self, y: &[S], target: &[S], count: usize, dy: &mut [S]) -> S {
         let n = S::of(count as f64);
         let mut sum = S::zero();

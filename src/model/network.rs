@@ -21,8 +21,8 @@
 //! Every function here is pure arithmetic on caller-provided buffers: nothing
 //! allocates per step.
 
-use super::params::{CellKind, Dims, Layer, LayerMut, ParamLayout, Params};
-use super::scalar::{Scalar, add_assign, axpy, dot, gemv_acc, gemv_t_acc, ger_acc};
+use super::params::{CellKind, Dims, Layer, ParamLayout, Params};
+use super::scalar::{Scalar, axpy, dot, gemv_acc, ger_batch, transpose};
 
 /// One cell step for one layer, in place.
 ///
@@ -31,7 +31,7 @@ use super::scalar::{Scalar, add_assign, axpy, dot, gemv_acc, gemv_t_acc, ger_acc
 /// (G·H) what the backward pass needs besides them: `tanh(c')` for the LSTM,
 /// `W_hh h + b_hh` for the GRU, nothing for the RNN.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn cell_forward<S: Scalar>(
     kind: CellKind,
     p: &Layer<'_, S>,
@@ -119,9 +119,9 @@ pub struct CellGrads<'a, S> {
     pub dh: &'a [S],
     /// dL/dc' from the future (H, LSTM); on exit dL/dc_prev.
     pub dc: &'a mut [S],
-    /// Scratch, G·H.
+    /// Receives dL/d(W_ih x + b_ih), G·H.
     pub dgi: &'a mut [S],
-    /// Scratch, G·H.
+    /// Receives dL/d(W_hh h + b_hh), G·H.
     pub dgh: &'a mut [S],
     /// Receives dL/dx (D_l), if wanted.
     pub dx: Option<&'a mut [S]>,
@@ -129,13 +129,22 @@ pub struct CellGrads<'a, S> {
     pub dh_prev: &'a mut [S],
 }
 
-/// One layer's backward step: accumulates parameter gradients into `g` and
-/// writes the gradients of the step's inputs (see [`CellGrads`]).
-#[inline]
+/// A layer's weight matrices transposed (row-major copies), so `Wᵀ dg` in the
+/// backward pass is a sequence of contiguous `axpy`s instead of dot products.
+pub struct Transposed<'a, S> {
+    /// `W_ihᵀ` column-major (D_l rows, G·H columns); empty when dx is not wanted.
+    pub w_ih: &'a [S],
+    /// `W_hhᵀ` column-major (H rows, G·H columns).
+    pub w_hh: &'a [S],
+}
+
+/// One layer's backward step: writes the gate gradients `dgi`, `dgh` (from
+/// which the caller accumulates the weight gradients) and the gradients of the
+/// step's inputs (see [`CellGrads`]).
+#[inline(always)]
 pub fn cell_backward<S: Scalar>(
     kind: CellKind,
-    p: &Layer<'_, S>,
-    g: &mut LayerMut<'_, S>,
+    p: &Transposed<'_, S>,
     cache: &CellCache<'_, S>,
     d: &mut CellGrads<'_, S>,
 ) {
@@ -195,13 +204,9 @@ pub fn cell_backward<S: Scalar>(
             d.dgh.copy_from_slice(d.dgi);
         }
     }
-    ger_acc(g.w_ih, d.dgi, cache.x);
-    add_assign(g.b_ih, d.dgi);
-    ger_acc(g.w_hh, d.dgh, cache.h_prev);
-    add_assign(g.b_hh, d.dgh);
     if let Some(dx) = d.dx.as_deref_mut() {
         dx.fill(S::zero());
-        gemv_t_acc(dx, p.w_ih, d.dgi);
+        gemv_acc(dx, p.w_ih, d.dgi);
     }
     if direct {
         let z = &cache.gates[hn..2 * hn];
@@ -211,11 +216,11 @@ pub fn cell_backward<S: Scalar>(
     } else {
         d.dh_prev.fill(S::zero());
     }
-    gemv_t_acc(d.dh_prev, p.w_hh, d.dgh);
+    gemv_acc(d.dh_prev, p.w_hh, d.dgh);
 }
 
 /// The head `y = V h + c` for one step.
-#[inline]
+#[inline(always)]
 pub fn head_forward<S: Scalar>(v: &[S], c: &[S], h: &[S], y: &mut [S]) {
     let hn = h.len();
     for (o, yo) in y.iter_mut().enumerate() {
@@ -247,6 +252,7 @@ impl<S: Scalar> StepScratch<S> {
 }
 
 /// Advances `state` by one input `x` through every layer (inference: nothing kept for backward).
+#[inline(always)]
 pub fn step<S: Scalar>(
     layout: &ParamLayout,
     params: &Params<S>,
@@ -268,6 +274,7 @@ pub fn step<S: Scalar>(
 }
 
 /// The head applied to the top layer of `state`.
+#[inline(always)]
 pub fn forecast<S: Scalar>(layout: &ParamLayout, params: &Params<S>, state: &[S], y: &mut [S]) {
     let dims = &layout.dims;
     let top = &state[(dims.layers - 1) * dims.hidden..dims.layers * dims.hidden];
@@ -289,10 +296,13 @@ pub struct Tape<S> {
     dh_next: Vec<S>,
     dc_next: Vec<S>,
     dh: Vec<S>,
+    /// Gate gradients of every step and layer (`T × L × G·H`), for the batched weight gradients.
     dgi: Vec<S>,
     dgh: Vec<S>,
     dx: Vec<S>,
     head_dh: Vec<S>,
+    /// Per layer `[W_ihᵀ | W_hhᵀ]`, refreshed at the start of every backward pass.
+    transposed: Vec<S>,
 }
 
 impl<S: Scalar> Tape<S> {
@@ -311,10 +321,11 @@ impl<S: Scalar> Tape<S> {
             dh_next: vec![S::zero(); lh],
             dc_next: vec![S::zero(); lh],
             dh: vec![S::zero(); dims.hidden],
-            dgi: vec![S::zero(); dims.gate_rows()],
-            dgh: vec![S::zero(); dims.gate_rows()],
+            dgi: vec![S::zero(); capacity * g],
+            dgh: vec![S::zero(); capacity * g],
             dx: vec![S::zero(); dims.hidden.max(dims.inputs)],
             head_dh: vec![S::zero(); dims.hidden],
+            transposed: vec![S::zero(); (0..dims.layers).map(|l| (dims.layer_inputs(l) + dims.hidden) * dims.gate_rows()).sum()],
         }
     }
 
@@ -342,6 +353,7 @@ impl<S: Scalar> Tape<S> {
     }
 
     /// Runs the window `xs` (`T × D`, row-major) from `init`, recording every step.
+    #[inline(always)]
     pub fn forward(&mut self, layout: &ParamLayout, params: &Params<S>, xs: &[S], init: &[S]) {
         let dims = self.dims;
         let d = dims.inputs;
@@ -378,6 +390,7 @@ impl<S: Scalar> Tape<S> {
     }
 
     /// Head output after step `t` (1-based), into `y` (O).
+    #[inline(always)]
     pub fn head(&self, layout: &ParamLayout, params: &Params<S>, t: usize, y: &mut [S]) {
         let (v, c) = params.head(layout);
         head_forward(v, c, self.top(t), y);
@@ -389,6 +402,8 @@ impl<S: Scalar> Tape<S> {
     /// oldest first); earlier steps carry no loss. Parameter gradients are
     /// *added* to `grads`. `dxs` (`T × D`), if given, receives dL/dx; `d_init`
     /// (state length) receives dL/d(state entering the window).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn backward(
         &mut self,
         layout: &ParamLayout,
@@ -409,6 +424,21 @@ impl<S: Scalar> Tape<S> {
         let first_dy = t_len - n_dy;
         self.dh_next.fill(S::zero());
         self.dc_next.fill(S::zero());
+        // Transpose each layer's weights once per window (W_ih of layer 0 only when dx is wanted).
+        let ranges = |l: usize| {
+            let start = if l == 0 { 0 } else { (d + hn) * gr + (l - 1) * 2 * hn * gr };
+            let ih = start..start + dims.layer_inputs(l) * gr;
+            let hh = ih.end..ih.end + hn * gr;
+            (ih, hh)
+        };
+        for l in 0..nl {
+            let p = params.layer(layout, l);
+            let (ih, hh) = ranges(l);
+            if l > 0 || dxs.is_some() {
+                transpose(p.w_ih, gr, &mut self.transposed[ih]);
+            }
+            transpose(p.w_hh, gr, &mut self.transposed[hh]);
+        }
         let (v, _) = params.head(layout);
         for t in (0..t_len).rev() {
             // Head: dV += dy h_topᵀ, dc += dy, and Vᵀ dy flows into the top layer.
@@ -430,7 +460,8 @@ impl<S: Scalar> Tape<S> {
                     let from_above = if l == nl - 1 { self.head_dh[k] } else { self.dx[k] };
                     self.dh[k] = self.dh_next[l * hn + k] + from_above;
                 }
-                let p = params.layer(layout, l);
+                let (ih, hh) = ranges(l);
+                let p = Transposed { w_ih: &self.transposed[ih], w_hh: &self.transposed[hh] };
                 let at = (t * nl + l) * gr;
                 let prev = &self.states[t * sl..(t + 1) * sl];
                 let next = &self.states[(t + 1) * sl..(t + 2) * sl];
@@ -451,13 +482,34 @@ impl<S: Scalar> Tape<S> {
                 let mut cg = CellGrads {
                     dh: &self.dh,
                     dc: &mut self.dc_next[l * hn..(l + 1) * hn],
-                    dgi: &mut self.dgi,
-                    dgh: &mut self.dgh,
+                    dgi: &mut self.dgi[at..at + gr],
+                    dgh: &mut self.dgh[at..at + gr],
                     dx,
                     dh_prev: &mut self.dh_next[l * hn..(l + 1) * hn],
                 };
-                let mut g = grads.layer_mut(layout, l);
-                cell_backward(dims.cell, &p, &mut g, &cache, &mut cg);
+                cell_backward(dims.cell, &p, &cache, &mut cg);
+            }
+        }
+        // Weight gradients as one rank-T update per matrix: dW_ih = Σ_t dgi_t x_tᵀ,
+        // dW_hh = Σ_t dgh_t h_{t-1}ᵀ, db = Σ_t dg_t. Cheaper than T rank-one updates.
+        for l in 0..nl {
+            let g = grads.layer_mut(layout, l);
+            let (dgi, dgh) = (&self.dgi[..t_len * nl * gr], &self.dgh[..t_len * nl * gr]);
+            let stride = nl * gr;
+            if l == 0 {
+                ger_batch(g.w_ih, gr, dgi, stride, l * gr, xs, d, 0, t_len);
+            } else {
+                ger_batch(g.w_ih, gr, dgi, stride, l * gr, &self.states[sl..], sl, (l - 1) * hn, t_len);
+            }
+            ger_batch(g.w_hh, gr, dgh, stride, l * gr, &self.states, sl, l * hn, t_len);
+            for t in 0..t_len {
+                let at = t * stride + l * gr;
+                for (b, &v) in g.b_ih.iter_mut().zip(&dgi[at..at + gr]) {
+                    *b += v;
+                }
+                for (b, &v) in g.b_hh.iter_mut().zip(&dgh[at..at + gr]) {
+                    *b += v;
+                }
             }
         }
         d_init[..nl * hn].copy_from_slice(&self.dh_next);

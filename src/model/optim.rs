@@ -59,6 +59,7 @@ pub struct ClipReport {
 
 /// `torch.nn.utils.clip_grad_norm_` over every tensor at once:
 /// `coef = min(1, max_norm / (total_norm + 1e-6))`, then `g *= coef`.
+#[inline(always)]
 pub fn clip_grad_norm<S: Scalar>(grads: &mut Params<S>, max_norm: f64) -> ClipReport {
     let total_norm = sum_sq(grads.flat()).f64().sqrt();
     let coef = (max_norm / (total_norm + 1e-6)).min(1.0);
@@ -95,6 +96,7 @@ impl<S: Scalar> Optimizer<S> {
     }
 
     /// Applies one update of `grads` to `params`. `grads` may be modified (weight decay).
+    #[inline(always)]
     pub fn update(&mut self, params: &mut Params<S>, grads: &mut Params<S>) {
         let cfg = self.config;
         self.step += 1;
@@ -146,11 +148,14 @@ impl<S: Scalar> Optimizer<S> {
                 let eps = S::of(cfg.eps);
                 let m = self.m.flat_mut();
                 let v = self.v.flat_mut();
-                for (((pi, &gi), mi), vi) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    *mi = b1s * *mi + c1 * gi;
-                    *vi = b2s * *vi + c2 * gi * gi;
-                    let denom = vi.sqrt() / bc2_sqrt + eps;
-                    *pi -= step_size * (*mi / denom);
+                let n = p.len();
+                let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+                for i in 0..n {
+                    let gi = g[i];
+                    m[i] = b1s * m[i] + c1 * gi;
+                    v[i] = b2s * v[i] + c2 * gi * gi;
+                    let denom = v[i].sqrt() / bc2_sqrt + eps;
+                    p[i] -= step_size * (m[i] / denom);
                 }
             }
         }

@@ -250,16 +250,19 @@ impl<S: Scalar> Params<S> {
     }
 
     /// The whole flat vector.
+    #[inline(always)]
     pub fn flat(&self) -> &[S] {
         self.data.as_slice().expect("parameter vectors are contiguous")
     }
 
     /// The whole flat vector, mutably.
+    #[inline(always)]
     pub fn flat_mut(&mut self) -> &mut [S] {
         self.data.as_slice_mut().expect("parameter vectors are contiguous")
     }
 
     /// Layer `l`'s tensors.
+    #[inline(always)]
     pub fn layer<'a>(&'a self, layout: &ParamLayout, l: usize) -> Layer<'a, S> {
         let t = &layout.tensors[4 * l..4 * l + 4];
         let flat = self.flat();
@@ -272,6 +275,7 @@ impl<S: Scalar> Params<S> {
     }
 
     /// Layer `l`'s tensors, mutably.
+    #[inline(always)]
     pub fn layer_mut<'a>(&'a mut self, layout: &ParamLayout, l: usize) -> LayerMut<'a, S> {
         let t = &layout.tensors[4 * l..4 * l + 4];
         let range = layout.layer_range(l);
@@ -283,6 +287,7 @@ impl<S: Scalar> Params<S> {
     }
 
     /// The head `(V, c)`: `V` row-major (O, H), `c` (O).
+    #[inline(always)]
     pub fn head<'a>(&'a self, layout: &ParamLayout) -> (&'a [S], &'a [S]) {
         let n = layout.tensors.len();
         let flat = self.flat();
@@ -290,6 +295,7 @@ impl<S: Scalar> Params<S> {
     }
 
     /// The head `(V, c)`, mutably.
+    #[inline(always)]
     pub fn head_mut<'a>(&'a mut self, layout: &ParamLayout) -> (&'a mut [S], &'a mut [S]) {
         let n = layout.tensors.len();
         let v = layout.tensors[n - 2].range();

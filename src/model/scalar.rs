@@ -64,16 +64,19 @@ impl Scalar for f64 {
     fn f64(self) -> f64 {
         self
     }
+    #[inline(always)]
     fn sigmoid_inplace(xs: &mut [Self]) {
         for x in xs {
             *x = 1.0 / (1.0 + (-*x).exp());
         }
     }
+    #[inline(always)]
     fn tanh_inplace(xs: &mut [Self]) {
         for x in xs {
             *x = x.tanh();
         }
     }
+    #[inline(always)]
     fn tanh_into(xs: &[Self], out: &mut [Self]) {
         for (o, x) in out.iter_mut().zip(xs) {
             *o = x.tanh();
@@ -101,16 +104,19 @@ impl Scalar for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
     fn sigmoid_inplace(xs: &mut [Self]) {
         for x in xs {
             *x = 1.0 / (1.0 + exp_f32(-*x));
         }
     }
+    #[inline(always)]
     fn tanh_inplace(xs: &mut [Self]) {
         for x in xs {
             *x = tanh_f32(*x);
         }
     }
+    #[inline(always)]
     fn tanh_into(xs: &[Self], out: &mut [Self]) {
         for (o, x) in out.iter_mut().zip(xs) {
             *o = tanh_f32(*x);
@@ -158,24 +164,18 @@ pub fn tanh_f32(x: f32) -> f32 {
 }
 
 /// `out += W x` for a column-major `W` with `out.len()` rows and `x.len()` columns.
-#[inline]
+///
+/// Rows go in blocks of 64, 32 and 16 whose accumulators stay in registers
+/// across all columns; a 64-row block gives eight independent vector chains,
+/// enough to hide the add latency.
+#[inline(always)]
 pub fn gemv_acc<S: Scalar>(out: &mut [S], w: &[S], x: &[S]) {
     let rows = out.len();
     debug_assert_eq!(w.len(), rows * x.len());
-    let blocks = rows / LANES;
-    for b in 0..blocks {
-        let r0 = b * LANES;
-        let mut acc = [S::zero(); LANES];
-        acc.copy_from_slice(&out[r0..r0 + LANES]);
-        for (j, &xj) in x.iter().enumerate() {
-            let col = &w[j * rows + r0..j * rows + r0 + LANES];
-            for k in 0..LANES {
-                acc[k] += col[k] * xj;
-            }
-        }
-        out[r0..r0 + LANES].copy_from_slice(&acc);
-    }
-    let r0 = blocks * LANES;
+    let mut r0 = 0;
+    r0 = gemv_blocks::<S, 64>(out, w, x, r0);
+    r0 = gemv_blocks::<S, 32>(out, w, x, r0);
+    r0 = gemv_blocks::<S, 16>(out, w, x, r0);
     if r0 < rows {
         for (j, &xj) in x.iter().enumerate() {
             let col = &w[j * rows..(j + 1) * rows];
@@ -186,8 +186,27 @@ pub fn gemv_acc<S: Scalar>(out: &mut [S], w: &[S], x: &[S]) {
     }
 }
 
+/// Whole `N`-row blocks of [`gemv_acc`] from row `r0`; returns the first row not done.
+#[inline(always)]
+fn gemv_blocks<S: Scalar, const N: usize>(out: &mut [S], w: &[S], x: &[S], mut r0: usize) -> usize {
+    let rows = out.len();
+    while r0 + N <= rows {
+        let mut acc = [S::zero(); N];
+        acc.copy_from_slice(&out[r0..r0 + N]);
+        for (j, &xj) in x.iter().enumerate() {
+            let col = &w[j * rows + r0..j * rows + r0 + N];
+            for k in 0..N {
+                acc[k] += col[k] * xj;
+            }
+        }
+        out[r0..r0 + N].copy_from_slice(&acc);
+        r0 += N;
+    }
+    r0
+}
+
 /// Dot product with a fixed lane structure (see the module docs).
-#[inline]
+#[inline(always)]
 pub fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [S::zero(); LANES];
@@ -214,7 +233,7 @@ pub fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
 }
 
 /// `out[j] += dot(W[:, j], y)`: adds `Wᵀ y` for a column-major `W` with `y.len()` rows.
-#[inline]
+#[inline(always)]
 pub fn gemv_t_acc<S: Scalar>(out: &mut [S], w: &[S], y: &[S]) {
     let rows = y.len();
     debug_assert_eq!(w.len(), rows * out.len());
@@ -223,8 +242,93 @@ pub fn gemv_t_acc<S: Scalar>(out: &mut [S], w: &[S], y: &[S]) {
     }
 }
 
+/// Writes the transpose of the column-major `src` (`rows` rows) into `dst`,
+/// also column-major: `dst` then holds `src`'s rows contiguously. Works in
+/// tiles so that neither the loads nor the stores stride across the matrix.
+#[inline(always)]
+pub fn transpose<S: Scalar>(src: &[S], rows: usize, dst: &mut [S]) {
+    const TILE: usize = 8;
+    assert!(rows > 0 && src.len() % rows == 0 && dst.len() == src.len(), "transpose: shapes disagree");
+    let cols = src.len() / rows;
+    for j0 in (0..cols).step_by(TILE) {
+        let j1 = (j0 + TILE).min(cols);
+        for r0 in (0..rows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(rows);
+            for r in r0..r1 {
+                for j in j0..j1 {
+                    // SAFETY: r < rows and j < cols, so both indices are below
+                    // rows * cols, which equals both lengths (asserted above).
+                    unsafe { *dst.get_unchecked_mut(r * cols + j) = *src.get_unchecked(j * rows + r) };
+                }
+            }
+        }
+    }
+}
+
+/// Rank-`steps` update `W += Σ_t a_t b_tᵀ` for a column-major `W`.
+///
+/// `a_t = a[t * a_stride + a_off ..][..rows]` (`rows` = rows of `W`) and
+/// `b_t = b[t * b_stride + b_off ..][..cols]`. Blocks of each output column
+/// stay in registers while all `t` are summed, so `W` is read and written once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn ger_batch<S: Scalar>(
+    w: &mut [S],
+    rows: usize,
+    a: &[S],
+    a_stride: usize,
+    a_off: usize,
+    b: &[S],
+    b_stride: usize,
+    b_off: usize,
+    steps: usize,
+) {
+    let cols = w.len() / rows;
+    for j in 0..cols {
+        let col = &mut w[j * rows..(j + 1) * rows];
+        let bj = |t: usize| b[t * b_stride + b_off + j];
+        let a_off_j = |t: usize| t * a_stride + a_off;
+        let mut r0 = 0;
+        r0 = ger_blocks::<S, 64>(col, a, &a_off_j, &bj, steps, r0);
+        r0 = ger_blocks::<S, 16>(col, a, &a_off_j, &bj, steps, r0);
+        for t in 0..steps {
+            let (ao, bt) = (a_off_j(t), bj(t));
+            for r in r0..rows {
+                col[r] += a[ao + r] * bt;
+            }
+        }
+    }
+}
+
+/// Whole `N`-row blocks of one column of [`ger_batch`]; returns the first row not done.
+#[inline(always)]
+fn ger_blocks<S: Scalar, const N: usize>(
+    col: &mut [S],
+    a: &[S],
+    a_at: &impl Fn(usize) -> usize,
+    b_at: &impl Fn(usize) -> S,
+    steps: usize,
+    mut r0: usize,
+) -> usize {
+    while r0 + N <= col.len() {
+        let mut acc = [S::zero(); N];
+        acc.copy_from_slice(&col[r0..r0 + N]);
+        for t in 0..steps {
+            let ao = a_at(t) + r0;
+            let at = &a[ao..ao + N];
+            let bt = b_at(t);
+            for k in 0..N {
+                acc[k] += at[k] * bt;
+            }
+        }
+        col[r0..r0 + N].copy_from_slice(&acc);
+        r0 += N;
+    }
+    r0
+}
+
 /// Rank-one update `W += a bᵀ` for a column-major `W` with `a.len()` rows.
-#[inline]
+#[inline(always)]
 pub fn ger_acc<S: Scalar>(w: &mut [S], a: &[S], b: &[S]) {
     let rows = a.len();
     debug_assert_eq!(w.len(), rows * b.len());
@@ -234,7 +338,7 @@ pub fn ger_acc<S: Scalar>(w: &mut [S], a: &[S], b: &[S]) {
 }
 
 /// `y += alpha x`.
-#[inline]
+#[inline(always)]
 pub fn axpy<S: Scalar>(y: &mut [S], alpha: S, x: &[S]) {
     for (yi, &xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi;
@@ -242,7 +346,7 @@ pub fn axpy<S: Scalar>(y: &mut [S], alpha: S, x: &[S]) {
 }
 
 /// `y += x`.
-#[inline]
+#[inline(always)]
 pub fn add_assign<S: Scalar>(y: &mut [S], x: &[S]) {
     for (yi, &xi) in y.iter_mut().zip(x) {
         *yi += xi;
@@ -250,20 +354,27 @@ pub fn add_assign<S: Scalar>(y: &mut [S], x: &[S]) {
 }
 
 /// Sum of squares with the same fixed lane structure as [`dot`].
-#[inline]
+#[inline(always)]
 pub fn sum_sq<S: Scalar>(a: &[S]) -> S {
     dot(a, a)
 }
 
 /// True when every element is finite.
-#[inline]
+#[inline(always)]
 pub fn all_finite<S: Scalar>(a: &[S]) -> bool {
-    // Summing `x * 0` is NaN iff some x is NaN or infinite, and vectorises.
-    let mut acc = S::zero();
-    for &x in a {
-        acc += x * S::zero();
+    // `x * 0` is NaN iff x is NaN or infinite; independent lanes let this vectorise.
+    let mut acc = [S::zero(); LANES];
+    let chunks = a.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] += c[k] * S::zero();
+        }
     }
-    acc == S::zero()
+    for (k, &x) in rest.iter().enumerate() {
+        acc[k] += x * S::zero();
+    }
+    acc.iter().all(|&v| v == S::zero())
 }
 
 #[cfg(test)]
@@ -308,6 +419,25 @@ mod tests {
         for j in 0..cols {
             let want: f64 = (0..rows).map(|r| w[j * rows + r] * y[r]).sum();
             assert!((back[j] - want).abs() < 1e-12);
+        }
+        let mut t = vec![0.0; rows * cols];
+        transpose(&w, rows, &mut t);
+        for r in 0..rows {
+            for j in 0..cols {
+                assert_eq!(t[r * cols + j], w[j * rows + r]);
+            }
+        }
+        // Three steps of a batched rank-one update equal three single ones.
+        let a: Vec<f64> = (0..3 * rows).map(|i| (i as f64 * 0.11).cos()).collect();
+        let b: Vec<f64> = (0..3 * cols).map(|i| i as f64 * 0.5 - 2.0).collect();
+        let mut batched = vec![0.5; rows * cols];
+        ger_batch(&mut batched, rows, &a, rows, 0, &b, cols, 0, 3);
+        let mut single = vec![0.5; rows * cols];
+        for t in 0..3 {
+            ger_acc(&mut single, &a[t * rows..(t + 1) * rows], &b[t * cols..(t + 1) * cols]);
+        }
+        for (x, y) in batched.iter().zip(&single) {
+            assert!((x - y).abs() < 1e-12);
         }
         let mut g = vec![0.0; rows * cols];
         ger_acc(&mut g, &y, &x);
