@@ -66,7 +66,12 @@ fn config(b: &ModelBench, learning: Learning) -> ModelConfig {
 }
 
 /// Times `events` observations spread round-robin over the streams; returns events per second.
-fn time_events(f: &mut Forecaster<f32>, keys: &[String], series: &[Vec<f32>], events: usize) -> f64 {
+fn time_events(
+    f: &mut Forecaster<f32>,
+    keys: &[String],
+    series: &[Vec<f32>],
+    events: usize,
+) -> f64 {
     let width = f.config().inputs;
     let per_stream = series[0].len() / width;
     let mut sink = 0.0f32;
@@ -90,7 +95,10 @@ pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
     // 512 distinct events per stream, cycled: inputs stay realistic and cheap to fetch.
     let series: Vec<Vec<f32>> = (0..b.streams)
         .map(|i| {
-            NoisySine::new(24.0, 0.1, i as u64).take(512 * b.inputs).map(|v| v as f32).collect()
+            NoisySine::new(24.0, 0.1, i as u64)
+                .take(512 * b.inputs)
+                .map(|v| v as f32)
+                .collect()
         })
         .collect();
 

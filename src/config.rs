@@ -58,8 +58,10 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Parse { origin: origin.into(), message: e.to_string() })
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.into(),
+        message: e.to_string(),
+    })
 }
 
 impl Config {
@@ -67,18 +69,26 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut table = parse_table(DEFAULT_TOML, "built-in defaults")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             merge(&mut table, parse_table(&text, &path.display().to_string())?);
         }
-        Self::from_table(table, file.map_or("built-in defaults".into(), |p| p.display().to_string()))
+        Self::from_table(
+            table,
+            file.map_or("built-in defaults".into(), |p| p.display().to_string()),
+        )
     }
 
     /// Checks a merged table against the typed configuration.
     pub fn from_table(table: toml::Table, origin: String) -> Result<Self, ConfigError> {
         let cfg: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin, message: e.to_string() })?;
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin,
+                message: e.to_string(),
+            })?;
         cfg.model.validate().map_err(ConfigError::Invalid)?;
         Ok(cfg)
     }
@@ -99,7 +109,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("recur-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(&good, "[model]\ncell = \"gru\"\n[model.optimizer]\nlr = 0.01\n").unwrap();
+        std::fs::write(
+            &good,
+            "[model]\ncell = \"gru\"\n[model.optimizer]\nlr = 0.01\n",
+        )
+        .unwrap();
         let cfg = Config::load(Some(&good)).unwrap();
         assert_eq!(cfg.model.cell, crate::model::CellKind::Gru);
         assert_eq!(cfg.model.optimizer.lr, 0.01);

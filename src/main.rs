@@ -68,7 +68,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench { what } => match what {
-            BenchCommand::Model { cell, hidden, inputs, tbptt, streams, infer_events, train_events, json } => {
+            BenchCommand::Model {
+                cell,
+                hidden,
+                inputs,
+                tbptt,
+                streams,
+                infer_events,
+                train_events,
+                json,
+            } => {
                 anyhow::ensure!(streams > 0, "--streams must be at least 1");
                 let report = bench::model(&ModelBench {
                     cell,

@@ -18,7 +18,14 @@ impl NoisySine {
     pub fn new(period: f64, noise: f64, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let phase = rng.uniform(0.0, std::f64::consts::TAU);
-        NoisySine { t: 0, period, amp: 1.0, phase, noise, rng }
+        NoisySine {
+            t: 0,
+            period,
+            amp: 1.0,
+            phase,
+            noise,
+            rng,
+        }
     }
 }
 
@@ -45,7 +52,13 @@ pub struct Ar2 {
 impl Ar2 {
     /// A process with coefficients `a`, `b` (stationary when the roots lie inside the unit circle).
     pub fn new(a: f64, b: f64, noise: f64, seed: u64) -> Self {
-        Ar2 { a, b, noise, prev: [0.0; 2], rng: Rng::new(seed) }
+        Ar2 {
+            a,
+            b,
+            noise,
+            prev: [0.0; 2],
+            rng: Rng::new(seed),
+        }
     }
 }
 

@@ -29,11 +29,17 @@ fn run(f: &mut Forecaster<f32>, evs: &[(String, f32)]) -> Vec<u32> {
 fn same_seed_same_events_give_bit_identical_forecasts() {
     let evs = events(3000, 5);
     for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
-        let cfg = ModelConfig { cell, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            cell,
+            ..ModelConfig::default()
+        };
         let a = run(&mut Forecaster::new(cfg.clone()).unwrap(), &evs);
         let b = run(&mut Forecaster::new(cfg.clone()).unwrap(), &evs);
         assert_eq!(a, b, "{}: two runs differ", cell.name());
-        let other = run(&mut Forecaster::new(ModelConfig { seed: 7, ..cfg }).unwrap(), &evs);
+        let other = run(
+            &mut Forecaster::new(ModelConfig { seed: 7, ..cfg }).unwrap(),
+            &evs,
+        );
         assert_ne!(a, other, "{}: the seed has no effect", cell.name());
     }
 }
@@ -41,14 +47,35 @@ fn same_seed_same_events_give_bit_identical_forecasts() {
 #[test]
 fn vectorised_and_portable_paths_agree_bit_for_bit() {
     let evs = events(2000, 3);
-    for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn, CellKind::RnnRelu] {
-        let cfg = ModelConfig { cell, layers: 2, hidden: 24, ..ModelConfig::default() };
+    for cell in [
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Rnn,
+        CellKind::RnnRelu,
+    ] {
+        let cfg = ModelConfig {
+            cell,
+            layers: 2,
+            hidden: 24,
+            ..ModelConfig::default()
+        };
         let mut fast = Forecaster::<f32>::new(cfg.clone()).unwrap();
         let mut portable = Forecaster::<f32>::new(cfg).unwrap();
         for (k, v) in &evs {
-            let a: Vec<u32> = fast.observe(k, &[*v]).unwrap().forecast.iter().map(|x| x.to_bits()).collect();
-            let b: Vec<u32> =
-                portable.observe_portable(k, &[*v]).unwrap().forecast.iter().map(|x| x.to_bits()).collect();
+            let a: Vec<u32> = fast
+                .observe(k, &[*v])
+                .unwrap()
+                .forecast
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            let b: Vec<u32> = portable
+                .observe_portable(k, &[*v])
+                .unwrap()
+                .forecast
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
             assert_eq!(a, b, "{}: dispatch changed the numbers", cell.name());
         }
     }
@@ -57,7 +84,11 @@ fn vectorised_and_portable_paths_agree_bit_for_bit() {
 #[test]
 fn forecasts_are_learned_from_only_once_all_targets_are_observed() {
     for horizon in [1usize, 3, 8] {
-        let cfg = ModelConfig { horizon, tbptt: 5, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            horizon,
+            tbptt: 5,
+            ..ModelConfig::default()
+        };
         let mut f = Forecaster::<f32>::new(cfg).unwrap();
         for (t, x) in NoisySine::new(12.0, 0.05, 1).take(60).enumerate() {
             let obs = f.observe("s", &[x as f32]).unwrap();
@@ -73,14 +104,21 @@ fn forecasts_are_learned_from_only_once_all_targets_are_observed() {
 
 #[test]
 fn non_finite_values_never_reach_the_weights() {
-    let cfg = ModelConfig { normalize: recur::model::Normalize::None, predict: recur::model::Predict::Level, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::None,
+        predict: recur::model::Predict::Level,
+        ..ModelConfig::default()
+    };
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
     for x in NoisySine::new(12.0, 0.1, 3).take(50) {
         f.observe("s", &[x as f32]).unwrap();
     }
     let before = f.shared().params.clone();
     let err = f.observe("s", &[f32::NAN]).unwrap_err();
-    assert!(matches!(err, LearnError::NonFinite { index: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, LearnError::NonFinite { index: 0, .. }),
+        "{err:?}"
+    );
     assert_eq!(f.shared().params, before);
     assert_eq!(f.stats().nonfinite, 1);
     assert_eq!(f.stream("s").unwrap().seen, 0, "state was not reset");
@@ -106,9 +144,21 @@ fn non_finite_values_never_reach_the_weights() {
 
 #[test]
 fn a_wrong_width_is_an_error_that_changes_nothing() {
-    let mut f = Forecaster::<f32>::new(ModelConfig { inputs: 3, targets: vec![2], horizon: 2, ..ModelConfig::default() }).unwrap();
+    let mut f = Forecaster::<f32>::new(ModelConfig {
+        inputs: 3,
+        targets: vec![2],
+        horizon: 2,
+        ..ModelConfig::default()
+    })
+    .unwrap();
     let err = f.observe("s", &[1.0, 2.0]).unwrap_err();
-    assert_eq!(err, LearnError::Width { expected: 3, got: 2 });
+    assert_eq!(
+        err,
+        LearnError::Width {
+            expected: 3,
+            got: 2
+        }
+    );
     assert_eq!(f.stream_count(), 0);
     let obs = f.observe("s", &[1.0, 2.0, 3.0]).unwrap();
     assert_eq!(obs.forecast.len(), 2, "horizon 2 x 1 target");
@@ -122,11 +172,18 @@ fn shared_weights_learn_from_every_stream_per_stream_weights_do_not_mix() {
     assert_eq!(shared.shared().updates, shared.stats().updates);
     assert!(shared.stream("s0").unwrap().model.is_none());
 
-    let cfg = ModelConfig { weight_scope: WeightScope::PerStream, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        weight_scope: WeightScope::PerStream,
+        ..ModelConfig::default()
+    };
     let mut per = Forecaster::<f32>::new(cfg.clone()).unwrap();
     let init = per.shared().params.clone();
     run(&mut per, &evs);
-    assert_eq!(per.shared().params, init, "the template weights must not learn");
+    assert_eq!(
+        per.shared().params,
+        init,
+        "the template weights must not learn"
+    );
     let a = per.stream("s0").unwrap().model.as_ref().unwrap();
     let b = per.stream("s1").unwrap().model.as_ref().unwrap();
     assert_ne!(a.params, b.params);
@@ -136,14 +193,22 @@ fn shared_weights_learn_from_every_stream_per_stream_weights_do_not_mix() {
     let mut alone = Forecaster::<f32>::new(cfg).unwrap();
     let only0: Vec<_> = evs.iter().filter(|e| e.0 == "s0").cloned().collect();
     run(&mut alone, &only0);
-    assert_eq!(alone.stream("s0").unwrap().model.as_ref().unwrap().params, a.params);
+    assert_eq!(
+        alone.stream("s0").unwrap().model.as_ref().unwrap().params,
+        a.params
+    );
 }
 
 #[test]
 fn a_checkpoint_resumes_bit_for_bit() {
     let evs = events(3000, 4);
     for scope in [WeightScope::Shared, WeightScope::PerStream] {
-        let cfg = ModelConfig { weight_scope: scope, cell: CellKind::Gru, horizon: 3, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            weight_scope: scope,
+            cell: CellKind::Gru,
+            horizon: 3,
+            ..ModelConfig::default()
+        };
         let mut straight = Forecaster::<f32>::new(cfg.clone()).unwrap();
         let whole = run(&mut straight, &evs);
 
@@ -159,7 +224,13 @@ fn a_checkpoint_resumes_bit_for_bit() {
 
 #[test]
 fn checkpoints_use_pytorch_names_and_layout() {
-    let cfg = ModelConfig { layers: 2, hidden: 4, inputs: 2, horizon: 2, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        layers: 2,
+        hidden: 4,
+        inputs: 2,
+        horizon: 2,
+        ..ModelConfig::default()
+    };
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
     for x in NoisySine::new(9.0, 0.1, 1).take(30) {
         f.observe("a", &[x as f32, 1.0 - x as f32]).unwrap();
@@ -169,10 +240,18 @@ fn checkpoints_use_pytorch_names_and_layout() {
     assert_eq!(r.meta("format"), Some("pt"));
     let (shape, vals) = r.tensor::<f32>("rnn.weight_ih_l1").unwrap();
     assert_eq!(shape, vec![16, 4]);
-    let view = f.shared().params.tensor(f.layout(), "rnn.weight_ih_l1").unwrap();
+    let view = f
+        .shared()
+        .params
+        .tensor(f.layout(), "rnn.weight_ih_l1")
+        .unwrap();
     for row in 0..16 {
         for col in 0..4 {
-            assert_eq!(vals[row * 4 + col], view[[row, col]], "row-major like torch");
+            assert_eq!(
+                vals[row * 4 + col],
+                view[[row, col]],
+                "row-major like torch"
+            );
         }
     }
     let (shape, _) = r.tensor::<f32>("head.weight").unwrap();
@@ -188,7 +267,10 @@ fn checkpoints_use_pytorch_names_and_layout() {
 
 #[test]
 fn learning_off_never_changes_weights() {
-    let cfg = ModelConfig { learning: Learning::Off, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        learning: Learning::Off,
+        ..ModelConfig::default()
+    };
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
     let init = f.shared().params.clone();
     run(&mut f, &events(500, 2));

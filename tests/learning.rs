@@ -6,7 +6,10 @@ use recur::synth::{Ar2, NoisySine};
 
 /// Online MSE of the model and of the naive last value over events `from..to`.
 fn online_mse(cell: CellKind, series: &[f64], from: usize, to: usize) -> (f64, f64) {
-    let cfg = ModelConfig { cell, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        cell,
+        ..ModelConfig::default()
+    };
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
     let (mut model, mut naive, mut n) = (0.0, 0.0, 0usize);
     for (t, &x) in series[..to].iter().enumerate() {
@@ -24,7 +27,11 @@ fn online_mse(cell: CellKind, series: &[f64], from: usize, to: usize) -> (f64, f
 fn check(name: &str, series: &[f64]) {
     for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
         let (model, naive) = online_mse(cell, series, 4000, 5000);
-        eprintln!("{name} {}: online MSE {model:.5}, naive {naive:.5}, ratio {:.3}", cell.name(), model / naive);
+        eprintln!(
+            "{name} {}: online MSE {model:.5}, naive {naive:.5}, ratio {:.3}",
+            cell.name(),
+            model / naive
+        );
         assert!(
             model <= 0.5 * naive,
             "{name} {}: online MSE {model} is not at most half the naive MSE {naive}",

@@ -62,9 +62,13 @@ struct Checker {
 impl Checker {
     fn close(&mut self, what: &str, got: &[f64], want: &[f64]) {
         assert_eq!(got.len(), want.len(), "{what}: length");
-        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         self.checked += 1;
-        if !(worst <= TOL) {
+        if worst.is_nan() || worst > TOL {
             self.failures.push(format!("{what}: max |diff| {worst:e}"));
         }
     }
@@ -79,11 +83,19 @@ fn load(path: &PathBuf) -> Case {
         other => panic!("unknown cell {other}"),
     };
     let n = |k: &str| d[k].as_u64().unwrap() as usize;
-    let dims = Dims { cell, inputs: n("D"), hidden: n("H"), layers: 1, outputs: n("O") };
+    let dims = Dims {
+        cell,
+        inputs: n("D"),
+        hidden: n("H"),
+        layers: 1,
+        outputs: n("O"),
+    };
     let layout = ParamLayout::new(dims);
     let mut params = Params::zeros(&layout);
     for (json, name) in NAMES {
-        params.set_tensor(&layout, name, &flat(&d["params"][json])).unwrap();
+        params
+            .set_tensor(&layout, name, &flat(&d["params"][json]))
+            .unwrap();
     }
     let lstm = cell == CellKind::Lstm;
     let mut init = flat(&d["h0"]);
@@ -106,7 +118,11 @@ fn load(path: &PathBuf) -> Case {
 }
 
 /// Loss and gradients (parameters, x, initial state) of `p` on the case's data.
-fn loss_and_grads(c: &Case, p: &Params<f64>, last_only: bool) -> (f64, Params<f64>, Vec<f64>, Vec<f64>, Tape<f64>) {
+fn loss_and_grads(
+    c: &Case,
+    p: &Params<f64>,
+    last_only: bool,
+) -> (f64, Params<f64>, Vec<f64>, Vec<f64>, Tape<f64>) {
     let mut tape = Tape::new(c.layout.dims, c.t);
     tape.forward(&c.layout, p, &c.x, &c.init);
     let first = if last_only { c.t - 1 } else { 0 };
@@ -116,12 +132,25 @@ fn loss_and_grads(c: &Case, p: &Params<f64>, last_only: bool) -> (f64, Params<f6
     let mut loss = 0.0;
     for (row, t) in (first..c.t).enumerate() {
         tape.head(&c.layout, p, t + 1, &mut y);
-        loss += Loss::Mse.accumulate(&y, &c.targets[t * c.o..(t + 1) * c.o], count, &mut dys[row * c.o..(row + 1) * c.o]);
+        loss += Loss::Mse.accumulate(
+            &y,
+            &c.targets[t * c.o..(t + 1) * c.o],
+            count,
+            &mut dys[row * c.o..(row + 1) * c.o],
+        );
     }
     let mut grads = Params::zeros(&c.layout);
     let mut dx = vec![0.0; c.x.len()];
     let mut d_init = vec![0.0; c.init.len()];
-    tape.backward(&c.layout, p, &c.x, &dys, &mut grads, Some(&mut dx), &mut d_init);
+    tape.backward(
+        &c.layout,
+        p,
+        &c.x,
+        &dys,
+        &mut grads,
+        Some(&mut dx),
+        &mut d_init,
+    );
     (loss, grads, dx, d_init, tape)
 }
 
@@ -133,7 +162,9 @@ fn check_case(c: &Case, chk: &mut Checker) {
     let hs: Vec<f64> = (1..=c.t).flat_map(|t| tape.top(t).to_vec()).collect();
     chk.close(&tag("h"), &hs, &flat(&d["h"]));
     if c.lstm {
-        let cs: Vec<f64> = (1..=c.t).flat_map(|t| tape.state(t)[c.h..].to_vec()).collect();
+        let cs: Vec<f64> = (1..=c.t)
+            .flat_map(|t| tape.state(t)[c.h..].to_vec())
+            .collect();
         chk.close(&tag("c_states"), &cs, &flat(&d["c_states"]));
     }
     let mut y = vec![0.0; c.o];
@@ -148,16 +179,32 @@ fn check_case(c: &Case, chk: &mut Checker) {
     // Both losses and every gradient.
     for (which, last_only) in [("all", false), ("last", true)] {
         let (loss, grads, dx, d_init, _) = loss_and_grads(c, &c.params, last_only);
-        chk.close(&tag(&format!("loss_{which}")), &[loss], &[d[format!("loss_{which}")].as_f64().unwrap()]);
+        chk.close(
+            &tag(&format!("loss_{which}")),
+            &[loss],
+            &[d[format!("loss_{which}")].as_f64().unwrap()],
+        );
         let g = &d[format!("grads_{which}")];
         for (json, name) in NAMES {
             let got = grads.tensor_values(c.layout.spec(name).unwrap());
-            chk.close(&tag(&format!("grads_{which}.{json}")), &got, &flat(&g[json]));
+            chk.close(
+                &tag(&format!("grads_{which}.{json}")),
+                &got,
+                &flat(&g[json]),
+            );
         }
         chk.close(&tag(&format!("grads_{which}.x")), &dx, &flat(&g["x"]));
-        chk.close(&tag(&format!("grads_{which}.h0")), &d_init[..c.h], &flat(&g["h0"]));
+        chk.close(
+            &tag(&format!("grads_{which}.h0")),
+            &d_init[..c.h],
+            &flat(&g["h0"]),
+        );
         if c.lstm {
-            chk.close(&tag(&format!("grads_{which}.c0")), &d_init[c.h..], &flat(&g["c0"]));
+            chk.close(
+                &tag(&format!("grads_{which}.c0")),
+                &d_init[c.h..],
+                &flat(&g["c0"]),
+            );
         }
     }
 
@@ -166,11 +213,23 @@ fn check_case(c: &Case, chk: &mut Checker) {
     let max_norm = opt["clip"]["max_norm"].as_f64().unwrap();
     let (_, mut grads, _, _, _) = loss_and_grads(c, &c.params, false);
     let report = clip_grad_norm(&mut grads, max_norm);
-    chk.close(&tag("clip.grad_norm_all"), &[report.total_norm], &[opt["clip"]["grad_norm_all"].as_f64().unwrap()]);
-    chk.close(&tag("clip.coef"), &[report.coef], &[opt["clip"]["coef"].as_f64().unwrap()]);
+    chk.close(
+        &tag("clip.grad_norm_all"),
+        &[report.total_norm],
+        &[opt["clip"]["grad_norm_all"].as_f64().unwrap()],
+    );
+    chk.close(
+        &tag("clip.coef"),
+        &[report.coef],
+        &[opt["clip"]["coef"].as_f64().unwrap()],
+    );
     for (json, name) in NAMES {
         let got = grads.tensor_values(c.layout.spec(name).unwrap());
-        chk.close(&tag(&format!("clip.{json}")), &got, &flat(&opt["clip"]["clipped_grads_all"][json]));
+        chk.close(
+            &tag(&format!("clip.{json}")),
+            &got,
+            &flat(&opt["clip"]["clipped_grads_all"][json]),
+        );
     }
 
     // Two Adam steps and two SGD steps, each recomputing the loss and clipping.
@@ -199,7 +258,11 @@ fn check_case(c: &Case, chk: &mut Checker) {
         for st in cfg["steps"].as_array().unwrap() {
             let k = st["step"].as_u64().unwrap();
             let (loss, mut grads, _, _, _) = loss_and_grads(c, &p, false);
-            chk.close(&tag(&format!("{kind}.step{k}.loss_before")), &[loss], &[st["loss_before"].as_f64().unwrap()]);
+            chk.close(
+                &tag(&format!("{kind}.step{k}.loss_before")),
+                &[loss],
+                &[st["loss_before"].as_f64().unwrap()],
+            );
             let report = clip_grad_norm(&mut grads, max_norm);
             chk.close(
                 &tag(&format!("{kind}.step{k}.grad_norm_before_clip")),
@@ -209,7 +272,11 @@ fn check_case(c: &Case, chk: &mut Checker) {
             optimizer.update(&mut p, &mut grads);
             for (json, name) in NAMES {
                 let got = p.tensor_values(c.layout.spec(name).unwrap());
-                chk.close(&tag(&format!("{kind}.step{k}.{json}")), &got, &flat(&st["params_after"][json]));
+                chk.close(
+                    &tag(&format!("{kind}.step{k}.{json}")),
+                    &got,
+                    &flat(&st["params_after"][json]),
+                );
             }
         }
     }
@@ -224,15 +291,37 @@ fn every_reference_case_matches_pytorch() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     paths.sort();
-    let names: Vec<String> = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for want in ["lstm.json", "gru.json", "rnn.json", "lstm_O2.json", "gru_O2.json", "rnn_O2.json"] {
-        assert!(names.iter().any(|n| n == want), "reference case {want} missing from {}", dir.display());
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "lstm.json",
+        "gru.json",
+        "rnn.json",
+        "lstm_O2.json",
+        "gru_O2.json",
+        "rnn_O2.json",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "reference case {want} missing from {}",
+            dir.display()
+        );
     }
     let mut chk = Checker::default();
     for path in &paths {
         check_case(&load(path), &mut chk);
     }
-    eprintln!("{} cases, {} quantities checked to {TOL:e}", paths.len(), chk.checked);
-    assert!(chk.failures.is_empty(), "mismatches:\n{}", chk.failures.join("\n"));
+    eprintln!(
+        "{} cases, {} quantities checked to {TOL:e}",
+        paths.len(),
+        chk.checked
+    );
+    assert!(
+        chk.failures.is_empty(),
+        "mismatches:\n{}",
+        chk.failures.join("\n")
+    );
     assert!(paths.len() >= 6);
 }

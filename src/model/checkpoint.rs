@@ -81,7 +81,12 @@ impl Writer {
     }
 
     /// Adds a tensor of floats.
-    pub fn tensor<S: Scalar>(&mut self, name: &str, shape: &[usize], values: impl IntoIterator<Item = S>) {
+    pub fn tensor<S: Scalar>(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: impl IntoIterator<Item = S>,
+    ) {
         let start = self.data.len();
         for v in values {
             S::put_le(v, &mut self.data);
@@ -90,7 +95,12 @@ impl Writer {
     }
 
     /// Adds a tensor of 64-bit integers.
-    pub fn tensor_i64(&mut self, name: &str, shape: &[usize], values: impl IntoIterator<Item = i64>) {
+    pub fn tensor_i64(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: impl IntoIterator<Item = i64>,
+    ) {
         let start = self.data.len();
         for v in values {
             self.data.extend_from_slice(&v.to_le_bytes());
@@ -99,7 +109,8 @@ impl Writer {
     }
 
     fn finish(&mut self, name: &str, dtype: &str, shape: &[usize], start: usize) {
-        let entry = json!({"dtype": dtype, "shape": shape, "data_offsets": [start, self.data.len()]});
+        let entry =
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [start, self.data.len()]});
         self.header.insert(name.to_string(), entry);
         self.order.push(name.to_string());
     }
@@ -113,7 +124,7 @@ impl Writer {
         }
         let mut text = Value::Object(header).to_string().into_bytes();
         // Pad so the tensor data starts 8-byte aligned, as the reference writer does.
-        while (8 + text.len()) % 8 != 0 {
+        while !(8 + text.len()).is_multiple_of(8) {
             text.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + text.len() + self.data.len());
@@ -137,15 +148,24 @@ impl<'a> Reader<'a> {
             return Err(bad("shorter than the 8-byte header length"));
         }
         let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-        let end = 8usize.checked_add(n).filter(|&e| e <= bytes.len()).ok_or_else(|| {
-            bad(format!("header length {n} exceeds the file size {}", bytes.len()))
-        })?;
-        let header: Value =
-            serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+        let end = 8usize
+            .checked_add(n)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "header length {n} exceeds the file size {}",
+                    bytes.len()
+                ))
+            })?;
+        let header: Value = serde_json::from_slice(&bytes[8..end])
+            .map_err(|e| bad(format!("header is not JSON: {e}")))?;
         let Value::Object(header) = header else {
             return Err(bad("header is not a JSON object"));
         };
-        Ok(Reader { header, data: &bytes[end..] })
+        Ok(Reader {
+            header,
+            data: &bytes[end..],
+        })
     }
 
     /// A metadata string.
@@ -155,7 +175,8 @@ impl<'a> Reader<'a> {
 
     /// A required metadata string.
     pub fn need_meta(&self, key: &str) -> Result<&str, CheckpointError> {
-        self.meta(key).ok_or_else(|| bad(format!("metadata `{key}` is missing")))
+        self.meta(key)
+            .ok_or_else(|| bad(format!("metadata `{key}` is missing")))
     }
 
     /// True when the file has a tensor called `name`.
@@ -164,10 +185,15 @@ impl<'a> Reader<'a> {
     }
 
     fn raw(&self, name: &str, dtype: &str) -> Result<(Vec<usize>, &'a [u8]), CheckpointError> {
-        let e = self.header.get(name).ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
+        let e = self
+            .header
+            .get(name)
+            .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
         let got = e.get("dtype").and_then(Value::as_str).unwrap_or("?");
         if got != dtype {
-            return Err(CheckpointError::Mismatch(format!("tensor `{name}` is {got}, expected {dtype}")));
+            return Err(CheckpointError::Mismatch(format!(
+                "tensor `{name}` is {got}, expected {dtype}"
+            )));
         }
         let shape: Vec<usize> = e
             .get("shape")
@@ -186,7 +212,9 @@ impl<'a> Reader<'a> {
         let width = if dtype == "F32" { 4 } else { 8 };
         let want = shape.iter().product::<usize>() * width;
         if offs.0 > offs.1 || offs.1 > self.data.len() || offs.1 - offs.0 != want {
-            return Err(bad(format!("tensor `{name}`: offsets {offs:?} do not fit shape {shape:?}")));
+            return Err(bad(format!(
+                "tensor `{name}`: offsets {offs:?} do not fit shape {shape:?}"
+            )));
         }
         Ok((shape, &self.data[offs.0..offs.1]))
     }
@@ -205,7 +233,13 @@ impl<'a> Reader<'a> {
     /// An I64 tensor's shape and values.
     pub fn tensor_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>), CheckpointError> {
         let (shape, bytes) = self.raw(name, "I64")?;
-        Ok((shape, bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()))
+        Ok((
+            shape,
+            bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+        ))
     }
 }
 
@@ -221,11 +255,20 @@ const COUNTERS: usize = 8;
 
 fn put_params<S: Scalar>(w: &mut Writer, layout: &ParamLayout, prefix: &str, p: &Params<S>) {
     for spec in &layout.tensors {
-        w.tensor(&format!("{prefix}{}", spec.name), &spec.shape, p.tensor_values(spec));
+        w.tensor(
+            &format!("{prefix}{}", spec.name),
+            &spec.shape,
+            p.tensor_values(spec),
+        );
     }
 }
 
-fn get_params<S: Scalar>(r: &Reader<'_>, layout: &ParamLayout, prefix: &str, p: &mut Params<S>) -> Result<(), CheckpointError> {
+fn get_params<S: Scalar>(
+    r: &Reader<'_>,
+    layout: &ParamLayout,
+    prefix: &str,
+    p: &mut Params<S>,
+) -> Result<(), CheckpointError> {
     for spec in &layout.tensors {
         let name = format!("{prefix}{}", spec.name);
         let (shape, values) = r.tensor::<S>(&name)?;
@@ -235,7 +278,8 @@ fn get_params<S: Scalar>(r: &Reader<'_>, layout: &ParamLayout, prefix: &str, p: 
                 spec.shape
             )));
         }
-        p.set_tensor(layout, &spec.name, &values).map_err(CheckpointError::Mismatch)?;
+        p.set_tensor(layout, &spec.name, &values)
+            .map_err(CheckpointError::Mismatch)?;
     }
     Ok(())
 }
@@ -248,29 +292,57 @@ impl<S: Scalar> Forecaster<S> {
         let mut w = Writer::default();
         w.meta("format", "pt");
         w.meta("recur.format", "1");
-        w.meta("recur.config", serde_json::to_string(cfg).expect("config serialises"));
+        w.meta(
+            "recur.config",
+            serde_json::to_string(cfg).expect("config serialises"),
+        );
         let shared = self.shared();
         w.meta("recur.updates", shared.updates.to_string());
         w.meta("recur.optimizer_step", shared.optimizer.step.to_string());
         put_params(&mut w, layout, "", &shared.params);
         let (m_name, v_name) = moment_names(cfg.optimizer.kind, cfg.optimizer.momentum);
         if !m_name.is_empty() {
-            put_params(&mut w, layout, &format!("optimizer.{m_name}."), &shared.optimizer.m);
+            put_params(
+                &mut w,
+                layout,
+                &format!("optimizer.{m_name}."),
+                &shared.optimizer.m,
+            );
         }
         if let Some(v_name) = v_name {
-            put_params(&mut w, layout, &format!("optimizer.{v_name}."), &shared.optimizer.v);
+            put_params(
+                &mut w,
+                layout,
+                &format!("optimizer.{v_name}."),
+                &shared.optimizer.v,
+            );
         }
 
         let mut streams: Vec<(&str, &Stream<S>)> = self.streams().collect();
         streams.sort_by(|a, b| a.0.cmp(b.0));
         let keys: Vec<&str> = streams.iter().map(|s| s.0).collect();
-        w.meta("recur.streams", serde_json::to_string(&keys).expect("keys serialise"));
+        w.meta(
+            "recur.streams",
+            serde_json::to_string(&keys).expect("keys serialise"),
+        );
         let n = streams.len();
         let sl = self.state_layout().len();
         let d = cfg.inputs;
-        w.tensor("streams.state", &[n, sl], streams.iter().flat_map(|s| s.1.buf.iter().copied()));
-        w.tensor("streams.norm_mean", &[n, d], streams.iter().flat_map(|s| s.1.norm.mean.iter().copied()));
-        w.tensor("streams.norm_spread", &[n, d], streams.iter().flat_map(|s| s.1.norm.spread.iter().copied()));
+        w.tensor(
+            "streams.state",
+            &[n, sl],
+            streams.iter().flat_map(|s| s.1.buf.iter().copied()),
+        );
+        w.tensor(
+            "streams.norm_mean",
+            &[n, d],
+            streams.iter().flat_map(|s| s.1.norm.mean.iter().copied()),
+        );
+        w.tensor(
+            "streams.norm_spread",
+            &[n, d],
+            streams.iter().flat_map(|s| s.1.norm.spread.iter().copied()),
+        );
         w.tensor_i64(
             "streams.counters",
             &[n, COUNTERS],
@@ -280,7 +352,10 @@ impl<S: Scalar> Forecaster<S> {
                     NormPhase::Running => 1,
                     NormPhase::Frozen => 2,
                 };
-                let (updates, step) = s.model.as_ref().map_or((0, 0), |m| (m.updates, m.optimizer.step));
+                let (updates, step) = s
+                    .model
+                    .as_ref()
+                    .map_or((0, 0), |m| (m.updates, m.optimizer.step));
                 [
                     s.seen as i64,
                     s.ring_len as i64,
@@ -295,13 +370,29 @@ impl<S: Scalar> Forecaster<S> {
         );
         if cfg.weight_scope == super::learner::WeightScope::PerStream {
             let p = layout.len;
-            let models = || streams.iter().map(|s| s.1.model.as_deref().expect("per-stream scope has a model"));
-            w.tensor("streams.params", &[n, p], models().flat_map(|m| m.params.data.iter().copied()));
+            let models = || {
+                streams
+                    .iter()
+                    .map(|s| s.1.model.as_deref().expect("per-stream scope has a model"))
+            };
+            w.tensor(
+                "streams.params",
+                &[n, p],
+                models().flat_map(|m| m.params.data.iter().copied()),
+            );
             if !m_name.is_empty() {
-                w.tensor("streams.exp_avg", &[n, p], models().flat_map(|m| m.optimizer.m.data.iter().copied()));
+                w.tensor(
+                    "streams.exp_avg",
+                    &[n, p],
+                    models().flat_map(|m| m.optimizer.m.data.iter().copied()),
+                );
             }
             if v_name.is_some() {
-                w.tensor("streams.exp_avg_sq", &[n, p], models().flat_map(|m| m.optimizer.v.data.iter().copied()));
+                w.tensor(
+                    "streams.exp_avg_sq",
+                    &[n, p],
+                    models().flat_map(|m| m.optimizer.v.data.iter().copied()),
+                );
             }
         }
         w.into_bytes()
@@ -321,7 +412,9 @@ impl<S: Scalar> Forecaster<S> {
         let d = cfg.inputs;
         let check = |name: &str, shape: &[usize], want: [usize; 2]| {
             if shape != want {
-                Err(CheckpointError::Mismatch(format!("`{name}` has shape {shape:?}, expected {want:?}")))
+                Err(CheckpointError::Mismatch(format!(
+                    "`{name}` has shape {shape:?}, expected {want:?}"
+                )))
             } else {
                 Ok(())
             }
@@ -338,8 +431,16 @@ impl<S: Scalar> Forecaster<S> {
             let p = f.layout().len;
             let (shape, params) = r.tensor::<S>("streams.params")?;
             check("streams.params", &shape, [n, p])?;
-            let m = if r.has("streams.exp_avg") { Some(r.tensor::<S>("streams.exp_avg")?.1) } else { None };
-            let v = if r.has("streams.exp_avg_sq") { Some(r.tensor::<S>("streams.exp_avg_sq")?.1) } else { None };
+            let m = if r.has("streams.exp_avg") {
+                Some(r.tensor::<S>("streams.exp_avg")?.1)
+            } else {
+                None
+            };
+            let v = if r.has("streams.exp_avg_sq") {
+                Some(r.tensor::<S>("streams.exp_avg_sq")?.1)
+            } else {
+                None
+            };
             Some((p, params, m, v))
         } else {
             None
@@ -348,7 +449,9 @@ impl<S: Scalar> Forecaster<S> {
             let c = &counters[i * COUNTERS..(i + 1) * COUNTERS];
             let ring_cap = f.state_layout().ring as i64;
             if c.iter().any(|&v| v < 0) || c[1] > ring_cap || c[2] >= ring_cap.max(1) || c[5] > 2 {
-                return Err(bad(format!("stream `{key}` has out-of-range counters {c:?}")));
+                return Err(bad(format!(
+                    "stream `{key}` has out-of-range counters {c:?}"
+                )));
             }
             let phase = match c[5] {
                 0 => NormPhase::Off,
@@ -367,7 +470,9 @@ impl<S: Scalar> Forecaster<S> {
             s.ring_len = c[1] as u32;
             s.ring_head = c[2] as u32;
             s.since_update = c[3] as u32;
-            if let (Some(model), Some((p, params, m, v))) = (s.model.as_deref_mut(), per_stream.as_ref()) {
+            if let (Some(model), Some((p, params, m, v))) =
+                (s.model.as_deref_mut(), per_stream.as_ref())
+            {
                 let row = i * p..(i + 1) * p;
                 model.params.data = Array1::from(params[row.clone()].to_vec());
                 if let Some(m) = m {
@@ -395,7 +500,12 @@ impl<S: Scalar> Forecaster<S> {
         if !m_name.is_empty() && r.has(&format!("{m_prefix}{}", layout.tensors[0].name)) {
             get_params(r, &layout, &m_prefix, &mut model.optimizer.m)?;
             if let Some(v_name) = v_name {
-                get_params(r, &layout, &format!("optimizer.{v_name}."), &mut model.optimizer.v)?;
+                get_params(
+                    r,
+                    &layout,
+                    &format!("optimizer.{v_name}."),
+                    &mut model.optimizer.v,
+                )?;
             }
             model.optimizer.step = parse_meta(r, "recur.optimizer_step")?;
         }
@@ -406,7 +516,10 @@ impl<S: Scalar> Forecaster<S> {
 
     /// Writes a checkpoint file atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
+        let io = |source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, self.to_safetensors()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
@@ -414,11 +527,16 @@ impl<S: Scalar> Forecaster<S> {
 
     /// Reads a checkpoint file.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_safetensors(&bytes)
     }
 }
 
 fn parse_meta(r: &Reader<'_>, key: &str) -> Result<u64, CheckpointError> {
-    r.need_meta(key)?.parse().map_err(|e| bad(format!("metadata `{key}`: {e}")))
+    r.need_meta(key)?
+        .parse()
+        .map_err(|e| bad(format!("metadata `{key}`: {e}")))
 }

@@ -167,18 +167,27 @@ impl ModelConfig {
         }
         let o = &self.optimizer;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(format!("model.optimizer.lr = {}: must be a positive number", o.lr));
+            return Err(format!(
+                "model.optimizer.lr = {}: must be a positive number",
+                o.lr
+            ));
         }
         if !(0.0..1.0).contains(&o.betas[0]) || !(0.0..1.0).contains(&o.betas[1]) {
-            return Err(format!("model.optimizer.betas = {:?}: each must be in [0, 1)", o.betas));
+            return Err(format!(
+                "model.optimizer.betas = {:?}: each must be in [0, 1)",
+                o.betas
+            ));
         }
-        if !(self.clip_norm >= 0.0) {
-            return Err(format!("model.clip_norm = {}: must be >= 0", self.clip_norm));
+        if self.clip_norm.is_nan() || self.clip_norm < 0.0 {
+            return Err(format!(
+                "model.clip_norm = {}: must be >= 0",
+                self.clip_norm
+            ));
         }
-        if let Loss::Huber { delta } = self.loss {
-            if !(delta > 0.0) {
-                return Err(format!("model.loss.delta = {delta}: must be > 0"));
-            }
+        if let Loss::Huber { delta } = self.loss
+            && (delta.is_nan() || delta <= 0.0)
+        {
+            return Err(format!("model.loss.delta = {delta}: must be > 0"));
         }
         if self.normalize == Normalize::Warmup && self.normalize_events == 0 {
             return Err("model.normalize = \"warmup\" needs model.normalize_events >= 1".into());
@@ -188,7 +197,11 @@ impl ModelConfig {
 
     /// Indices of the forecast values.
     pub fn target_indices(&self) -> Vec<usize> {
-        if self.targets.is_empty() { (0..self.inputs).collect() } else { self.targets.clone() }
+        if self.targets.is_empty() {
+            (0..self.inputs).collect()
+        } else {
+            self.targets.clone()
+        }
     }
 
     /// The network shape this configuration implies (head outputs = horizon × targets).
@@ -276,7 +289,13 @@ impl StateLayout {
     }
     fn ring_range(&self) -> std::ops::Range<usize> {
         let start = self.entering().end;
-        start..start + if self.learning { self.ring * self.width } else { 0 }
+        start
+            ..start
+                + if self.learning {
+                    self.ring * self.width
+                } else {
+                    0
+                }
     }
     fn pending(&self) -> std::ops::Range<usize> {
         let start = self.ring_range().end;
@@ -399,7 +418,11 @@ impl<S: Scalar> Forecaster<S> {
         let layout = ParamLayout::new(dims);
         let mut rng = Rng::new(cfg.seed);
         let params = Params::init(&layout, &mut rng);
-        let shared = Model { optimizer: Optimizer::new(cfg.optimizer, &layout), params, updates: 0 };
+        let shared = Model {
+            optimizer: Optimizer::new(cfg.optimizer, &layout),
+            params,
+            updates: 0,
+        };
         let sl = StateLayout::new(&cfg);
         let work = Work {
             tape: Tape::new(dims, cfg.tbptt),
@@ -502,7 +525,10 @@ impl<S: Scalar> Forecaster<S> {
             .map(|(k, s)| {
                 let model = s.model.as_ref().map_or(0, |m| {
                     std::mem::size_of::<Model<S>>()
-                        + (m.params.data.len() + m.optimizer.m.data.len() + m.optimizer.v.data.len()) * S::BYTES
+                        + (m.params.data.len()
+                            + m.optimizer.m.data.len()
+                            + m.optimizer.v.data.len())
+                            * S::BYTES
                 });
                 std::mem::size_of::<Box<str>>()
                     + k.len()
@@ -520,7 +546,8 @@ impl<S: Scalar> Forecaster<S> {
     ///
     /// On x86-64 CPUs with AVX2 this runs a copy of the code compiled for AVX2.
     /// The kernels fix their summation order and Rust never fuses a multiply
-    /// and an add on its own, so both copies give bit-identical results.
+    /// and an add on its own, so both copies give bit-identical results
+    /// (a test checks this).
     pub fn observe(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -530,6 +557,7 @@ impl<S: Scalar> Forecaster<S> {
         self.observe_portable(key, values)
     }
 
+    /// `observe_portable` compiled with AVX2 (everything it calls is `#[inline(always)]`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn observe_avx2(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
@@ -538,23 +566,42 @@ impl<S: Scalar> Forecaster<S> {
 
     /// [`Forecaster::observe`] compiled for the baseline instruction set.
     #[inline(always)]
-    pub fn observe_portable(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
+    pub fn observe_portable(
+        &mut self,
+        key: &str,
+        values: &[S],
+    ) -> Result<Observation<'_, S>, LearnError> {
         let sl = self.sl;
         if values.len() != sl.width {
-            return Err(LearnError::Width { expected: sl.width, got: values.len() });
+            return Err(LearnError::Width {
+                expected: sl.width,
+                got: values.len(),
+            });
         }
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             self.stats.nonfinite += 1;
             if let Some(s) = self.streams.get_mut(key) {
                 reset(s, &sl);
             }
-            return Err(LearnError::NonFinite { index, value: values[index].f64() });
+            return Err(LearnError::NonFinite {
+                index,
+                value: values[index].f64(),
+            });
         }
         if !self.streams.contains_key(key) {
             let fresh = self.new_stream();
             self.streams.insert(key.into(), fresh);
         }
-        let Forecaster { cfg, layout, target_idx, shared, streams, stats, work, .. } = self;
+        let Forecaster {
+            cfg,
+            layout,
+            target_idx,
+            shared,
+            streams,
+            stats,
+            work,
+            ..
+        } = self;
         let s = streams.get_mut(key).expect("inserted above");
         stats.events += 1;
 
@@ -611,11 +658,17 @@ impl<S: Scalar> Forecaster<S> {
                 let head = s.ring_head as usize;
                 let (front, ring) = buf.split_at_mut(sl.ring_range().start);
                 let entering = &mut front[sl.entering()];
-                if trained && work.tape.len() > 0 {
+                if trained && !work.tape.is_empty() {
                     // The TBPTT forward pass already stepped the entering state over the oldest input.
                     entering.copy_from_slice(work.tape.state(1));
                 } else {
-                    step(layout, &model.params, &ring[head * d..(head + 1) * d], entering, &mut work.scratch);
+                    step(
+                        layout,
+                        &model.params,
+                        &ring[head * d..(head + 1) * d],
+                        entering,
+                        &mut work.scratch,
+                    );
                 }
                 ring[head * d..(head + 1) * d].copy_from_slice(&work.z);
                 s.ring_head = ((head + 1) % sl.ring) as u32;
@@ -626,7 +679,13 @@ impl<S: Scalar> Forecaster<S> {
                 s.ring_len += 1;
             }
         }
-        step(layout, &model.params, &work.z, &mut buf[sl.live()], &mut work.scratch);
+        step(
+            layout,
+            &model.params,
+            &work.z,
+            &mut buf[sl.live()],
+            &mut work.scratch,
+        );
 
         // 3. Forecast, in original units.
         forecast(layout, &model.params, &buf[sl.live()], &mut work.out);
@@ -667,7 +726,11 @@ fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
     s.since_update = 0;
     if !s.norm.is_finite() || s.norm.phase == NormPhase::Off {
         s.norm = Normalizer::new(
-            if s.norm.phase == NormPhase::Off { Normalize::None } else { Normalize::Running },
+            if s.norm.phase == NormPhase::Off {
+                Normalize::None
+            } else {
+                Normalize::Running
+            },
             sl.width,
         );
     }
@@ -729,7 +792,8 @@ fn train<S: Scalar>(
         work.xs[j * d..(j + 1) * d].copy_from_slice(&ring[at(j)..at(j) + d]);
     }
     let xs = &work.xs[..n * d];
-    work.tape.forward(layout, &model.params, xs, &buf[sl.entering()]);
+    work.tape
+        .forward(layout, &model.params, xs, &buf[sl.entering()]);
 
     let first = match cfg.objective {
         Objective::Last => n - 1,
@@ -742,14 +806,27 @@ fn train<S: Scalar>(
         // Targets of the forecast made after window input j: inputs j+1 ..= j+hz.
         for h in 0..hz {
             let src = j + 1 + h;
-            let value: &[S] = if src < len { &ring[at(src)..at(src) + d] } else { &work.z };
+            let value: &[S] = if src < len {
+                &ring[at(src)..at(src) + d]
+            } else {
+                &work.z
+            };
             for (q, &k) in target_idx.iter().enumerate() {
-                let base = if cfg.predict == Predict::Delta { xs[j * d + k] } else { S::zero() };
+                let base = if cfg.predict == Predict::Delta {
+                    xs[j * d + k]
+                } else {
+                    S::zero()
+                };
                 work.target[h * nt + q] = value[k] - base;
             }
         }
         work.tape.head(layout, &model.params, j + 1, &mut work.y);
-        loss += cfg.loss.accumulate(&work.y, &work.target, count, &mut work.dys[row * o..(row + 1) * o]);
+        loss += cfg.loss.accumulate(
+            &work.y,
+            &work.target,
+            count,
+            &mut work.dys[row * o..(row + 1) * o],
+        );
     }
     if !loss.is_finite() {
         return Err(());
@@ -767,7 +844,10 @@ fn train<S: Scalar>(
     let clip = if cfg.clip_norm > 0.0 {
         clip_grad_norm(&mut work.grads, cfg.clip_norm)
     } else {
-        ClipReport { total_norm: sum_sq(work.grads.flat()).f64().sqrt(), coef: 1.0 }
+        ClipReport {
+            total_norm: sum_sq(work.grads.flat()).f64().sqrt(),
+            coef: 1.0,
+        }
     };
     // The norm is finite exactly when every gradient is (barring overflow, which also skips).
     if !clip.total_norm.is_finite() {

@@ -22,9 +22,11 @@ pub mod params;
 pub mod rng;
 pub mod scalar;
 
-pub use learner::{Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats, WeightScope};
-pub use normalize::Normalize;
+pub use learner::{
+    Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats, WeightScope,
+};
 pub use loss::Loss;
+pub use normalize::Normalize;
 pub use optim::{OptimizerConfig, OptimizerKind};
 pub use params::{CellKind, Dims, ParamLayout, Params};
 pub use scalar::Scalar;

@@ -21,6 +21,9 @@
 //! Every function here is pure arithmetic on caller-provided buffers: nothing
 //! allocates per step.
 
+// Index loops over the gates mirror the equations and vectorise well.
+#![allow(clippy::needless_range_loop)]
+
 use super::params::{CellKind, Dims, Layer, ParamLayout, Params};
 use super::scalar::{Scalar, axpy, dot, gemv_acc, ger_batch, transpose};
 
@@ -199,7 +202,11 @@ pub fn cell_backward<S: Scalar>(
         }
         CellKind::RnnRelu => {
             for k in 0..hn {
-                d.dgi[k] = if cache.h[k] > S::zero() { dh[k] } else { S::zero() };
+                d.dgi[k] = if cache.h[k] > S::zero() {
+                    dh[k]
+                } else {
+                    S::zero()
+                };
             }
             d.dgh.copy_from_slice(d.dgi);
         }
@@ -267,9 +274,21 @@ pub fn step<S: Scalar>(
         let p = params.layer(layout, l);
         let (below, rest) = hs.split_at_mut(l * hn);
         let h = &mut rest[..hn];
-        let c: &mut [S] = if cs.is_empty() { &mut [] } else { &mut cs[l * hn..(l + 1) * hn] };
+        let c: &mut [S] = if cs.is_empty() {
+            &mut []
+        } else {
+            &mut cs[l * hn..(l + 1) * hn]
+        };
         let input: &[S] = if l == 0 { x } else { &below[(l - 1) * hn..] };
-        cell_forward(dims.cell, &p, input, h, c, &mut scratch.gates, &mut scratch.aux);
+        cell_forward(
+            dims.cell,
+            &p,
+            input,
+            h,
+            c,
+            &mut scratch.gates,
+            &mut scratch.aux,
+        );
     }
 }
 
@@ -325,7 +344,12 @@ impl<S: Scalar> Tape<S> {
             dgh: vec![S::zero(); capacity * g],
             dx: vec![S::zero(); dims.hidden.max(dims.inputs)],
             head_dh: vec![S::zero(); dims.hidden],
-            transposed: vec![S::zero(); (0..dims.layers).map(|l| (dims.layer_inputs(l) + dims.hidden) * dims.gate_rows()).sum()],
+            transposed: vec![
+                S::zero();
+                (0..dims.layers)
+                    .map(|l| (dims.layer_inputs(l) + dims.hidden) * dims.gate_rows())
+                    .sum()
+            ],
         }
     }
 
@@ -358,7 +382,11 @@ impl<S: Scalar> Tape<S> {
         let dims = self.dims;
         let d = dims.inputs;
         let t_len = xs.len() / d;
-        assert!(t_len <= self.capacity, "window of {t_len} steps exceeds tape capacity {}", self.capacity);
+        assert!(
+            t_len <= self.capacity,
+            "window of {t_len} steps exceeds tape capacity {}",
+            self.capacity
+        );
         let sl = dims.state_len();
         let hn = dims.hidden;
         let gr = dims.gate_rows();
@@ -373,8 +401,16 @@ impl<S: Scalar> Tape<S> {
                 let p = params.layer(layout, l);
                 let (below, rest) = hs.split_at_mut(l * hn);
                 let h = &mut rest[..hn];
-                let c: &mut [S] = if cs.is_empty() { &mut [] } else { &mut cs[l * hn..(l + 1) * hn] };
-                let input: &[S] = if l == 0 { &xs[t * d..(t + 1) * d] } else { &below[(l - 1) * hn..] };
+                let c: &mut [S] = if cs.is_empty() {
+                    &mut []
+                } else {
+                    &mut cs[l * hn..(l + 1) * hn]
+                };
+                let input: &[S] = if l == 0 {
+                    &xs[t * d..(t + 1) * d]
+                } else {
+                    &below[(l - 1) * hn..]
+                };
                 let at = (t * dims.layers + l) * gr;
                 cell_forward(
                     dims.cell,
@@ -415,18 +451,31 @@ impl<S: Scalar> Tape<S> {
         d_init: &mut [S],
     ) {
         let dims = self.dims;
-        let (d, hn, gr, nl, o) = (dims.inputs, dims.hidden, dims.gate_rows(), dims.layers, dims.outputs);
+        let (d, hn, gr, nl, o) = (
+            dims.inputs,
+            dims.hidden,
+            dims.gate_rows(),
+            dims.layers,
+            dims.outputs,
+        );
         let t_len = self.len;
         let sl = dims.state_len();
         let lstm = dims.cell.has_cell_state();
         let n_dy = dys.len() / o;
-        assert!(n_dy <= t_len, "loss on {n_dy} steps of a {t_len}-step window");
+        assert!(
+            n_dy <= t_len,
+            "loss on {n_dy} steps of a {t_len}-step window"
+        );
         let first_dy = t_len - n_dy;
         self.dh_next.fill(S::zero());
         self.dc_next.fill(S::zero());
         // Transpose each layer's weights once per window (W_ih of layer 0 only when dx is wanted).
         let ranges = |l: usize| {
-            let start = if l == 0 { 0 } else { (d + hn) * gr + (l - 1) * 2 * hn * gr };
+            let start = if l == 0 {
+                0
+            } else {
+                (d + hn) * gr + (l - 1) * 2 * hn * gr
+            };
             let ih = start..start + dims.layer_inputs(l) * gr;
             let hh = ih.end..ih.end + hn * gr;
             (ih, hh)
@@ -457,19 +506,34 @@ impl<S: Scalar> Tape<S> {
             for l in (0..nl).rev() {
                 // dh = dL/dh from the future + from above (head or the next layer's dx).
                 for k in 0..hn {
-                    let from_above = if l == nl - 1 { self.head_dh[k] } else { self.dx[k] };
+                    let from_above = if l == nl - 1 {
+                        self.head_dh[k]
+                    } else {
+                        self.dx[k]
+                    };
                     self.dh[k] = self.dh_next[l * hn + k] + from_above;
                 }
                 let (ih, hh) = ranges(l);
-                let p = Transposed { w_ih: &self.transposed[ih], w_hh: &self.transposed[hh] };
+                let p = Transposed {
+                    w_ih: &self.transposed[ih],
+                    w_hh: &self.transposed[hh],
+                };
                 let at = (t * nl + l) * gr;
                 let prev = &self.states[t * sl..(t + 1) * sl];
                 let next = &self.states[(t + 1) * sl..(t + 2) * sl];
-                let x: &[S] = if l == 0 { &xs[t * d..(t + 1) * d] } else { &next[(l - 1) * hn..l * hn] };
+                let x: &[S] = if l == 0 {
+                    &xs[t * d..(t + 1) * d]
+                } else {
+                    &next[(l - 1) * hn..l * hn]
+                };
                 let cache = CellCache {
                     x,
                     h_prev: &prev[l * hn..(l + 1) * hn],
-                    c_prev: if lstm { &prev[(nl + l) * hn..(nl + l + 1) * hn] } else { &[] },
+                    c_prev: if lstm {
+                        &prev[(nl + l) * hn..(nl + l + 1) * hn]
+                    } else {
+                        &[]
+                    },
                     h: &next[l * hn..(l + 1) * hn],
                     gates: &self.gates[at..at + gr],
                     aux: &self.aux[at..at + gr],
@@ -499,9 +563,29 @@ impl<S: Scalar> Tape<S> {
             if l == 0 {
                 ger_batch(g.w_ih, gr, dgi, stride, l * gr, xs, d, 0, t_len);
             } else {
-                ger_batch(g.w_ih, gr, dgi, stride, l * gr, &self.states[sl..], sl, (l - 1) * hn, t_len);
+                ger_batch(
+                    g.w_ih,
+                    gr,
+                    dgi,
+                    stride,
+                    l * gr,
+                    &self.states[sl..],
+                    sl,
+                    (l - 1) * hn,
+                    t_len,
+                );
             }
-            ger_batch(g.w_hh, gr, dgh, stride, l * gr, &self.states, sl, l * hn, t_len);
+            ger_batch(
+                g.w_hh,
+                gr,
+                dgh,
+                stride,
+                l * gr,
+                &self.states,
+                sl,
+                l * hn,
+                t_len,
+            );
             for t in 0..t_len {
                 let at = t * stride + l * gr;
                 for (b, &v) in g.b_ih.iter_mut().zip(&dgi[at..at + gr]) {

@@ -59,8 +59,16 @@ impl Normalizer {
     /// Fixed statistics, e.g. from a backtest's warm-up rows. A zero or
     /// non-finite standard deviation is replaced by 1.
     pub fn fixed(mean: &[f64], std: &[f64]) -> Self {
-        let spread: Box<[f64]> = std.iter().map(|&s| if s > 0.0 && s.is_finite() { s } else { 1.0 }).collect();
-        Normalizer { phase: NormPhase::Frozen, count: 0, mean: mean.into(), spread }
+        let spread: Box<[f64]> = std
+            .iter()
+            .map(|&s| if s > 0.0 && s.is_finite() { s } else { 1.0 })
+            .collect();
+        Normalizer {
+            phase: NormPhase::Frozen,
+            count: 0,
+            mean: mean.into(),
+            spread,
+        }
     }
 
     /// Folds in one event (while running) and freezes after `freeze_after` events if nonzero.
@@ -113,13 +121,20 @@ impl Normalizer {
 
     /// True when every statistic is finite.
     pub fn is_finite(&self) -> bool {
-        self.mean.iter().chain(self.spread.iter()).all(|v| v.is_finite())
+        self.mean
+            .iter()
+            .chain(self.spread.iter())
+            .all(|v| v.is_finite())
     }
 }
 
 /// Standard deviation from a variance; a degenerate (constant) column scales by 1.
 fn std_of(var: f64) -> f64 {
-    if var > 1e-24 && var.is_finite() { var.sqrt() } else { 1.0 }
+    if var > 1e-24 && var.is_finite() {
+        var.sqrt()
+    } else {
+        1.0
+    }
 }
 
 #[cfg(test)]

@@ -86,13 +86,22 @@ pub struct Optimizer<S> {
 impl<S: Scalar> Optimizer<S> {
     /// Fresh state for a network laid out as `layout`.
     pub fn new(config: OptimizerConfig, layout: &ParamLayout) -> Self {
-        let empty = || Params { data: ndarray::Array1::zeros(0) };
+        let empty = || Params {
+            data: ndarray::Array1::zeros(0),
+        };
         let (m, v) = match config.kind {
             OptimizerKind::Sgd if config.momentum == 0.0 => (empty(), empty()),
             OptimizerKind::Sgd => (Params::zeros(layout), empty()),
-            OptimizerKind::Adam | OptimizerKind::Adamw => (Params::zeros(layout), Params::zeros(layout)),
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                (Params::zeros(layout), Params::zeros(layout))
+            }
         };
-        Optimizer { config, step: 0, m, v }
+        Optimizer {
+            config,
+            step: 0,
+            m,
+            v,
+        }
     }
 
     /// Applies one update of `grads` to `params`. `grads` may be modified (weight decay).

@@ -175,20 +175,41 @@ impl ParamLayout {
         let mut tensors = Vec::new();
         let mut offset = 0;
         let mut push = |name: String, shape: Vec<usize>, order: Order| {
-            let spec = TensorSpec { name, shape, offset, order };
+            let spec = TensorSpec {
+                name,
+                shape,
+                offset,
+                order,
+            };
             offset += spec.len();
             tensors.push(spec);
         };
         for l in 0..dims.layers {
             let d = dims.layer_inputs(l);
-            push(format!("rnn.weight_ih_l{l}"), vec![gh, d], Order::ColumnMajor);
-            push(format!("rnn.weight_hh_l{l}"), vec![gh, dims.hidden], Order::ColumnMajor);
+            push(
+                format!("rnn.weight_ih_l{l}"),
+                vec![gh, d],
+                Order::ColumnMajor,
+            );
+            push(
+                format!("rnn.weight_hh_l{l}"),
+                vec![gh, dims.hidden],
+                Order::ColumnMajor,
+            );
             push(format!("rnn.bias_ih_l{l}"), vec![gh], Order::RowMajor);
             push(format!("rnn.bias_hh_l{l}"), vec![gh], Order::RowMajor);
         }
-        push("head.weight".into(), vec![dims.outputs, dims.hidden], Order::RowMajor);
+        push(
+            "head.weight".into(),
+            vec![dims.outputs, dims.hidden],
+            Order::RowMajor,
+        );
         push("head.bias".into(), vec![dims.outputs], Order::RowMajor);
-        ParamLayout { dims, tensors, len: offset }
+        ParamLayout {
+            dims,
+            tensors,
+            len: offset,
+        }
     }
 
     /// The spec named `name`, if any.
@@ -238,7 +259,9 @@ pub struct Params<S> {
 impl<S: Scalar> Params<S> {
     /// All zeros.
     pub fn zeros(layout: &ParamLayout) -> Self {
-        Params { data: Array1::zeros(layout.len) }
+        Params {
+            data: Array1::zeros(layout.len),
+        }
     }
 
     /// PyTorch's default initialisation: every recurrent weight and bias
@@ -252,13 +275,17 @@ impl<S: Scalar> Params<S> {
     /// The whole flat vector.
     #[inline(always)]
     pub fn flat(&self) -> &[S] {
-        self.data.as_slice().expect("parameter vectors are contiguous")
+        self.data
+            .as_slice()
+            .expect("parameter vectors are contiguous")
     }
 
     /// The whole flat vector, mutably.
     #[inline(always)]
     pub fn flat_mut(&mut self) -> &mut [S] {
-        self.data.as_slice_mut().expect("parameter vectors are contiguous")
+        self.data
+            .as_slice_mut()
+            .expect("parameter vectors are contiguous")
     }
 
     /// Layer `l`'s tensors.
@@ -283,7 +310,12 @@ impl<S: Scalar> Params<S> {
         let (w_ih, rest) = block.split_at_mut(t[0].len());
         let (w_hh, rest) = rest.split_at_mut(t[1].len());
         let (b_ih, b_hh) = rest.split_at_mut(t[2].len());
-        LayerMut { w_ih, w_hh, b_ih, b_hh }
+        LayerMut {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        }
     }
 
     /// The head `(V, c)`: `V` row-major (O, H), `c` (O).
@@ -291,7 +323,10 @@ impl<S: Scalar> Params<S> {
     pub fn head<'a>(&'a self, layout: &ParamLayout) -> (&'a [S], &'a [S]) {
         let n = layout.tensors.len();
         let flat = self.flat();
-        (&flat[layout.tensors[n - 2].range()], &flat[layout.tensors[n - 1].range()])
+        (
+            &flat[layout.tensors[n - 2].range()],
+            &flat[layout.tensors[n - 1].range()],
+        )
     }
 
     /// The head `(V, c)`, mutably.
@@ -319,8 +354,15 @@ impl<S: Scalar> Params<S> {
     }
 
     /// Overwrites a tensor from PyTorch-ordered values (row-major for matrices).
-    pub fn set_tensor(&mut self, layout: &ParamLayout, name: &str, values: &[S]) -> Result<(), String> {
-        let spec = layout.spec(name).ok_or_else(|| format!("no tensor named `{name}`"))?;
+    pub fn set_tensor(
+        &mut self,
+        layout: &ParamLayout,
+        name: &str,
+        values: &[S],
+    ) -> Result<(), String> {
+        let spec = layout
+            .spec(name)
+            .ok_or_else(|| format!("no tensor named `{name}`"))?;
         if values.len() != spec.len() {
             return Err(format!(
                 "tensor `{name}` has {} elements, got {}",
@@ -328,7 +370,11 @@ impl<S: Scalar> Params<S> {
                 values.len()
             ));
         }
-        let cols = if spec.shape.len() == 2 { spec.shape[1] } else { 1 };
+        let cols = if spec.shape.len() == 2 {
+            spec.shape[1]
+        } else {
+            1
+        };
         let flat = self.flat_mut();
         for (k, &v) in values.iter().enumerate() {
             flat[spec.index(k / cols, k % cols)] = v;
@@ -338,9 +384,15 @@ impl<S: Scalar> Params<S> {
 
     /// A tensor's values in PyTorch order (row-major for matrices).
     pub fn tensor_values(&self, spec: &TensorSpec) -> Vec<S> {
-        let cols = if spec.shape.len() == 2 { spec.shape[1] } else { 1 };
+        let cols = if spec.shape.len() == 2 {
+            spec.shape[1]
+        } else {
+            1
+        };
         let flat = self.flat();
-        (0..spec.len()).map(|k| flat[spec.index(k / cols, k % cols)]).collect()
+        (0..spec.len())
+            .map(|k| flat[spec.index(k / cols, k % cols)])
+            .collect()
     }
 
     /// Sets every element to zero.
@@ -355,7 +407,13 @@ mod tests {
 
     #[test]
     fn layout_names_and_views_follow_pytorch() {
-        let dims = Dims { cell: CellKind::Lstm, inputs: 3, hidden: 5, layers: 2, outputs: 2 };
+        let dims = Dims {
+            cell: CellKind::Lstm,
+            inputs: 3,
+            hidden: 5,
+            layers: 2,
+            outputs: 2,
+        };
         let layout = ParamLayout::new(dims);
         let names: Vec<_> = layout.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
@@ -374,7 +432,10 @@ mod tests {
             ]
         );
         assert_eq!(layout.spec("rnn.weight_ih_l1").unwrap().shape, vec![20, 5]);
-        assert_eq!(layout.len, 20 * 3 + 20 * 5 + 40 + 20 * 5 + 20 * 5 + 40 + 10 + 2);
+        assert_eq!(
+            layout.len,
+            20 * 3 + 20 * 5 + 40 + 20 * 5 + 20 * 5 + 40 + 10 + 2
+        );
 
         let mut p = Params::<f64>::zeros(&layout);
         let vals: Vec<f64> = (0..60).map(|k| k as f64).collect();
@@ -384,6 +445,9 @@ mod tests {
         assert_eq!(view[[4, 2]], 14.0); // row-major logical index 4*3+2
         // Column-major in memory: column 2 is contiguous.
         assert_eq!(p.layer(&layout, 0).w_ih[2 * 20 + 4], 14.0);
-        assert_eq!(p.tensor_values(layout.spec("rnn.weight_ih_l0").unwrap()), vals);
+        assert_eq!(
+            p.tensor_values(layout.spec("rnn.weight_ih_l0").unwrap()),
+            vals
+        );
     }
 }

@@ -8,6 +8,9 @@
 //! a fixed order: the result depends only on the inputs, never on the CPU's
 //! vector width, which keeps runs bit-identical while letting LLVM vectorise.
 
+// Index loops over fixed-size blocks are deliberate: they are what LLVM vectorises.
+#![allow(clippy::needless_range_loop)]
+
 use std::fmt::{Debug, Display};
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
@@ -152,7 +155,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let p = p * r * r + r + 1.0;
     f32::from_bits(((ni + 127) << 23) as u32) * p
 }
@@ -226,7 +229,7 @@ pub fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
     while width > 1 {
         width /= 2;
         for k in 0..width {
-            acc[k] = acc[k] + acc[k + width];
+            acc[k] += acc[k + width];
         }
     }
     acc[0]
@@ -248,7 +251,10 @@ pub fn gemv_t_acc<S: Scalar>(out: &mut [S], w: &[S], y: &[S]) {
 #[inline(always)]
 pub fn transpose<S: Scalar>(src: &[S], rows: usize, dst: &mut [S]) {
     const TILE: usize = 8;
-    assert!(rows > 0 && src.len() % rows == 0 && dst.len() == src.len(), "transpose: shapes disagree");
+    assert!(
+        rows > 0 && src.len().is_multiple_of(rows) && dst.len() == src.len(),
+        "transpose: shapes disagree"
+    );
     let cols = src.len() / rows;
     for j0 in (0..cols).step_by(TILE) {
         let j1 = (j0 + TILE).min(cols);
@@ -258,7 +264,9 @@ pub fn transpose<S: Scalar>(src: &[S], rows: usize, dst: &mut [S]) {
                 for j in j0..j1 {
                     // SAFETY: r < rows and j < cols, so both indices are below
                     // rows * cols, which equals both lengths (asserted above).
-                    unsafe { *dst.get_unchecked_mut(r * cols + j) = *src.get_unchecked(j * rows + r) };
+                    unsafe {
+                        *dst.get_unchecked_mut(r * cols + j) = *src.get_unchecked(j * rows + r)
+                    };
                 }
             }
         }
@@ -434,7 +442,11 @@ mod tests {
         ger_batch(&mut batched, rows, &a, rows, 0, &b, cols, 0, 3);
         let mut single = vec![0.5; rows * cols];
         for t in 0..3 {
-            ger_acc(&mut single, &a[t * rows..(t + 1) * rows], &b[t * cols..(t + 1) * cols]);
+            ger_acc(
+                &mut single,
+                &a[t * rows..(t + 1) * rows],
+                &b[t * cols..(t + 1) * cols],
+            );
         }
         for (x, y) in batched.iter().zip(&single) {
             assert!((x - y).abs() < 1e-12);

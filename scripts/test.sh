@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# recur's test command (the one README.md shows, and the one CI runs).
+#
+# Builds once in the release profile and runs every test target: unit tests,
+# the PyTorch reference cases, finite-difference and learning tests, and the
+# criterion benches in test mode (each bench body runs once, so they cannot rot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shared="${RECUR_SHARED_DIR:-../shared}"
+if [ ! -f "$shared/reference/lstm.json" ]; then
+  echo "scripts/test.sh: reference cases not found in $shared/reference (set RECUR_SHARED_DIR)" >&2
+  exit 1
+fi
+export RECUR_SHARED_DIR="$(cd "$shared" && pwd)"
+
+cargo test --release --all-targets "$@"
