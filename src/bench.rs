@@ -75,13 +75,18 @@ fn time_events(
     let width = f.config().inputs;
     let per_stream = series[0].len() / width;
     let mut sink = 0.0f32;
+    let (mut s, mut t) = (0usize, 0usize);
     let start = Instant::now();
-    for i in 0..events {
-        let s = i % keys.len();
-        let t = (i / keys.len()) % per_stream;
+    for _ in 0..events {
         let x = &series[s][t * width..(t + 1) * width];
         if let Ok(obs) = f.observe(&keys[s], x) {
             sink += obs.forecast[0];
+        }
+        // Round-robin over streams; each stream cycles through its series.
+        s += 1;
+        if s == keys.len() {
+            s = 0;
+            t = if t + 1 == per_stream { 0 } else { t + 1 };
         }
     }
     let secs = start.elapsed().as_secs_f64();

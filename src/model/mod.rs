@@ -21,6 +21,8 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod simd;
 
 pub use learner::{
     Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats, WeightScope,

@@ -25,7 +25,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::params::{CellKind, Dims, Layer, ParamLayout, Params};
-use super::scalar::{Scalar, axpy, dot, gemv_acc, ger_batch, transpose};
+use super::scalar::{Scalar, axpy, dot, gemv_acc, gemv_t_acc, ger_batch};
 
 /// One cell step for one layer, in place.
 ///
@@ -132,22 +132,13 @@ pub struct CellGrads<'a, S> {
     pub dh_prev: &'a mut [S],
 }
 
-/// A layer's weight matrices transposed (row-major copies), so `Wᵀ dg` in the
-/// backward pass is a sequence of contiguous `axpy`s instead of dot products.
-pub struct Transposed<'a, S> {
-    /// `W_ihᵀ` column-major (D_l rows, G·H columns); empty when dx is not wanted.
-    pub w_ih: &'a [S],
-    /// `W_hhᵀ` column-major (H rows, G·H columns).
-    pub w_hh: &'a [S],
-}
-
 /// One layer's backward step: writes the gate gradients `dgi`, `dgh` (from
 /// which the caller accumulates the weight gradients) and the gradients of the
 /// step's inputs (see [`CellGrads`]).
 #[inline(always)]
 pub fn cell_backward<S: Scalar>(
     kind: CellKind,
-    p: &Transposed<'_, S>,
+    p: &Layer<'_, S>,
     cache: &CellCache<'_, S>,
     d: &mut CellGrads<'_, S>,
 ) {
@@ -213,7 +204,7 @@ pub fn cell_backward<S: Scalar>(
     }
     if let Some(dx) = d.dx.as_deref_mut() {
         dx.fill(S::zero());
-        gemv_acc(dx, p.w_ih, d.dgi);
+        gemv_t_acc(dx, p.w_ih, d.dgi);
     }
     if direct {
         let z = &cache.gates[hn..2 * hn];
@@ -223,7 +214,7 @@ pub fn cell_backward<S: Scalar>(
     } else {
         d.dh_prev.fill(S::zero());
     }
-    gemv_acc(d.dh_prev, p.w_hh, d.dgh);
+    gemv_t_acc(d.dh_prev, p.w_hh, d.dgh);
 }
 
 /// The head `y = V h + c` for one step.
@@ -320,8 +311,6 @@ pub struct Tape<S> {
     dgh: Vec<S>,
     dx: Vec<S>,
     head_dh: Vec<S>,
-    /// Per layer `[W_ihᵀ | W_hhᵀ]`, refreshed at the start of every backward pass.
-    transposed: Vec<S>,
 }
 
 impl<S: Scalar> Tape<S> {
@@ -344,12 +333,6 @@ impl<S: Scalar> Tape<S> {
             dgh: vec![S::zero(); capacity * g],
             dx: vec![S::zero(); dims.hidden.max(dims.inputs)],
             head_dh: vec![S::zero(); dims.hidden],
-            transposed: vec![
-                S::zero();
-                (0..dims.layers)
-                    .map(|l| (dims.layer_inputs(l) + dims.hidden) * dims.gate_rows())
-                    .sum()
-            ],
         }
     }
 
@@ -469,25 +452,6 @@ impl<S: Scalar> Tape<S> {
         let first_dy = t_len - n_dy;
         self.dh_next.fill(S::zero());
         self.dc_next.fill(S::zero());
-        // Transpose each layer's weights once per window (W_ih of layer 0 only when dx is wanted).
-        let ranges = |l: usize| {
-            let start = if l == 0 {
-                0
-            } else {
-                (d + hn) * gr + (l - 1) * 2 * hn * gr
-            };
-            let ih = start..start + dims.layer_inputs(l) * gr;
-            let hh = ih.end..ih.end + hn * gr;
-            (ih, hh)
-        };
-        for l in 0..nl {
-            let p = params.layer(layout, l);
-            let (ih, hh) = ranges(l);
-            if l > 0 || dxs.is_some() {
-                transpose(p.w_ih, gr, &mut self.transposed[ih]);
-            }
-            transpose(p.w_hh, gr, &mut self.transposed[hh]);
-        }
         let (v, _) = params.head(layout);
         for t in (0..t_len).rev() {
             // Head: dV += dy h_topᵀ, dc += dy, and Vᵀ dy flows into the top layer.
@@ -513,11 +477,7 @@ impl<S: Scalar> Tape<S> {
                     };
                     self.dh[k] = self.dh_next[l * hn + k] + from_above;
                 }
-                let (ih, hh) = ranges(l);
-                let p = Transposed {
-                    w_ih: &self.transposed[ih],
-                    w_hh: &self.transposed[hh],
-                };
+                let p = params.layer(layout, l);
                 let at = (t * nl + l) * gr;
                 let prev = &self.states[t * sl..(t + 1) * sl];
                 let next = &self.states[(t + 1) * sl..(t + 2) * sl];

@@ -53,6 +53,22 @@ pub trait Scalar:
     fn put_le(x: Self, out: &mut Vec<u8>);
     /// Reads one value from exactly [`Scalar::BYTES`] little-endian bytes.
     fn get_le(bytes: &[u8]) -> Self;
+    /// Hand-vectorised kernels for this type on this CPU, if there are any.
+    #[inline(always)]
+    fn kernels() -> Option<&'static Kernels<Self>> {
+        None
+    }
+}
+
+/// A set of hand-vectorised kernels, bit-identical to the portable ones.
+pub struct Kernels<S: 'static> {
+    /// See [`gemv_acc`].
+    pub gemv_acc: unsafe fn(&mut [S], &[S], &[S]),
+    /// See [`gemv_t_acc`].
+    pub gemv_t_acc: unsafe fn(&mut [S], &[S], &[S]),
+    /// See [`ger_batch`].
+    #[allow(clippy::type_complexity)]
+    pub ger_batch: unsafe fn(&mut [S], usize, &[S], usize, usize, &[S], usize, usize, usize),
 }
 
 impl Scalar for f64 {
@@ -98,6 +114,15 @@ impl Scalar for f64 {
 impl Scalar for f32 {
     const DTYPE: &'static str = "F32";
     const BYTES: usize = 4;
+
+    #[inline(always)]
+    fn kernels() -> Option<&'static Kernels<f32>> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(&super::simd::AVX2);
+        }
+        None
+    }
 
     #[inline(always)]
     fn of(x: f64) -> Self {
@@ -173,6 +198,16 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// enough to hide the add latency.
 #[inline(always)]
 pub fn gemv_acc<S: Scalar>(out: &mut [S], w: &[S], x: &[S]) {
+    match S::kernels() {
+        // SAFETY: `kernels()` only returns kernels the CPU supports.
+        Some(k) => unsafe { (k.gemv_acc)(out, w, x) },
+        None => gemv_acc_portable(out, w, x),
+    }
+}
+
+/// The portable [`gemv_acc`].
+#[inline(always)]
+pub fn gemv_acc_portable<S: Scalar>(out: &mut [S], w: &[S], x: &[S]) {
     let rows = out.len();
     debug_assert_eq!(w.len(), rows * x.len());
     let mut r0 = 0;
@@ -208,9 +243,15 @@ fn gemv_blocks<S: Scalar, const N: usize>(out: &mut [S], w: &[S], x: &[S], mut r
     r0
 }
 
-/// Dot product with a fixed lane structure (see the module docs).
+/// Lanes of a dot product: one AVX2 register of `f32`.
+const DOT_LANES: usize = 8;
+
+/// Dot product with a fixed lane structure: lane `k` sums the products at
+/// indices `≡ k (mod 8)` in order, the tail goes to the first lanes, and the
+/// lanes combine as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
 #[inline(always)]
 pub fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
+    const LANES: usize = DOT_LANES;
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [S::zero(); LANES];
     let ca = a.chunks_exact(LANES);
@@ -238,38 +279,20 @@ pub fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
 /// `out[j] += dot(W[:, j], y)`: adds `Wᵀ y` for a column-major `W` with `y.len()` rows.
 #[inline(always)]
 pub fn gemv_t_acc<S: Scalar>(out: &mut [S], w: &[S], y: &[S]) {
+    match S::kernels() {
+        // SAFETY: `kernels()` only returns kernels the CPU supports.
+        Some(k) => unsafe { (k.gemv_t_acc)(out, w, y) },
+        None => gemv_t_acc_portable(out, w, y),
+    }
+}
+
+/// The portable [`gemv_t_acc`].
+#[inline(always)]
+pub fn gemv_t_acc_portable<S: Scalar>(out: &mut [S], w: &[S], y: &[S]) {
     let rows = y.len();
     debug_assert_eq!(w.len(), rows * out.len());
     for (j, o) in out.iter_mut().enumerate() {
         *o += dot(&w[j * rows..(j + 1) * rows], y);
-    }
-}
-
-/// Writes the transpose of the column-major `src` (`rows` rows) into `dst`,
-/// also column-major: `dst` then holds `src`'s rows contiguously. Works in
-/// tiles so that neither the loads nor the stores stride across the matrix.
-#[inline(always)]
-pub fn transpose<S: Scalar>(src: &[S], rows: usize, dst: &mut [S]) {
-    const TILE: usize = 8;
-    assert!(
-        rows > 0 && src.len().is_multiple_of(rows) && dst.len() == src.len(),
-        "transpose: shapes disagree"
-    );
-    let cols = src.len() / rows;
-    for j0 in (0..cols).step_by(TILE) {
-        let j1 = (j0 + TILE).min(cols);
-        for r0 in (0..rows).step_by(TILE) {
-            let r1 = (r0 + TILE).min(rows);
-            for r in r0..r1 {
-                for j in j0..j1 {
-                    // SAFETY: r < rows and j < cols, so both indices are below
-                    // rows * cols, which equals both lengths (asserted above).
-                    unsafe {
-                        *dst.get_unchecked_mut(r * cols + j) = *src.get_unchecked(j * rows + r)
-                    };
-                }
-            }
-        }
     }
 }
 
@@ -281,6 +304,27 @@ pub fn transpose<S: Scalar>(src: &[S], rows: usize, dst: &mut [S]) {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn ger_batch<S: Scalar>(
+    w: &mut [S],
+    rows: usize,
+    a: &[S],
+    a_stride: usize,
+    a_off: usize,
+    b: &[S],
+    b_stride: usize,
+    b_off: usize,
+    steps: usize,
+) {
+    match S::kernels() {
+        // SAFETY: `kernels()` only returns kernels the CPU supports.
+        Some(k) => unsafe { (k.ger_batch)(w, rows, a, a_stride, a_off, b, b_stride, b_off, steps) },
+        None => ger_batch_portable(w, rows, a, a_stride, a_off, b, b_stride, b_off, steps),
+    }
+}
+
+/// The portable [`ger_batch`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn ger_batch_portable<S: Scalar>(
     w: &mut [S],
     rows: usize,
     a: &[S],
@@ -427,13 +471,6 @@ mod tests {
         for j in 0..cols {
             let want: f64 = (0..rows).map(|r| w[j * rows + r] * y[r]).sum();
             assert!((back[j] - want).abs() < 1e-12);
-        }
-        let mut t = vec![0.0; rows * cols];
-        transpose(&w, rows, &mut t);
-        for r in 0..rows {
-            for j in 0..cols {
-                assert_eq!(t[r * cols + j], w[j * rows + r]);
-            }
         }
         // Three steps of a batched rank-one update equal three single ones.
         let a: Vec<f64> = (0..3 * rows).map(|i| (i as f64 * 0.11).cos()).collect();
