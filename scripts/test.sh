@@ -4,6 +4,7 @@
 # Builds once in the release profile and runs every test target: unit tests,
 # the PyTorch reference cases, finite-difference and learning tests, and the
 # criterion benches in test mode (each bench body runs once, so they cannot rot).
+# Ends with one summary line: "recur: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,4 +15,12 @@ if [ ! -f "$shared/reference/lstm.json" ]; then
 fi
 export RECUR_SHARED_DIR="$(cd "$shared" && pwd)"
 
-cargo test --release --all-targets "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --all-targets "$@" 2>&1 | tee "$log" || status=$?
+passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
+failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
+echo
+echo "recur: $passed passed, $failed failed"
+exit "$status"

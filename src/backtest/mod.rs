@@ -1,0 +1,9 @@
+//! Backtests: replay history through the same learner `recur run` uses, and
+//! score it against baselines.
+//!
+//! * [`table`]: reading CSV/Parquet files (wide or long) into per-stream rows,
+//!   and writing `predictions.parquet`.
+//! * [`report`]: the self-contained `report.html` with SVG charts.
+
+pub mod report;
+pub mod table;

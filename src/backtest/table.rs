@@ -1,0 +1,1 @@
+//! Reading history files into per-stream rows (being written).
