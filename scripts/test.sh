@@ -15,6 +15,17 @@ if [ ! -f "$shared/reference/lstm.json" ]; then
 fi
 export RECUR_SHARED_DIR="$(cd "$shared" && pwd)"
 
+# Headless Chromium renders the backtest report in tests/report_html.rs.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing chromium (Debian package) for the report test"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "scripts/test.sh: chromium not found; the report rendering test will be skipped (it fails under CI=true)" >&2
+  fi
+fi
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backtest::job::BacktestConfig;
 use crate::model::ModelConfig;
 
 /// The built-in defaults, compiled into the binary.
@@ -19,6 +20,8 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     /// The online forecaster.
     pub model: ModelConfig,
+    /// File and topic replays.
+    pub backtest: BacktestConfig,
 }
 
 /// A configuration that could not be loaded.
@@ -67,6 +70,11 @@ fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
 impl Config {
     /// The defaults, optionally overlaid with a file.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, toml::Table::new())
+    }
+
+    /// The defaults < a file < `overrides` (e.g. from command-line flags).
+    pub fn load_with(file: Option<&Path>, overrides: toml::Table) -> Result<Self, ConfigError> {
         let mut table = parse_table(DEFAULT_TOML, "built-in defaults")?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -75,10 +83,14 @@ impl Config {
             })?;
             merge(&mut table, parse_table(&text, &path.display().to_string())?);
         }
-        Self::from_table(
-            table,
-            file.map_or("built-in defaults".into(), |p| p.display().to_string()),
-        )
+        let origin = match file {
+            Some(p) if overrides.is_empty() => p.display().to_string(),
+            Some(p) => format!("{} with command-line flags", p.display()),
+            None if overrides.is_empty() => "built-in defaults".into(),
+            None => "command-line flags".into(),
+        };
+        merge(&mut table, overrides);
+        Self::from_table(table, origin)
     }
 
     /// Checks a merged table against the typed configuration.

@@ -2,9 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use recur::backtest::job::{self, ProgressBar};
 use recur::bench::{self, ModelBench};
-use recur::model::CellKind;
+use recur::config::Config;
+use recur::model::{CellKind, OptimizerKind};
 
 /// recur: online time-series forecasting with recurrent networks.
 #[derive(Parser)]
@@ -16,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replay a CSV or Parquet file through the online learner and score it against baselines.
+    Backtest(Box<BacktestArgs>),
     /// Measure recur's speed.
     Bench {
         #[command(subcommand)]
@@ -54,6 +60,240 @@ enum BenchCommand {
     },
 }
 
+#[derive(Args)]
+struct BacktestArgs {
+    /// CSV file to replay (wide: a time column and value columns; long: stream, ts, values).
+    #[arg(long, conflicts_with = "parquet", required_unless_present = "parquet")]
+    csv: Option<PathBuf>,
+    /// Parquet file to replay (same layouts as --csv).
+    #[arg(long)]
+    parquet: Option<PathBuf>,
+    /// Config file (TOML, `[model]` and `[backtest]` sections) under the flags.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write predictions.parquet, metrics.json and report.html here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print one JSON summary line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Value columns to read, comma-separated (default: every numeric column).
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    /// Columns to forecast, comma-separated (default: all read).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Pretrain on the first N rows before the online run.
+    #[arg(long)]
+    warmup_rows: Option<usize>,
+    /// Passes over the warm-up rows.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Score only forecasts of rows A..B (end exclusive).
+    #[arg(long)]
+    eval_rows: Option<String>,
+    /// warmup, running, none or auto.
+    #[arg(long)]
+    normalize: Option<String>,
+    /// Steps ahead per forecast.
+    #[arg(long)]
+    horizon: Option<usize>,
+    /// Time column name, or `none` for the row index.
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Season length (rows) of the seasonal-naive baseline.
+    #[arg(long)]
+    season: Option<usize>,
+    /// Repeat with N seeds and report mean and standard deviation.
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Rows A..B shown in the report's forecast charts.
+    #[arg(long)]
+    report_span: Option<String>,
+    /// Recurrent cell: lstm, gru, rnn or rnn_relu.
+    #[arg(long)]
+    cell: Option<CellKind>,
+    /// Hidden units per layer.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Stacked layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// TBPTT window.
+    #[arg(long)]
+    tbptt: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Optimizer: adam, adamw or sgd.
+    #[arg(long, value_parser = parse_optimizer)]
+    optimizer: Option<OptimizerKind>,
+    /// Events per stream between updates.
+    #[arg(long)]
+    update_every: Option<usize>,
+    /// Seed of the weight initialisation.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
+    match s {
+        "adam" => Ok(OptimizerKind::Adam),
+        "adamw" => Ok(OptimizerKind::Adamw),
+        "sgd" => Ok(OptimizerKind::Sgd),
+        other => Err(format!(
+            "unknown optimizer `{other}` (expected adam, adamw or sgd)"
+        )),
+    }
+}
+
+impl BacktestArgs {
+    /// The flags that were given, as a TOML table to merge over the config.
+    fn overrides(&self) -> anyhow::Result<toml::Table> {
+        use toml::Value;
+        let mut model = toml::Table::new();
+        let mut optimizer = toml::Table::new();
+        let mut backtest = toml::Table::new();
+        let int = |v: usize| Value::Integer(v as i64);
+        let list = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+        let put = |t: &mut toml::Table, k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                t.insert(k.into(), v);
+            }
+        };
+        put(&mut backtest, "columns", self.columns.as_deref().map(list));
+        put(&mut backtest, "targets", self.targets.as_deref().map(list));
+        put(&mut backtest, "warmup_rows", self.warmup_rows.map(int));
+        put(&mut backtest, "epochs", self.epochs.map(int));
+        put(
+            &mut backtest,
+            "eval_rows",
+            self.eval_rows.clone().map(Value::String),
+        );
+        put(
+            &mut backtest,
+            "normalize",
+            self.normalize.clone().map(Value::String),
+        );
+        put(
+            &mut backtest,
+            "time_column",
+            self.time_column.clone().map(Value::String),
+        );
+        put(&mut backtest, "season", self.season.map(int));
+        put(&mut backtest, "seeds", self.seeds.map(int));
+        put(
+            &mut backtest,
+            "report_span",
+            self.report_span.clone().map(Value::String),
+        );
+        put(&mut model, "horizon", self.horizon.map(int));
+        put(
+            &mut model,
+            "cell",
+            self.cell.map(|c| Value::String(c.name().into())),
+        );
+        put(&mut model, "hidden", self.hidden.map(int));
+        put(&mut model, "layers", self.layers.map(int));
+        put(&mut model, "tbptt", self.tbptt.map(int));
+        put(&mut model, "update_every", self.update_every.map(int));
+        put(
+            &mut model,
+            "seed",
+            self.seed.map(|s| Value::Integer(s as i64)),
+        );
+        put(&mut optimizer, "lr", self.lr.map(Value::Float));
+        put(
+            &mut optimizer,
+            "kind",
+            self.optimizer.map(|k| {
+                Value::String(
+                    match k {
+                        OptimizerKind::Adam => "adam",
+                        OptimizerKind::Adamw => "adamw",
+                        OptimizerKind::Sgd => "sgd",
+                    }
+                    .into(),
+                )
+            }),
+        );
+        if !optimizer.is_empty() {
+            model.insert("optimizer".into(), Value::Table(optimizer));
+        }
+        let mut top = toml::Table::new();
+        if !model.is_empty() {
+            top.insert("model".into(), Value::Table(model));
+        }
+        if !backtest.is_empty() {
+            top.insert("backtest".into(), Value::Table(backtest));
+        }
+        Ok(top)
+    }
+}
+
+fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
+    let cfg = Config::load_with(args.config.as_deref(), args.overrides()?)?;
+    let file = args
+        .csv
+        .as_ref()
+        .or(args.parquet.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("give --csv FILE or --parquet FILE"))?;
+    let bar = if args.quiet {
+        ProgressBar::Off
+    } else {
+        ProgressBar::Auto
+    };
+    let summary = job::run_file(&cfg, file, args.out.as_deref(), bar)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        let spread = |sd: f64| {
+            if summary.seeds > 1 {
+                format!(" ± {sd:.4}")
+            } else {
+                String::new()
+            }
+        };
+        println!(
+            "{}: {} rows, {} forecasts scored ({} units{})",
+            file.display(),
+            summary.rows,
+            summary.predictions,
+            summary.units,
+            if summary.seeds > 1 {
+                format!(", mean ± sd over {} seeds", summary.seeds)
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  recur           MSE {:.4}{}  MAE {:.4}{}",
+            summary.mse,
+            spread(summary.mse_std),
+            summary.mae,
+            spread(summary.mae_std)
+        );
+        println!(
+            "  naive           MSE {:.4}  MAE {:.4}",
+            summary.naive_mse, summary.naive_mae
+        );
+        println!("  seasonal naive  MSE {:.4}", summary.seasonal_mse);
+        println!(
+            "  {:.2} s, {:.0} events/s",
+            summary.elapsed_s, summary.events_per_sec
+        );
+        if let Some(dir) = &args.out {
+            for p in job::describe_outputs(dir) {
+                println!("  wrote {}", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -67,6 +307,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Backtest(args) => backtest(&args)?,
         Command::Bench { what } => match what {
             BenchCommand::Model {
                 cell,

@@ -3,7 +3,11 @@
 //!
 //! * [`table`]: reading CSV/Parquet files (wide or long) into per-stream rows,
 //!   and writing `predictions.parquet`.
+//! * [`engine`]: the replay and the scoring against baselines.
+//! * [`job`]: `recur backtest` over a file: options, outputs, summary.
 //! * [`report`]: the self-contained `report.html` with SVG charts.
 
+pub mod engine;
+pub mod job;
 pub mod report;
 pub mod table;

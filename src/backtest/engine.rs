@@ -1,0 +1,550 @@
+//! The backtest engine: replays events through the live learner and scores
+//! every forecast against the naive and seasonal-naive baselines.
+//!
+//! Events are processed in order exactly as `recur run` would process them
+//! ([`Forecaster::observe`], one event at a time). The forecast made after a
+//! stream's event at row `r` covers that stream's next `horizon` events; it is
+//! scored when every one of them lies in the evaluation rows.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::model::normalize::Normalizer;
+use crate::model::{Forecaster, ModelConfig, Normalize};
+
+/// Events to replay, in processing order.
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    /// Value column names (D).
+    pub columns: Vec<String>,
+    /// Stream names; events refer to them by index.
+    pub streams: Vec<String>,
+    /// Stream index of each event.
+    pub stream: Vec<u32>,
+    /// Event time of each event (epoch ms, or the row index).
+    pub ts_ms: Vec<i64>,
+    /// Values, row-major `events × columns`.
+    pub values: Vec<f64>,
+}
+
+impl Replay {
+    /// Number of events (rows).
+    pub fn rows(&self) -> usize {
+        self.stream.len()
+    }
+    fn row(&self, r: usize) -> &[f64] {
+        let d = self.columns.len();
+        &self.values[r * d..(r + 1) * d]
+    }
+}
+
+/// How values are scaled in a backtest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaling {
+    /// z-score with the mean and population standard deviation of each
+    /// stream's warm-up rows (the published protocol).
+    Warmup,
+    /// The learner's running (Welford) statistics.
+    Running,
+    /// No scaling.
+    None,
+}
+
+/// The evaluation protocol.
+#[derive(Clone, Debug)]
+pub struct Protocol {
+    /// Rows `[0, warmup_rows)` pretrain the model, `epochs` passes, before the online run.
+    pub warmup_rows: usize,
+    /// Passes over the warm-up rows.
+    pub epochs: usize,
+    /// Rows whose forecasts are scored (all targets of a forecast must lie inside).
+    pub eval: Range<usize>,
+    /// Scaling of values.
+    pub scaling: Scaling,
+    /// Season length (in events) of the seasonal-naive baseline.
+    pub season: usize,
+}
+
+/// Error sums of one forecaster over some slice of the predictions.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ErrorSums {
+    n: u64,
+    se: f64,
+    ae: f64,
+    smape: f64,
+    smape_n: u64,
+}
+
+impl ErrorSums {
+    fn add(&mut self, forecast: f64, actual: f64) {
+        let e = forecast - actual;
+        self.n += 1;
+        self.se += e * e;
+        self.ae += e.abs();
+        let denom = forecast.abs() + actual.abs();
+        if denom > 0.0 {
+            self.smape += 2.0 * e.abs() / denom;
+            self.smape_n += 1;
+        }
+    }
+}
+
+/// The five metrics of one forecaster on one slice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Scored values.
+    pub n: u64,
+    /// Mean squared error.
+    pub mse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Symmetric MAPE in percent, `mean(200 |f - a| / (|f| + |a|))`.
+    pub smape: f64,
+    /// MAE divided by the in-sample MAE of the one-step naive forecast on the warm-up rows.
+    pub mase: f64,
+}
+
+impl Metrics {
+    fn from(s: &ErrorSums, mase_scale: f64) -> Self {
+        let n = s.n.max(1) as f64;
+        let mae = s.ae / n;
+        Metrics {
+            n: s.n,
+            mse: s.se / n,
+            mae,
+            rmse: (s.se / n).sqrt(),
+            smape: 100.0 * s.smape / s.smape_n.max(1) as f64,
+            mase: if mase_scale > 0.0 {
+                mae / mase_scale
+            } else {
+                f64::NAN
+            },
+        }
+    }
+}
+
+/// Metrics of the model and both baselines on one slice, in both unit systems.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Scored {
+    /// recur's forecasts, scaled units.
+    pub model: Metrics,
+    /// Naive (last value), scaled units.
+    pub naive: Metrics,
+    /// Seasonal naive, scaled units.
+    pub seasonal: Metrics,
+    /// recur's forecasts, original units.
+    pub model_raw: Metrics,
+    /// Naive, original units.
+    pub naive_raw: Metrics,
+    /// Seasonal naive, original units.
+    pub seasonal_raw: Metrics,
+}
+
+/// One scored forecast component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Row of the event the forecast is for.
+    pub row: usize,
+    /// Its time.
+    pub ts_ms: i64,
+    /// Stream index.
+    pub stream: u32,
+    /// Horizon step (1-based).
+    pub step: u32,
+    /// Target index (into the targets).
+    pub target: u32,
+    /// recur's forecast, original units.
+    pub forecast: f64,
+    /// The observed value.
+    pub actual: f64,
+    /// The naive forecast.
+    pub naive: f64,
+}
+
+/// What a backtest produced.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Rows replayed (online part, after pretraining).
+    pub rows: usize,
+    /// Forecasts scored (each covers horizon × targets values).
+    pub forecasts: u64,
+    /// Over everything scored.
+    pub overall: Scored,
+    /// Per horizon step (index 0 = one step ahead).
+    pub per_step: Vec<Scored>,
+    /// Per target.
+    pub per_target: Vec<Scored>,
+    /// Every scored forecast component, if requested.
+    pub predictions: Vec<Prediction>,
+    /// Wall-clock seconds of the whole run.
+    pub elapsed_s: f64,
+    /// Events processed per second (pretraining included).
+    pub events_per_sec: f64,
+    /// Events processed (pretraining included).
+    pub events: u64,
+}
+
+/// Whether to keep every prediction in the outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Keep them (for `predictions.parquet` and the report).
+    Predictions,
+    /// Only the metrics.
+    MetricsOnly,
+}
+
+/// Why a backtest could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// The protocol does not fit the data.
+    #[error("{0}")]
+    Protocol(String),
+    /// The model configuration is invalid.
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// Per-stream bookkeeping of forecasts waiting to be scored.
+struct Pending {
+    /// Rows of this stream's events so far, in order.
+    rows: Vec<usize>,
+    /// Forecasts (original units, `horizon × targets`) made after each event, newest last, with the row they were made at.
+    made: std::collections::VecDeque<(usize, usize, Vec<f64>)>,
+}
+
+/// Progress callback: `(events done, events total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Runs the backtest.
+pub fn run(
+    replay: &Replay,
+    cfg: &ModelConfig,
+    protocol: &Protocol,
+    keep: Keep,
+    progress: Progress<'_>,
+) -> Result<Outcome, BacktestError> {
+    let start = Instant::now();
+    let rows = replay.rows();
+    let d = replay.columns.len();
+    if rows == 0 || d == 0 {
+        return Err(BacktestError::Protocol(
+            "the input has no rows or no value columns".into(),
+        ));
+    }
+    if protocol.warmup_rows >= rows {
+        return Err(BacktestError::Protocol(format!(
+            "--warmup-rows {} leaves no rows to replay (the input has {rows})",
+            protocol.warmup_rows
+        )));
+    }
+    if protocol.eval.start >= protocol.eval.end || protocol.eval.end > rows {
+        return Err(BacktestError::Protocol(format!(
+            "--eval-rows {}..{} is empty or past the end of the input ({rows} rows)",
+            protocol.eval.start, protocol.eval.end
+        )));
+    }
+    if protocol.eval.start < protocol.warmup_rows {
+        return Err(BacktestError::Protocol(format!(
+            "--eval-rows starts at {}, inside the warm-up rows 0..{}",
+            protocol.eval.start, protocol.warmup_rows
+        )));
+    }
+    let mut cfg = cfg.clone();
+    cfg.inputs = d;
+    cfg.normalize = match protocol.scaling {
+        Scaling::Running => Normalize::Running,
+        Scaling::Warmup | Scaling::None => Normalize::None,
+    };
+    let targets = cfg.target_indices();
+    let nt = targets.len();
+    let hz = cfg.horizon;
+    let mut f = Forecaster::<f32>::new(cfg.clone()).map_err(BacktestError::Model)?;
+
+    // Per-stream statistics of the warm-up rows: the fixed scaling (protocol
+    // `warmup`), the scale of the reported normalised errors, and MASE's scale.
+    let ns = replay.streams.len();
+    let warm = warmup_stats(replay, protocol.warmup_rows.max(1).min(rows));
+    let mase_scale = naive_mae(replay, protocol.warmup_rows.max(2).min(rows), &targets);
+    if protocol.scaling == Scaling::Warmup {
+        for (s, name) in replay.streams.iter().enumerate() {
+            f.set_normalizer(name, Normalizer::fixed(&warm[s].0, &warm[s].1));
+        }
+    }
+
+    let total = (protocol.warmup_rows * protocol.epochs + rows - protocol.warmup_rows) as u64;
+    let mut done = 0u64;
+    let mut x = vec![0f32; d];
+    let feed = |f: &mut Forecaster<f32>, r: usize, x: &mut [f32]| -> Option<Vec<f64>> {
+        for (xi, &v) in x.iter_mut().zip(replay.row(r)) {
+            *xi = v as f32;
+        }
+        let name = &replay.streams[replay.stream[r] as usize];
+        f.observe(name, x)
+            .ok()
+            .map(|o| o.forecast.iter().map(|&v| v as f64).collect())
+    };
+
+    // Pretraining: `epochs` passes over the warm-up rows, each from a fresh state.
+    for _ in 0..protocol.epochs {
+        for name in &replay.streams {
+            if let Some(mut s) = f.remove_stream(name) {
+                let fresh = f.new_stream();
+                s.buf = fresh.buf;
+                s.seen = 0;
+                s.ring_len = 0;
+                s.ring_head = 0;
+                s.since_update = 0;
+                f.insert_stream(name, s);
+            }
+        }
+        for r in 0..protocol.warmup_rows {
+            feed(&mut f, r, &mut x);
+            done += 1;
+            if done.is_multiple_of(4096) {
+                progress(done, total);
+            }
+        }
+    }
+    // With no pretraining the warm-up rows still pass through the learner online.
+    let online_from = if protocol.epochs == 0 {
+        0
+    } else {
+        protocol.warmup_rows
+    };
+
+    let mut pend: Vec<Pending> = (0..ns)
+        .map(|_| Pending {
+            rows: Vec::new(),
+            made: Default::default(),
+        })
+        .collect();
+    let mut sums = Sums::new(hz, nt);
+    let mut out = Outcome::default();
+    for r in online_from..rows {
+        let s = replay.stream[r] as usize;
+        let p = &mut pend[s];
+        p.rows.push(r);
+        let k = p.rows.len() - 1; // this event's index within its stream
+        // Score forecasts that are now complete: made after event k - hz.
+        while let Some(&(mk, made_row, _)) = p.made.front() {
+            if mk + hz > k {
+                break;
+            }
+            let (_, _, fc) = p.made.pop_front().expect("front exists");
+            let cover = &p.rows[mk + 1..=mk + hz];
+            if cover.iter().all(|c| protocol.eval.contains(c)) {
+                out.forecasts += 1;
+                score(
+                    replay,
+                    &warm[s],
+                    protocol.season,
+                    &p.rows,
+                    mk,
+                    made_row,
+                    &fc,
+                    &targets,
+                    &mut sums,
+                    keep,
+                    &mut out,
+                    s,
+                );
+            }
+        }
+        if let Some(fc) = feed(&mut f, r, &mut x) {
+            p.made.push_back((k, r, fc));
+        }
+        done += 1;
+        if done.is_multiple_of(4096) {
+            progress(done, total);
+        }
+    }
+    progress(total, total);
+    out.rows = rows - online_from;
+    out.events = done;
+    out.overall = sums.all.finish(&mase_scale, None);
+    out.per_step = sums
+        .step
+        .iter()
+        .map(|s| s.finish(&mase_scale, None))
+        .collect();
+    out.per_target = sums
+        .target
+        .iter()
+        .enumerate()
+        .map(|(j, s)| s.finish(&mase_scale, Some(j)))
+        .collect();
+    out.elapsed_s = start.elapsed().as_secs_f64();
+    out.events_per_sec = done as f64 / out.elapsed_s.max(1e-9);
+    Ok(out)
+}
+
+/// Sums for model, naive and seasonal in both unit systems.
+#[derive(Clone, Default)]
+struct Six {
+    e: [ErrorSums; 6],
+    /// Per target absolute error sums for MASE, original units: (model, naive, seasonal).
+    by_target_ae: Vec<[f64; 3]>,
+    by_target_n: Vec<u64>,
+}
+
+impl Six {
+    fn new(nt: usize) -> Self {
+        Six {
+            e: Default::default(),
+            by_target_ae: vec![[0.0; 3]; nt],
+            by_target_n: vec![0; nt],
+        }
+    }
+    fn finish(&self, mase_scale: &[f64], only: Option<usize>) -> Scored {
+        // MASE: each target's MAE over its own scale, averaged over targets.
+        let mase = |which: usize| {
+            let mut acc = 0.0;
+            let mut n = 0.0;
+            for (j, ae) in self.by_target_ae.iter().enumerate() {
+                if only.is_some_and(|o| o != j) || self.by_target_n[j] == 0 || mase_scale[j] <= 0.0
+                {
+                    continue;
+                }
+                acc += ae[which] / self.by_target_n[j] as f64 / mase_scale[j];
+                n += 1.0;
+            }
+            if n > 0.0 { acc / n } else { f64::NAN }
+        };
+        let with = |m: Metrics, which: usize| Metrics {
+            mase: mase(which),
+            ..m
+        };
+        Scored {
+            model: with(Metrics::from(&self.e[0], 0.0), 0),
+            naive: with(Metrics::from(&self.e[1], 0.0), 1),
+            seasonal: with(Metrics::from(&self.e[2], 0.0), 2),
+            model_raw: with(Metrics::from(&self.e[3], 0.0), 0),
+            naive_raw: with(Metrics::from(&self.e[4], 0.0), 1),
+            seasonal_raw: with(Metrics::from(&self.e[5], 0.0), 2),
+        }
+    }
+}
+
+struct Sums {
+    all: Six,
+    step: Vec<Six>,
+    target: Vec<Six>,
+}
+
+impl Sums {
+    fn new(hz: usize, nt: usize) -> Self {
+        Sums {
+            all: Six::new(nt),
+            step: vec![Six::new(nt); hz],
+            target: vec![Six::new(nt); nt],
+        }
+    }
+}
+
+/// Scores the forecast made after stream event `mk` (at row `made_row`).
+#[allow(clippy::too_many_arguments)]
+fn score(
+    replay: &Replay,
+    warm: &(Vec<f64>, Vec<f64>),
+    season: usize,
+    rows: &[usize],
+    mk: usize,
+    made_row: usize,
+    fc: &[f64],
+    targets: &[usize],
+    sums: &mut Sums,
+    keep: Keep,
+    out: &mut Outcome,
+    stream: usize,
+) {
+    let nt = targets.len();
+    let last = replay.row(made_row);
+    for (h, &r) in rows[mk + 1..].iter().take(fc.len() / nt).enumerate() {
+        let actual_row = replay.row(r);
+        // Seasonal naive: the latest observed event of the same phase.
+        let back = season * (h / season.max(1) + 1);
+        let seasonal_row = (mk + 1 + h).checked_sub(back).map(|i| replay.row(rows[i]));
+        for (j, &t) in targets.iter().enumerate() {
+            let (mean, std) = (warm.0[t], warm.1[t]);
+            let z = |v: f64| (v - mean) / std;
+            let a = actual_row[t];
+            let m = fc[h * nt + j];
+            let nv = last[t];
+            let sv = seasonal_row.map_or(nv, |row| row[t]);
+            for six in [&mut sums.all, &mut sums.step[h], &mut sums.target[j]] {
+                six.e[0].add(z(m), z(a));
+                six.e[1].add(z(nv), z(a));
+                six.e[2].add(z(sv), z(a));
+                six.e[3].add(m, a);
+                six.e[4].add(nv, a);
+                six.e[5].add(sv, a);
+                six.by_target_ae[j][0] += (m - a).abs();
+                six.by_target_ae[j][1] += (nv - a).abs();
+                six.by_target_ae[j][2] += (sv - a).abs();
+                six.by_target_n[j] += 1;
+            }
+            if keep == Keep::Predictions {
+                out.predictions.push(Prediction {
+                    row: r,
+                    ts_ms: replay.ts_ms[r],
+                    stream: stream as u32,
+                    step: h as u32 + 1,
+                    target: j as u32,
+                    forecast: m,
+                    actual: a,
+                    naive: nv,
+                });
+            }
+        }
+    }
+}
+
+/// Per stream: mean and population standard deviation of each column over rows `[0, n)`.
+fn warmup_stats(replay: &Replay, n: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let d = replay.columns.len();
+    let mut acc = vec![(0u64, vec![0.0; d], vec![0.0; d]); replay.streams.len()];
+    for r in 0..n {
+        let (cnt, mean, m2) = &mut acc[replay.stream[r] as usize];
+        *cnt += 1;
+        for (k, &v) in replay.row(r).iter().enumerate() {
+            let delta = v - mean[k];
+            mean[k] += delta / *cnt as f64;
+            m2[k] += delta * (v - mean[k]);
+        }
+    }
+    acc.into_iter()
+        .map(|(cnt, mean, m2)| {
+            let std = m2
+                .iter()
+                .map(|&s| {
+                    let var = s / cnt.max(1) as f64;
+                    if var > 0.0 { var.sqrt() } else { 1.0 }
+                })
+                .collect();
+            (mean, std)
+        })
+        .collect()
+}
+
+/// Per target: mean |x_t - x_{t-1}| over rows `[0, n)` (each stream's own consecutive events).
+fn naive_mae(replay: &Replay, n: usize, targets: &[usize]) -> Vec<f64> {
+    let mut last: Vec<Option<usize>> = vec![None; replay.streams.len()];
+    let mut sum = vec![0.0; targets.len()];
+    let mut cnt = 0u64;
+    for r in 0..n {
+        let s = replay.stream[r] as usize;
+        if let Some(p) = last[s] {
+            for (j, &t) in targets.iter().enumerate() {
+                sum[j] += (replay.row(r)[t] - replay.row(p)[t]).abs();
+            }
+            cnt += 1;
+        }
+        last[s] = Some(r);
+    }
+    sum.iter().map(|s| s / cnt.max(1) as f64).collect()
+}
