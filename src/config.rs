@@ -1,9 +1,17 @@
-//! Configuration: built-in defaults (`config/default.toml`) < a file.
+//! Configuration: built-in defaults (`config/default.toml`) < a file <
+//! `RECUR_*` environment variables < command-line flags.
 //!
-//! The defaults live in one place, the TOML file that documents every key; a
-//! user file is merged over it table by table, then the result is checked
-//! against the typed structs (unknown keys are errors that name the key).
+//! The defaults live in one place, the TOML file that documents every key; each
+//! layer is merged over it table by table, then the result is checked against
+//! the typed structs (unknown keys and bad values are errors that name the key).
+//!
+//! Environment variables name a key with double underscores between levels:
+//! `RECUR_KAFKA__BROKERS=host:9092`, `RECUR_MODEL__OPTIMIZER__LR=0.01`. Under
+//! `kafka.properties` single underscores become dots, so
+//! `RECUR_KAFKA__PROPERTIES__SASL_USERNAME` sets `sasl.username`. Values are
+//! read as TOML (`32`, `true`, `[1, 2]`) and otherwise as strings.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +30,157 @@ pub struct Config {
     pub model: ModelConfig,
     /// File and topic replays.
     pub backtest: BacktestConfig,
+    /// Brokers, topics, group and librdkafka properties.
+    pub kafka: KafkaConfig,
+    /// Input event format.
+    pub events: EventsConfig,
+    /// Arrow windows.
+    pub window: WindowConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// The embedded demo cluster.
+    pub embedded: EmbeddedConfig,
+}
+
+/// `[kafka]`: where events come from and go to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, or `embedded`.
+    pub brokers: String,
+    /// Topic of input events.
+    pub input_topic: String,
+    /// Topic of predictions.
+    pub output_topic: String,
+    /// Topic of dead letters.
+    pub dlq_topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// librdkafka properties passed through.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// True for the in-process mock cluster.
+    pub fn is_embedded(&self) -> bool {
+        self.brokers == "embedded"
+    }
+
+    /// The pass-through properties with secret values replaced, for logs.
+    pub fn redacted_properties(&self) -> BTreeMap<String, String> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key"]
+                    .iter()
+                    .any(|w| k.to_lowercase().contains(w));
+                (
+                    k.clone(),
+                    if secret {
+                        "<redacted>".into()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// `[events]`: the input JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Field holding the stream id.
+    pub stream_field: String,
+    /// Field holding the event time.
+    pub ts_field: String,
+    /// Field holding the values array.
+    pub values_field: String,
+    /// Field holding a single value.
+    pub value_field: String,
+    /// Largest accepted message in bytes.
+    pub max_bytes: usize,
+}
+
+/// `[window]`: when a partition's Arrow window is flushed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Events per window at most.
+    pub max_events: usize,
+    /// Milliseconds after a window's first event before it is flushed.
+    pub linger_ms: u64,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address of /metrics, /healthz and /readyz.
+    pub addr: String,
+}
+
+/// `[embedded]`: the demo cluster behind `brokers = "embedded"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Partitions of the input topic.
+    pub partitions: i32,
+    /// Synthetic streams.
+    pub streams: usize,
+    /// Events per second fed.
+    pub rate: u64,
+    /// Seconds between live progress lines.
+    pub report_every_s: u64,
+}
+
+/// Turns `RECUR_A__B=v` variables into a table `{a: {b: v}}`; other variables are ignored.
+pub fn env_table(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
+    let mut top = toml::Table::new();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix("RECUR_") else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue;
+        }
+        let mut path: Vec<String> = rest.split("__").map(|p| p.to_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::Parse {
+                origin: format!("environment variable {name}"),
+                message: "empty key segment".into(),
+            });
+        }
+        if path.len() == 3 && path[0] == "kafka" && path[1] == "properties" {
+            path[2] = path[2].replace('_', ".");
+        }
+        let value = match format!("v = {raw}").parse::<toml::Table>() {
+            Ok(mut t) if path.get(1).is_none_or(|p| p != "properties") => {
+                t.remove("v").unwrap_or(toml::Value::String(raw.clone()))
+            }
+            _ => toml::Value::String(raw.clone()),
+        };
+        let mut table = &mut top;
+        for key in &path[..path.len() - 1] {
+            let entry = table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Parse {
+                        origin: format!("environment variable {name}"),
+                        message: format!("`{key}` is both a value and a table"),
+                    });
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(top)
 }
 
 /// A configuration that could not be loaded.
@@ -73,6 +232,17 @@ impl Config {
         Self::load_with(file, toml::Table::new())
     }
 
+    /// The full stack: defaults < file < `RECUR_*` environment < `flags`.
+    pub fn load_layered(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Self, ConfigError> {
+        let mut over = env_table(env)?;
+        merge(&mut over, flags);
+        Self::load_with(file, over)
+    }
+
     /// The defaults < a file < `overrides` (e.g. from command-line flags).
     pub fn load_with(file: Option<&Path>, overrides: toml::Table) -> Result<Self, ConfigError> {
         let mut table = parse_table(DEFAULT_TOML, "built-in defaults")?;
@@ -102,7 +272,48 @@ impl Config {
                 message: e.to_string(),
             })?;
         cfg.model.validate().map_err(ConfigError::Invalid)?;
+        cfg.validate().map_err(ConfigError::Invalid)?;
         Ok(cfg)
+    }
+}
+
+impl Config {
+    /// Range checks beyond the types, naming the key and value.
+    pub fn validate(&self) -> Result<(), String> {
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.output_topic", &k.output_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+            ("kafka.group", &k.group),
+        ] {
+            if v.trim().is_empty() {
+                return Err(format!("{key} is empty"));
+            }
+        }
+        if k.input_topic == k.output_topic || k.input_topic == k.dlq_topic {
+            return Err(format!(
+                "kafka.input_topic = {:?} is also the output or dead-letter topic",
+                k.input_topic
+            ));
+        }
+        if self.window.max_events == 0 {
+            return Err("window.max_events = 0: must be at least 1".into());
+        }
+        if self.events.max_bytes == 0 {
+            return Err("events.max_bytes = 0: must be at least 1".into());
+        }
+        if self.metrics.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "metrics.addr = {:?}: expected host:port, e.g. 127.0.0.1:9898",
+                self.metrics.addr
+            ));
+        }
+        if self.embedded.partitions < 1 || self.embedded.streams == 0 {
+            return Err("embedded.partitions and embedded.streams must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -141,5 +352,49 @@ mod tests {
         let err = Config::load(Some(&zero)).unwrap_err().to_string();
         assert!(err.contains("model.tbptt = 0"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn environment_sits_between_file_and_flags() {
+        let env = [
+            ("RECUR_KAFKA__BROKERS".to_string(), "env:9092".to_string()),
+            ("RECUR_MODEL__HIDDEN".into(), "8".into()),
+            (
+                "RECUR_KAFKA__PROPERTIES__SASL_PASSWORD".into(),
+                "hunter2".into(),
+            ),
+            ("RECUR_TEST_BROKERS".into(), "ignored".into()),
+        ];
+        let flags: toml::Table = "[kafka]\nbrokers = \"flag:9092\"".parse().unwrap();
+        let cfg = Config::load_layered(None, env.clone(), flags).unwrap();
+        assert_eq!(cfg.kafka.brokers, "flag:9092");
+        assert_eq!(cfg.model.hidden, 8);
+        assert_eq!(cfg.kafka.properties["sasl.password"], "hunter2");
+        assert_eq!(
+            cfg.kafka.redacted_properties()["sasl.password"],
+            "<redacted>"
+        );
+        let cfg = Config::load_layered(None, env, toml::Table::new()).unwrap();
+        assert_eq!(cfg.kafka.brokers, "env:9092");
+
+        let err = Config::load_layered(
+            None,
+            [("RECUR_MODEL__HIDEN".to_string(), "8".to_string())],
+            toml::Table::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("hiden"), "{err}");
+        let err = Config::load_layered(
+            None,
+            [("RECUR_METRICS__ADDR".to_string(), "nope".to_string())],
+            toml::Table::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("metrics.addr") && err.contains("nope"),
+            "{err}"
+        );
     }
 }

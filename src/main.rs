@@ -20,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the stage: input topic -> forecasts on the output topic (embedded demo cluster by default).
+    Run(RunArgs),
+    /// Feed a topic with events: synthetic seasonal streams or a CSV file.
+    Produce(ProduceArgs),
+    /// Print a topic's messages (e.g. predictions) from the beginning.
+    Tail(TailArgs),
     /// Replay a CSV or Parquet file through the online learner and score it against baselines.
     Backtest(Box<BacktestArgs>),
     /// Measure recur's speed.
@@ -58,6 +64,106 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Config file (TOML); layered as defaults < file < RECUR_* variables < flags.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Bootstrap servers, or `embedded` for the in-process demo cluster.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Topic of input events.
+    #[arg(long)]
+    input_topic: Option<String>,
+    /// Topic of predictions.
+    #[arg(long)]
+    output_topic: Option<String>,
+    /// Topic of dead letters.
+    #[arg(long)]
+    dlq_topic: Option<String>,
+    /// Consumer group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Listen address of /metrics, /healthz, /readyz.
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> toml::Table {
+        use toml::Value;
+        let mut kafka = toml::Table::new();
+        for (k, v) in [
+            ("brokers", &self.brokers),
+            ("input_topic", &self.input_topic),
+            ("output_topic", &self.output_topic),
+            ("dlq_topic", &self.dlq_topic),
+            ("group", &self.group),
+        ] {
+            if let Some(v) = v {
+                kafka.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        let mut top = toml::Table::new();
+        if !kafka.is_empty() {
+            top.insert("kafka".into(), Value::Table(kafka));
+        }
+        if let Some(a) = &self.metrics_addr {
+            let mut m = toml::Table::new();
+            m.insert("addr".into(), Value::String(a.clone()));
+            top.insert("metrics".into(), Value::Table(m));
+        }
+        top
+    }
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// Bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic to produce to.
+    #[arg(long)]
+    topic: String,
+    /// Produce synthetic seasonal streams.
+    #[arg(long, conflicts_with = "csv", required_unless_present = "csv")]
+    synthetic: bool,
+    /// Produce the rows of a CSV file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Stream id for the CSV's events (default: the file stem).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Synthetic streams.
+    #[arg(long, default_value_t = 20)]
+    streams: usize,
+    /// Events per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Stop after this many synthetic events (default: until interrupted).
+    #[arg(long)]
+    events: Option<u64>,
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// Bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic to print.
+    #[arg(long)]
+    topic: String,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop after this many seconds without a message.
+    #[arg(long, default_value_t = 10)]
+    idle_s: u64,
 }
 
 #[derive(Args)]
@@ -307,6 +413,52 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => {
+            let cfg =
+                Config::load_layered(args.config.as_deref(), std::env::vars(), args.overrides())?;
+            let live = if args.quiet {
+                recur::stage::LiveLine::Quiet
+            } else {
+                recur::stage::LiveLine::Print
+            };
+            recur::stage::run(cfg, recur::stage::signal(), live)?;
+        }
+        Command::Produce(a) => {
+            let sent = match &a.csv {
+                Some(path) => recur::tools::produce_csv(
+                    &a.brokers,
+                    &a.topic,
+                    path,
+                    a.stream.as_deref(),
+                    a.rate,
+                )?,
+                None => {
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let flag = stop.clone();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let handle = std::thread::spawn(move || {
+                        rt.block_on(recur::stage::signal());
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    });
+                    let n = recur::tools::produce_synthetic(
+                        &a.brokers, &a.topic, a.streams, a.rate, a.events, &stop,
+                    )?;
+                    drop(handle);
+                    n
+                }
+            };
+            eprintln!("recur: produced {sent} events to {}", a.topic);
+        }
+        Command::Tail(a) => {
+            recur::tools::tail(
+                &a.brokers,
+                &a.topic,
+                a.max,
+                std::time::Duration::from_secs(a.idle_s),
+            )?;
+        }
         Command::Backtest(args) => backtest(&args)?,
         Command::Bench { what } => match what {
             BenchCommand::Model {

@@ -345,6 +345,8 @@ pub struct Errors {
     pub n: usize,
     /// Squared error of the one-step forecast only.
     pub step1_sq: f64,
+    /// Absolute error of the one-step forecast only.
+    pub step1_abs: f64,
     /// Squared error of the naive (last value) one-step forecast.
     pub naive_sq: f64,
     /// Absolute error of the naive one-step forecast.
@@ -756,6 +758,7 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
             e.n += 1;
             if k == 1 {
                 e.step1_sq += err * err;
+                e.step1_abs += err.abs();
                 let naive = buf[sl.last_raw()][j].f64() - raw[t];
                 e.naive_sq += naive * naive;
                 e.naive_abs += naive.abs();

@@ -1,0 +1,343 @@
+//! Predictions and dead letters → Kafka record bytes.
+//!
+//! # The prediction record
+//!
+//! One JSON object per forecast, keyed (by the sink) like its input event:
+//!
+//! ```json
+//! {"stream":"meter-17","ts":1467331200000,"horizon":2,"forecast":[[12.5,0.3],[12.75,0.25]],
+//!  "model_version":42,"source":{"topic":"recur-input","partition":3,"offset":1234}}
+//! ```
+//!
+//! * `stream`, `ts`: the input event's stream id and time (epoch ms, UTC).
+//! * `horizon`: the number of rows of `forecast`.
+//! * `forecast`: row-major, one row per step ahead, each row holding one value
+//!   per target, in target order. Numbers are the shortest decimal that reads
+//!   back as the same `f32` (`0.1f32` is written `0.1`). A NaN or infinite
+//!   forecast is written `null`, so the record is always valid JSON.
+//! * `model_version`: the version of the weights that made the forecast.
+//! * `source`: where the input event was read, for tracing a forecast back.
+//!
+//! # The dead-letter record
+//!
+//! The dead-letter topic gets the input message's key and value unchanged, with
+//! the headers of [`dead_letter_headers`]: `recur.error` (the
+//! [`DecodeError`]'s Display, `"{reason}: {detail}"`),
+//! `recur.source.topic`, `recur.source.partition` and `recur.source.offset`
+//! (decimal text).
+
+use serde_json::ser::{CompactFormatter, Formatter};
+
+use crate::decode::DecodeError;
+
+/// Header holding the reason and detail of a dead letter.
+pub const HEADER_ERROR: &str = "recur.error";
+/// Header holding the input topic of a dead letter.
+pub const HEADER_SOURCE_TOPIC: &str = "recur.source.topic";
+/// Header holding the input partition of a dead letter (decimal).
+pub const HEADER_SOURCE_PARTITION: &str = "recur.source.partition";
+/// Header holding the input offset of a dead letter (decimal).
+pub const HEADER_SOURCE_OFFSET: &str = "recur.source.offset";
+
+/// Where an input event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRef<'a> {
+    /// The input topic.
+    pub topic: &'a str,
+    /// The input partition.
+    pub partition: i32,
+    /// The input message's offset.
+    pub offset: i64,
+}
+
+/// Appends the prediction JSON to `out` (cleared first).
+///
+/// `forecast` is row-major horizon × `targets`. `targets` is expected to
+/// divide `forecast.len()` (the model guarantees it); otherwise the last row is
+/// written short, and a `targets` of 0 is taken as 1, so the output stays
+/// valid JSON whatever the arguments.
+pub fn prediction(
+    out: &mut Vec<u8>,
+    stream: &str,
+    ts_ms: i64,
+    forecast: &[f32],
+    targets: usize,
+    model_version: u64,
+    src: &SourceRef<'_>,
+) {
+    debug_assert!(
+        targets > 0 && forecast.len().is_multiple_of(targets),
+        "{} forecast values are not rows of {targets} targets",
+        forecast.len()
+    );
+    let targets = targets.max(1);
+    out.clear();
+    out.reserve(96 + stream.len() + src.topic.len() + forecast.len() * 12);
+    let f = &mut CompactFormatter;
+    out.extend_from_slice(b"{\"stream\":");
+    string(out, stream);
+    out.extend_from_slice(b",\"ts\":");
+    integer(out, |w| f.write_i64(w, ts_ms));
+    out.extend_from_slice(b",\"horizon\":");
+    integer(out, |w| {
+        f.write_u64(w, forecast.len().div_ceil(targets) as u64)
+    });
+    out.extend_from_slice(b",\"forecast\":[");
+    for (i, row) in forecast.chunks(targets).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        for (j, &v) in row.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            float(out, v);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"],\"model_version\":");
+    integer(out, |w| f.write_u64(w, model_version));
+    out.extend_from_slice(b",\"source\":{\"topic\":");
+    string(out, src.topic);
+    out.extend_from_slice(b",\"partition\":");
+    integer(out, |w| f.write_i32(w, src.partition));
+    out.extend_from_slice(b",\"offset\":");
+    integer(out, |w| f.write_i64(w, src.offset));
+    out.extend_from_slice(b"}}");
+}
+
+/// The headers of a dead-letter record: recur.error, recur.source.topic, recur.source.partition, recur.source.offset.
+pub fn dead_letter_headers(err: &DecodeError, src: &SourceRef<'_>) -> [(&'static str, Vec<u8>); 4] {
+    [
+        (HEADER_ERROR, err.to_string().into_bytes()),
+        (HEADER_SOURCE_TOPIC, src.topic.as_bytes().to_vec()),
+        (
+            HEADER_SOURCE_PARTITION,
+            src.partition.to_string().into_bytes(),
+        ),
+        (HEADER_SOURCE_OFFSET, src.offset.to_string().into_bytes()),
+    ]
+}
+
+/// Writes `s` as a JSON string (quoted and escaped).
+fn string(out: &mut Vec<u8>, s: &str) {
+    // `Vec<u8>` as `io::Write` never fails, and serializing a `str` has no other error.
+    let written = serde_json::to_writer(&mut *out, s);
+    debug_assert!(written.is_ok());
+}
+
+/// Runs one of the formatter's integer writers on `out`.
+fn integer(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) {
+    // As in `string`: writing to a `Vec` cannot fail.
+    let written = write(out);
+    debug_assert!(written.is_ok());
+}
+
+/// Writes the shortest round-trip decimal of `v`, or `null` when it is not finite.
+fn float(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        // As in `string`: writing to a `Vec` cannot fail.
+        let written = CompactFormatter.write_f32(out, v);
+        debug_assert!(written.is_ok());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Reason;
+    use serde_json::{Value, json};
+
+    const SRC: SourceRef<'static> = SourceRef {
+        topic: "recur-input",
+        partition: 3,
+        offset: 1234,
+    };
+
+    fn encode(stream: &str, forecast: &[f32], targets: usize) -> Value {
+        let mut out = b"stale bytes".to_vec();
+        prediction(
+            &mut out,
+            stream,
+            1_467_331_200_000,
+            forecast,
+            targets,
+            42,
+            &SRC,
+        );
+        match serde_json::from_slice(&out) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}: {}", String::from_utf8_lossy(&out)),
+        }
+    }
+
+    #[test]
+    fn every_field_reads_back() {
+        let v = encode("meter-17", &[12.5, 0.3, 12.75, 0.25], 2);
+        assert_eq!(
+            v,
+            json!({
+                "stream": "meter-17",
+                "ts": 1_467_331_200_000_i64,
+                "horizon": 2,
+                "forecast": [[12.5, 0.3], [12.75, 0.25]],
+                "model_version": 42,
+                "source": {"topic": "recur-input", "partition": 3, "offset": 1234}
+            })
+        );
+    }
+
+    #[test]
+    fn exact_text() {
+        let mut out = Vec::new();
+        let src = SourceRef {
+            topic: "in",
+            partition: -1,
+            offset: i64::MAX,
+        };
+        prediction(
+            &mut out,
+            "s",
+            -5,
+            &[0.1, 1.0, -2.5e-8, 3.4e38],
+            1,
+            u64::MAX,
+            &src,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"stream\":\"s\",\"ts\":-5,\"horizon\":4,\"forecast\":[[0.1],[1.0],[-2.5e-8],[3.4e+38]],\
+             \"model_version\":18446744073709551615,\"source\":{\"topic\":\"in\",\"partition\":-1,\
+             \"offset\":9223372036854775807}}"
+        );
+    }
+
+    #[test]
+    fn floats_are_shortest_round_trip() {
+        let xs = [
+            0.1f32,
+            1.0 / 3.0,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+            -0.0,
+            1e-45,
+            16_777_217.0,
+            123_456.79,
+        ];
+        let mut out = Vec::new();
+        prediction(&mut out, "s", 0, &xs, 1, 0, &SRC);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let rows = v["forecast"].as_array().unwrap();
+        for (x, row) in xs.iter().zip(rows) {
+            let back = row[0].as_f64().unwrap() as f32;
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("[[0.1],[0.33333334],"), "{text}");
+    }
+
+    #[test]
+    fn non_finite_forecasts_are_null() {
+        let v = encode("s", &[f32::NAN, 1.5, f32::INFINITY, f32::NEG_INFINITY], 2);
+        assert_eq!(v["forecast"], json!([[null, 1.5], [null, null]]));
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        for id in [
+            "quote\"d",
+            "back\\slash",
+            "new\nline\r\t",
+            "nul\u{0}and\u{1f}",
+            "Zürich 東京 🌡️",
+            "\u{2028}\u{2029}",
+            "</script>",
+        ] {
+            let v = encode(id, &[1.0], 1);
+            assert_eq!(v["stream"], id);
+        }
+        let mut out = Vec::new();
+        let src = SourceRef {
+            topic: "in\"put",
+            ..SRC
+        };
+        prediction(&mut out, "a\"b\n", 0, &[1.0], 1, 0, &src);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with(r#"{"stream":"a\"b\n","#), "{text}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["source"]["topic"], "in\"put");
+    }
+
+    #[test]
+    fn shape_24_by_7() {
+        let forecast: Vec<f32> = (0..24 * 7).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let v = encode("ETTh2", &forecast, 7);
+        assert_eq!(v["horizon"], 24);
+        let rows = v["forecast"].as_array().unwrap();
+        assert_eq!(rows.len(), 24);
+        for (h, row) in rows.iter().enumerate() {
+            let row = row.as_array().unwrap();
+            assert_eq!(row.len(), 7);
+            for (t, x) in row.iter().enumerate() {
+                assert_eq!(x.as_f64().unwrap() as f32, forecast[h * 7 + t]);
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_forecast_is_still_json() {
+        let v = encode("s", &[], 3);
+        assert_eq!(v["horizon"], 0);
+        assert_eq!(v["forecast"], json!([]));
+    }
+
+    #[test]
+    fn out_is_cleared_and_reusable() {
+        let mut out = Vec::new();
+        prediction(&mut out, "a-long-stream-name", 1, &[1.0; 32], 4, 1, &SRC);
+        prediction(&mut out, "b", 2, &[2.0], 1, 2, &SRC);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["stream"].as_str(), v["ts"].as_i64()),
+            (Some("b"), Some(2))
+        );
+    }
+
+    #[test]
+    fn dead_letter_headers_carry_the_error_and_source() {
+        let err = crate::decode::decode(
+            &crate::decode::DecodeConfig {
+                fields: Default::default(),
+                width: 3,
+                max_bytes: 1024,
+            },
+            None,
+            Some(br#"{"stream":"a","ts":1,"values":[1,2]}"#),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, Reason::WrongWidth);
+        let h = dead_letter_headers(&err, &SRC);
+        let names: Vec<&str> = h.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "recur.error",
+                "recur.source.topic",
+                "recur.source.partition",
+                "recur.source.offset"
+            ]
+        );
+        assert_eq!(
+            String::from_utf8(h[0].1.clone()).unwrap(),
+            format!("wrong_width: {}", err.detail)
+        );
+        assert_eq!(h[1].1, b"recur-input");
+        assert_eq!(h[2].1, b"3");
+        assert_eq!(h[3].1, b"1234");
+    }
+}

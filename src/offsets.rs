@@ -1,0 +1,150 @@
+//! Which input offsets may be committed: only those whose output the broker acknowledged.
+//!
+//! Every input message yields exactly one record (a prediction or a dead
+//! letter). An offset is *in flight* from the moment it is fetched until that
+//! record is acknowledged. A partition may commit up to (not including) its
+//! lowest offset in flight, or past the highest fetched when none is in flight.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// One partition's offsets.
+#[derive(Debug, Default)]
+pub struct PartitionOffsets {
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset fetched.
+    next: Option<i64>,
+    /// The position last handed to the consumer for commit.
+    stored: Option<i64>,
+    /// Records that failed for good: their offsets stay in flight.
+    failed: u64,
+}
+
+impl PartitionOffsets {
+    /// An offset was fetched and is being processed.
+    pub fn fetched(&mut self, offset: i64) {
+        self.in_flight.insert(offset);
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// The broker acknowledged the record produced for `offset`.
+    pub fn acked(&mut self, offset: i64) {
+        self.in_flight.remove(&offset);
+    }
+
+    /// The record for `offset` failed for good; it is never committed.
+    pub fn failed(&mut self) {
+        self.failed += 1;
+    }
+
+    /// The position that may be committed now (the next offset to consume), if any.
+    pub fn committable(&self) -> Option<i64> {
+        match self.in_flight.first() {
+            Some(&low) => Some(low),
+            None => self.next,
+        }
+    }
+
+    /// The committable position if it moved since the last call.
+    pub fn take_new_position(&mut self) -> Option<i64> {
+        let pos = self.committable()?;
+        if self.stored.is_some_and(|s| s >= pos) {
+            return None;
+        }
+        self.stored = Some(pos);
+        Some(pos)
+    }
+
+    /// Offsets still waiting for an acknowledgement.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// Offsets of every assigned partition, shared by the source and the delivery callbacks.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    parts: Mutex<HashMap<i32, PartitionOffsets>>,
+}
+
+impl Offsets {
+    /// Runs `f` on a partition's offsets (created on first use).
+    pub fn with<R>(&self, partition: i32, f: impl FnOnce(&mut PartitionOffsets) -> R) -> R {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        f(parts.entry(partition).or_default())
+    }
+
+    /// Forgets a partition (after it was revoked and committed).
+    pub fn remove(&self, partition: i32) {
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+    }
+
+    /// New committable positions of every partition.
+    pub fn new_positions(&self) -> Vec<(i32, i64)> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts
+            .iter_mut()
+            .filter_map(|(&p, o)| o.take_new_position().map(|pos| (p, pos)))
+            .collect()
+    }
+
+    /// Records in flight over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|o| o.in_flight())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_stop_at_the_lowest_unacknowledged_offset() {
+        let mut p = PartitionOffsets::default();
+        assert_eq!(p.committable(), None);
+        for o in 10..15 {
+            p.fetched(o);
+        }
+        assert_eq!(p.committable(), Some(10));
+        p.acked(12);
+        p.acked(11);
+        assert_eq!(p.committable(), Some(10), "10 is not acknowledged yet");
+        p.acked(10);
+        assert_eq!(p.committable(), Some(13));
+        assert_eq!(p.take_new_position(), Some(13));
+        assert_eq!(p.take_new_position(), None, "unchanged");
+        p.acked(14);
+        p.acked(13);
+        assert_eq!(
+            p.take_new_position(),
+            Some(15),
+            "all acknowledged: past the highest fetched"
+        );
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_failed_record_holds_its_partition_back() {
+        let o = Offsets::default();
+        o.with(0, |p| (0..3).for_each(|x| p.fetched(x)));
+        o.with(1, |p| p.fetched(7));
+        o.with(0, |p| {
+            p.acked(0);
+            p.failed();
+            p.acked(2);
+        });
+        o.with(1, |p| p.acked(7));
+        let mut pos = o.new_positions();
+        pos.sort();
+        assert_eq!(pos, vec![(0, 1), (1, 8)]);
+        assert_eq!(o.in_flight(), 1);
+    }
+}

@@ -1,0 +1,238 @@
+//! The Kafka consumer: fetches input messages on its own thread, hands each
+//! partition's messages in order to that partition's worker, follows
+//! rebalances, and commits only offsets whose outputs were acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::offsets::Offsets;
+use crate::sink::Sink;
+use crate::telemetry::Metrics;
+use crate::worker::{self, Input, Raw, WorkerSetup};
+
+/// Messages buffered per partition before the consumer waits (backpressure).
+const INBOX: usize = 8192;
+/// How often acknowledged positions are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+
+/// Builds a worker's setup for a partition.
+pub type SetupFn = dyn Fn(i32) -> WorkerSetup + Send + Sync;
+
+struct Running {
+    inbox: SyncSender<Input>,
+    thread: JoinHandle<()>,
+}
+
+/// Consumer callbacks: partition workers start on assign and drain on revoke.
+pub struct SourceContext {
+    topic: String,
+    setup: Box<SetupFn>,
+    workers: Mutex<HashMap<i32, Running>>,
+    offsets: Arc<Offsets>,
+    sink: Arc<Sink>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            for (p, s) in &topic.partitions {
+                if *p >= 0 && s.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&p.to_string()])
+                        .set(s.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.stop_workers(&parts);
+            // Everything the revoked partitions produced is acknowledged: commit it now.
+            if let Err(e) = commit(consumer, &self.topic, &self.offsets, CommitMode::Sync) {
+                eprintln!("recur: commit on revoke failed: {e}");
+            }
+            for p in parts {
+                self.offsets.remove(p);
+                let _ = self
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[&p.to_string()]);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                let p = e.partition();
+                workers.entry(p).or_insert_with(|| {
+                    let (tx, rx) = sync_channel(INBOX);
+                    let setup = (self.setup)(p);
+                    let thread = std::thread::Builder::new()
+                        .name(format!("recur-p{p}"))
+                        .spawn(move || worker::run(setup, rx))
+                        .expect("spawning a worker thread");
+                    Running { inbox: tx, thread }
+                });
+            }
+            self.metrics.partitions_assigned.set(workers.len() as i64);
+            self.metrics.ready.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl SourceContext {
+    /// Drains and stops the workers of `parts`, then waits for their records' acknowledgements.
+    fn stop_workers(&self, parts: &[i32]) {
+        let stopped: Vec<Running> = {
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = parts.iter().filter_map(|p| workers.remove(p)).collect();
+            self.metrics.partitions_assigned.set(workers.len() as i64);
+            gone
+        };
+        for r in stopped {
+            drop(r.inbox);
+            let _ = r.thread.join();
+        }
+        if let Err(e) = self.sink.flush(Duration::from_secs(30)) {
+            eprintln!("recur: producer flush: {e}");
+        }
+    }
+
+    fn inbox(&self, partition: i32) -> Option<SyncSender<Input>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .map(|r| r.inbox.clone())
+    }
+}
+
+/// Commits every partition's acknowledged position that moved.
+fn commit(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    offsets: &Offsets,
+    mode: CommitMode,
+) -> KafkaResult<()> {
+    let positions = offsets.new_positions();
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, pos) in positions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(pos))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+/// The consumer side of a running stage.
+pub struct Source {
+    consumer: BaseConsumer<SourceContext>,
+    topic: String,
+}
+
+impl Source {
+    /// Creates the consumer and subscribes to `topic`.
+    pub fn new(
+        mut config: ClientConfig,
+        topic: &str,
+        setup: Box<SetupFn>,
+        offsets: Arc<Offsets>,
+        sink: Arc<Sink>,
+        metrics: Arc<Metrics>,
+    ) -> KafkaResult<Self> {
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("statistics.interval.ms", "5000");
+        let ctx = SourceContext {
+            topic: topic.to_string(),
+            setup,
+            workers: Mutex::new(HashMap::new()),
+            offsets,
+            sink,
+            metrics,
+        };
+        let consumer: BaseConsumer<SourceContext> = config.create_with_context(ctx)?;
+        consumer.subscribe(&[topic])?;
+        Ok(Source {
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Fetches and dispatches until `stop` is set, then drains every worker,
+    /// waits for the producer, commits and leaves the group.
+    pub fn run(self, stop: &AtomicBool) {
+        let ctx = self.consumer.context();
+        let mut last_commit = Instant::now();
+        let mut errors = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    let (p, offset) = (m.partition(), m.offset());
+                    let raw = Raw {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        ts_ms: m.timestamp().to_millis(),
+                        offset,
+                    };
+                    drop(m);
+                    if let Some(inbox) = ctx.inbox(p) {
+                        ctx.offsets.with(p, |o| o.fetched(offset));
+                        // Blocks while the worker is behind: backpressure, not memory growth.
+                        let _ = inbox.send(Input::Message(raw));
+                    }
+                }
+                Some(Err(e)) => {
+                    errors += 1;
+                    if errors < 10 || errors.is_power_of_two() {
+                        eprintln!("recur: consumer: {e} ({errors} errors so far)");
+                    }
+                }
+                None => {}
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                last_commit = Instant::now();
+                if let Err(e) = commit(&self.consumer, &self.topic, &ctx.offsets, CommitMode::Async)
+                {
+                    eprintln!("recur: commit: {e}");
+                }
+            }
+        }
+        // Shutdown: drain windows, wait for acknowledgements, commit, leave.
+        let parts: Vec<i32> = ctx
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        ctx.stop_workers(&parts);
+        if let Err(e) = commit(&self.consumer, &self.topic, &ctx.offsets, CommitMode::Sync) {
+            eprintln!("recur: final commit failed: {e}");
+        }
+        self.consumer.unsubscribe();
+    }
+}

@@ -1,0 +1,278 @@
+//! `recur run`: wires source → workers → sink, the metrics endpoint and, with
+//! `brokers = "embedded"`, an in-process demo cluster fed with synthetic data.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+use crate::config::Config;
+use crate::decode::{DecodeConfig, Fields};
+use crate::offsets::Offsets;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::telemetry::{self, Metrics};
+use crate::worker::WorkerSetup;
+
+/// The client configuration shared by consumer and producer: brokers and pass-through properties.
+pub fn client_config(brokers: &str, cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The embedded demo: a mock cluster with the topics, and the synthetic feeder.
+pub struct Embedded {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Embedded {
+    /// Starts a 1-broker mock cluster with the stage's topics and feeds the input topic.
+    pub fn start(cfg: &Config) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(1).context("starting the embedded mock cluster")?;
+        let k = &cfg.kafka;
+        cluster.create_topic(&k.input_topic, cfg.embedded.partitions, 1)?;
+        cluster.create_topic(&k.output_topic, cfg.embedded.partitions, 1)?;
+        cluster.create_topic(&k.dlq_topic, 1, 1)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let brokers = cluster.bootstrap_servers();
+        let (topic, streams, rate, stop2) = (
+            k.input_topic.clone(),
+            cfg.embedded.streams,
+            cfg.embedded.rate,
+            stop.clone(),
+        );
+        let feeder = std::thread::Builder::new()
+            .name("recur-feeder".into())
+            .spawn(move || {
+                if let Err(e) =
+                    crate::tools::produce_synthetic(&brokers, &topic, streams, rate, None, &stop2)
+                {
+                    eprintln!("recur: synthetic feeder stopped: {e:#}");
+                }
+            })
+            .context("spawning the feeder")?;
+        Ok(Embedded {
+            cluster,
+            feeder: Some(feeder),
+            stop,
+        })
+    }
+
+    /// The mock cluster's bootstrap servers.
+    pub fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Stops feeding.
+    pub fn stop_feeding(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.feeder.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// Good events processed.
+    pub events: u64,
+    /// Predictions acknowledged.
+    pub predictions: u64,
+    /// Dead letters acknowledged.
+    pub dead_letters: u64,
+}
+
+/// Whether to print the live progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveLine {
+    /// Every `embedded.report_every_s` seconds on stderr.
+    Print,
+    /// Never.
+    Quiet,
+}
+
+/// Runs the stage until `shutdown` resolves, then drains, commits and returns.
+pub fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    live: LiveLine,
+) -> anyhow::Result<RunReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let metrics = Metrics::new();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&cfg.metrics.addr))
+        .with_context(|| format!("metrics.addr = {}: cannot listen", cfg.metrics.addr))?;
+    rt.spawn(telemetry::serve(listener, metrics.clone()));
+
+    let mut embedded = if cfg.kafka.is_embedded() {
+        Some(Embedded::start(&cfg)?)
+    } else {
+        None
+    };
+    let brokers = embedded
+        .as_ref()
+        .map_or(cfg.kafka.brokers.clone(), Embedded::brokers);
+    eprintln!(
+        "recur: {} -> {} (dead letters: {}), group {}, brokers {}{}, metrics on http://{}/metrics",
+        cfg.kafka.input_topic,
+        cfg.kafka.output_topic,
+        cfg.kafka.dlq_topic,
+        cfg.kafka.group,
+        cfg.kafka.brokers,
+        if cfg.kafka.properties.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", cfg.kafka.redacted_properties())
+        },
+        cfg.metrics.addr
+    );
+
+    let offsets = Arc::new(Offsets::default());
+    let sink = Arc::new(Sink::new(
+        client_config(&brokers, &cfg),
+        offsets.clone(),
+        metrics.clone(),
+    )?);
+    let setup = {
+        let (cfg, sink, metrics) = (cfg.clone(), sink.clone(), metrics.clone());
+        move |partition: i32| WorkerSetup {
+            topic: cfg.kafka.input_topic.clone(),
+            partition,
+            output_topic: cfg.kafka.output_topic.clone(),
+            dlq_topic: cfg.kafka.dlq_topic.clone(),
+            decode: DecodeConfig {
+                fields: Fields {
+                    stream: cfg.events.stream_field.clone(),
+                    ts: cfg.events.ts_field.clone(),
+                    values: cfg.events.values_field.clone(),
+                    value: cfg.events.value_field.clone(),
+                },
+                width: cfg.model.inputs,
+                max_bytes: cfg.events.max_bytes,
+            },
+            model: cfg.model.clone(),
+            max_events: cfg.window.max_events,
+            linger: Duration::from_millis(cfg.window.linger_ms),
+            sink: sink.clone(),
+            metrics: metrics.clone(),
+        }
+    };
+    let mut consumer_cfg = client_config(&brokers, &cfg);
+    consumer_cfg.set("group.id", &cfg.kafka.group);
+    let source = Source::new(
+        consumer_cfg,
+        &cfg.kafka.input_topic,
+        Box::new(setup),
+        offsets,
+        sink,
+        metrics.clone(),
+    )?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let source_thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("recur-source".into())
+            .spawn(move || source.run(&stop))?
+    };
+
+    // Wait for the shutdown signal, printing the live line meanwhile.
+    let every = Duration::from_secs(cfg.embedded.report_every_s.max(1));
+    rt.block_on(async {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        let mut last = metrics.events.get();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {
+                    let now = metrics.events.get();
+                    if live == LiveLine::Print {
+                        eprintln!(
+                            "recur: {:>8.0} events/s  online MSE {:.4} vs naive {:.4}  ({} predictions, {} dead letters, {} partitions)",
+                            (now - last) as f64 / every.as_secs_f64(),
+                            metrics.online_mse.get(),
+                            metrics.naive_mse.get(),
+                            metrics.predictions.get(),
+                            dead_letters(&metrics),
+                            metrics.partitions_assigned.get(),
+                        );
+                    }
+                    last = now;
+                }
+            }
+        }
+    });
+    eprintln!("recur: shutting down: draining windows, delivering, committing");
+    if let Some(e) = embedded.as_mut() {
+        e.stop_feeding();
+    }
+    stop.store(true, Ordering::Relaxed);
+    source_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the source thread panicked"))?;
+    let report = RunReport {
+        events: metrics.events.get(),
+        predictions: metrics.predictions.get(),
+        dead_letters: dead_letters(&metrics),
+    };
+    eprintln!(
+        "recur: stopped after {} events, {} predictions, {} dead letters",
+        report.events, report.predictions, report.dead_letters
+    );
+    drop(embedded);
+    Ok(report)
+}
+
+fn dead_letters(m: &Metrics) -> u64 {
+    m.registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "recur_dead_letters_total")
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value() as u64)
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,187 @@
+//! `recur produce` and `recur tail`: feed a topic with events, print predictions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::synth::Seasonal;
+
+fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .with_context(|| format!("connecting a producer to {brokers}"))
+}
+
+/// Sends one event, waiting while the local queue is full.
+fn send(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let mut rec = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                rec = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e).context("producing an event"),
+        }
+    }
+}
+
+/// Paces a producer at `rate` events per second (0 = as fast as possible).
+struct Pace {
+    start: Instant,
+    rate: u64,
+}
+
+impl Pace {
+    fn wait(&self, sent: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(sent as f64 / self.rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+/// Produces synthetic seasonal events for `streams` streams round-robin, one
+/// hour of synthetic time per event, until `events` are sent or `stop` is set.
+pub fn produce_synthetic(
+    brokers: &str,
+    topic: &str,
+    streams: usize,
+    rate: u64,
+    events: Option<u64>,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let p = producer(brokers)?;
+    let mut gens: Vec<Seasonal> = (0..streams as u64).map(|s| Seasonal::new(s, 1)).collect();
+    let keys: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+    };
+    let t0 = 1_700_000_000_000i64;
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && events.is_none_or(|n| sent < n) {
+        let s = (sent % streams as u64) as usize;
+        let step = (sent / streams as u64) as i64;
+        let v = gens[s].next().unwrap_or(0.0);
+        let value = format!(
+            r#"{{"stream":"{}","ts":{},"value":{v}}}"#,
+            keys[s],
+            t0 + step * 3_600_000
+        );
+        send(&p, topic, &keys[s], &value)?;
+        sent += 1;
+        pace.wait(sent);
+    }
+    p.flush(Duration::from_secs(30))
+        .context("flushing the producer")?;
+    Ok(sent)
+}
+
+/// Produces a CSV file as events: one event per row with every numeric column as
+/// `values`, the first column parsed as the time if it is one.
+pub fn produce_csv(
+    brokers: &str,
+    topic: &str,
+    path: &std::path::Path,
+    stream: Option<&str>,
+    rate: u64,
+) -> anyhow::Result<u64> {
+    use crate::backtest::table::{self, LoadOptions, TimeColumn};
+    let header = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let first = header
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let time_column = if ["date", "time", "ts", "timestamp", "datetime"]
+        .contains(&first.to_lowercase().as_str())
+    {
+        TimeColumn::Named(first)
+    } else {
+        TimeColumn::RowIndex
+    };
+    let t = table::load(
+        path,
+        &LoadOptions {
+            time_column,
+            columns: None,
+        },
+    )?;
+    let p = producer(brokers)?;
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+    };
+    let mut sent = 0u64;
+    let d = t.columns.len();
+    for rows in &t.streams {
+        let key = stream.unwrap_or(&rows.stream);
+        for (i, ts) in rows.ts_ms.iter().enumerate() {
+            let values = &rows.values[i * d..(i + 1) * d];
+            let value = serde_json::json!({"stream": key, "ts": ts, "values": values}).to_string();
+            send(&p, topic, key, &value)?;
+            sent += 1;
+            pace.wait(sent);
+        }
+    }
+    p.flush(Duration::from_secs(30))
+        .context("flushing the producer")?;
+    Ok(sent)
+}
+
+/// Prints the values of `topic` from the beginning, one per line, until `max`
+/// messages or `idle` without new ones.
+pub fn tail(brokers: &str, topic: &str, max: Option<u64>, idle: Duration) -> anyhow::Result<u64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("recur-tail-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .with_context(|| format!("connecting a consumer to {brokers}"))?;
+    c.subscribe(&[topic])?;
+    let mut seen = 0u64;
+    let mut last = Instant::now();
+    while max.is_none_or(|m| seen < m) && last.elapsed() < idle {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m?;
+            println!(
+                "{}",
+                String::from_utf8_lossy(m.payload().unwrap_or_default())
+            );
+            seen += 1;
+            last = Instant::now();
+        }
+    }
+    Ok(seen)
+}

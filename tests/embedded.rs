@@ -1,0 +1,74 @@
+//! The zero-setup default: `brokers = "embedded"` starts librdkafka's mock
+//! cluster, feeds it synthetic streams and serves /metrics.
+
+use std::time::{Duration, Instant};
+
+use recur::config::Config;
+use recur::stage::{self, LiveLine};
+
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut text).is_err() {
+        return String::new();
+    }
+    text
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_embedded_default_forecasts_and_serves_metrics() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // Nothing but the metrics address differs from the built-in defaults.
+    let overrides = format!("[metrics]\naddr = \"{addr}\"\n[embedded]\nrate = 5000\n")
+        .parse()
+        .unwrap();
+    let cfg = Config::load_with(None, overrides).unwrap();
+    assert!(
+        cfg.kafka.is_embedded(),
+        "the default must be the embedded cluster"
+    );
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    let run = std::thread::spawn(move || {
+        stage::run(cfg, async move { s.notified().await }, LiveLine::Quiet).unwrap()
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while counter(&text, "recur_predictions_total") < 500.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        text = get(&addr, "/metrics");
+    }
+    assert!(
+        counter(&text, "recur_predictions_total") >= 500.0,
+        "no predictions within a minute:\n{text}"
+    );
+    assert!(get(&addr, "/healthz").contains("200 OK"));
+    assert!(get(&addr, "/readyz").contains("200 OK"));
+    assert!(get(&addr, "/nope").contains("404"));
+    assert!(counter(&text, "recur_online_mse") > 0.0);
+    stop.notify_one();
+    let report = run.join().unwrap();
+    assert!(report.events >= 500);
+    assert_eq!(
+        report.predictions, report.events,
+        "every fed event got a prediction before shutdown"
+    );
+    assert_eq!(report.dead_letters, 0);
+}
