@@ -10,72 +10,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use recur::config::Config;
+
+mod common;
+use common::{brokers, create_topics, free_port, metric, metrics_text, tuned};
 use recur::stage::{self, LiveLine, RunReport};
 
 const PARTITIONS: i32 = 4;
 const STREAMS: usize = 50;
 const EVENTS: usize = 20_000;
 const BAD: usize = 100;
-
-/// The broker under test, or `None` (skip) outside CI when none is running.
-fn brokers() -> Option<String> {
-    match std::env::var("RECUR_TEST_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("RECUR_TEST_BROKERS is not set: CI must start the broker (scripts/test.sh does)")
-        }
-        _ => {
-            eprintln!(
-                "RECUR_TEST_BROKERS not set: skipping (run scripts/test.sh to start a broker)"
-            );
-            None
-        }
-    }
-}
-
-/// Client settings that suit tansu: quick group joins and fetches.
-fn tuned(c: &mut ClientConfig) -> &mut ClientConfig {
-    c.set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "20")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
 
 /// A malformed value of kind `k`, with the reason recur must give it.
 fn malformed(k: usize, stream: &str, ts: i64) -> (String, &'static str) {
@@ -150,38 +99,7 @@ fn produce(brokers: &str, topic: &str) -> Produced {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(30)).unwrap();
-    // End offsets from the group-free view of a consumer reading to EOF (tansu's
-    // ListOffsets answer is not the log end, so read instead of asking).
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("ends-{topic}"))
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "20")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut ends = HashMap::new();
-    let mut eof = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while eof < PARTITIONS && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                ends.insert(m.partition(), m.offset() + 1);
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(
-        ends.values().sum::<i64>(),
-        EVENTS as i64,
-        "could not read back what was produced"
-    );
+    let ends = common::end_offsets(brokers, topic, PARTITIONS, EVENTS as i64);
     Produced { good, bad, ends }
 }
 
@@ -217,29 +135,6 @@ fn collect(
         }
     }
     out
-}
-
-/// The stage's /metrics page; empty while the endpoint is not up yet.
-fn metrics_text(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let mut text = String::new();
-    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .is_err()
-        || s.read_to_string(&mut text).is_err()
-    {
-        return String::new();
-    }
-    text
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn stage_config(brokers: &str, tag: &str, metrics_addr: &str) -> Config {

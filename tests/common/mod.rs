@@ -1,0 +1,128 @@
+//! Helpers shared by the Kafka integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The broker under test, or `None` (skip) outside CI when none is running.
+pub fn brokers() -> Option<String> {
+    match std::env::var("RECUR_TEST_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("RECUR_TEST_BROKERS is not set: CI must start the broker (scripts/test.sh does)")
+        }
+        _ => {
+            eprintln!(
+                "RECUR_TEST_BROKERS not set: skipping (run scripts/test.sh to start a broker)"
+            );
+            None
+        }
+    }
+}
+
+/// Client settings that suit tansu: quick group joins and fetches.
+pub fn tuned(c: &mut ClientConfig) -> &mut ClientConfig {
+    c.set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "20")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// The stage's /metrics page; empty while the endpoint is not up yet.
+pub fn metrics_text(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .is_err()
+        || s.read_to_string(&mut text).is_err()
+    {
+        return String::new();
+    }
+    text
+}
+
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// End offset of each partition, found by reading to the end (tansu's
+/// ListOffsets answer is not the log end, so read instead of asking).
+pub fn end_offsets(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected_total: i64,
+) -> HashMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("ends-{topic}"))
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "20")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut ends = HashMap::new();
+    let mut eof = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof < partitions && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                ends.insert(m.partition(), m.offset() + 1);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        ends.values().sum::<i64>(),
+        expected_total,
+        "could not read back what was produced"
+    );
+    ends
+}
