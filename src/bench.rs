@@ -129,3 +129,282 @@ pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
         train_events: b.train_events,
     })
 }
+
+/// Settings of `recur bench pipeline`.
+#[derive(Clone, Debug)]
+pub struct PipelineBench {
+    /// Bootstrap servers, or `embedded` for the in-process mock cluster.
+    pub brokers: String,
+    /// Events in the throughput phase.
+    pub events: u64,
+    /// Streams the events are spread over.
+    pub streams: usize,
+    /// Input partitions (one worker thread each).
+    pub partitions: i32,
+    /// The stage's configuration (model, windows, properties).
+    pub config: crate::config::Config,
+}
+
+/// What `recur bench pipeline --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineBenchReport {
+    /// Brokers measured.
+    pub brokers: String,
+    /// Events in the throughput phase.
+    pub events: u64,
+    /// Streams.
+    pub streams: usize,
+    /// Input partitions.
+    pub partitions: i32,
+    /// Cell, hidden size and update interval of the model.
+    pub model: String,
+    /// Input topic to predictions acknowledged, over a backlog of `events`.
+    pub events_per_sec: f64,
+    /// A plain consumer reading the same backlog from the same broker.
+    pub raw_consume_events_per_sec: f64,
+    /// `events_per_sec / raw_consume_events_per_sec`.
+    pub fraction_of_raw: f64,
+    /// Event time to prediction produced, median, at half the measured throughput.
+    pub latency_p50_ms: f64,
+    /// The same, 99th percentile.
+    pub latency_p99_ms: f64,
+    /// Events timed in the latency phase.
+    pub latency_events: u64,
+}
+
+/// Runs the end-to-end benchmark: backlog throughput, raw consume rate, paced latency.
+pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use anyhow::Context;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let tag = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let mut cfg = b.config.clone();
+    cfg.kafka.input_topic = format!("{tag}-in");
+    cfg.kafka.output_topic = format!("{tag}-out");
+    cfg.kafka.dlq_topic = format!("{tag}-dlq");
+    cfg.kafka.group = tag.clone();
+    let mock = if b.brokers == "embedded" {
+        let m = rdkafka::mocking::MockCluster::new(1).context("starting the mock cluster")?;
+        Some(m)
+    } else {
+        None
+    };
+    let brokers = mock
+        .as_ref()
+        .map_or(b.brokers.clone(), |m| m.bootstrap_servers());
+    cfg.kafka.brokers = brokers.clone();
+    let topics = [
+        (&cfg.kafka.input_topic, b.partitions),
+        (&cfg.kafka.output_topic, b.partitions),
+        (&cfg.kafka.dlq_topic, 1),
+    ];
+    match &mock {
+        Some(m) => {
+            for (t, p) in topics {
+                m.create_topic(t, p, 1)?;
+            }
+        }
+        None => {
+            let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+                ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()?;
+            let new: Vec<_> = topics
+                .iter()
+                .map(|(t, p)| {
+                    rdkafka::admin::NewTopic::new(t, *p, rdkafka::admin::TopicReplication::Fixed(1))
+                })
+                .collect();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            for r in rt.block_on(admin.create_topics(&new, &rdkafka::admin::AdminOptions::new()))? {
+                r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+            }
+        }
+    }
+
+    // Backlog.
+    eprintln!(
+        "bench: producing {} events to {}",
+        b.events, cfg.kafka.input_topic
+    );
+    let stop = AtomicBool::new(false);
+    crate::tools::produce_synthetic(
+        &brokers,
+        &cfg.kafka.input_topic,
+        b.streams,
+        0,
+        Some(b.events),
+        &stop,
+    )?;
+
+    // Raw consume rate of the same backlog.
+    let raw: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("{tag}-raw"))
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..b.partitions {
+        tpl.add_partition_offset(&cfg.kafka.input_topic, p, Offset::Beginning)?;
+    }
+    raw.assign(&tpl)?;
+    let (mut n, start) = (0u64, Instant::now());
+    let deadline = start + std::time::Duration::from_secs(600);
+    while n < b.events && Instant::now() < deadline {
+        if let Some(Ok(m)) = raw.poll(std::time::Duration::from_millis(100)) {
+            std::hint::black_box(m.payload());
+            n += 1;
+        }
+    }
+    let raw_rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(raw);
+    eprintln!("bench: raw consume {raw_rate:.0} events/s");
+
+    // End to end over the backlog.
+    cfg.metrics.addr = free_addr()?;
+    let addr = cfg.metrics.addr.clone();
+    let done = Arc::new(tokio::sync::Notify::new());
+    let d = done.clone();
+    let run_cfg = cfg.clone();
+    let stage = std::thread::spawn(move || {
+        crate::stage::run(
+            run_cfg,
+            async move { d.notified().await },
+            crate::stage::LiveLine::Quiet,
+        )
+    });
+    let counter = |name: &str| -> f64 {
+        let text = http_get(&addr, "/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Time from the first prediction to the last, so group-join time is not counted.
+    let wait_for = |target: f64, limit: std::time::Duration| {
+        let deadline = Instant::now() + limit;
+        let mut first: Option<(Instant, f64)> = None;
+        loop {
+            let c = counter("recur_predictions_total");
+            if first.is_none() && c > 0.0 {
+                first = Some((Instant::now(), c));
+            }
+            if c >= target || Instant::now() > deadline {
+                return (first, c, Instant::now());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let (first, reached, end) = wait_for(b.events as f64, std::time::Duration::from_secs(1800));
+    let e2e = match first {
+        Some((t0, c0)) if reached > c0 => (reached - c0) / (end - t0).as_secs_f64().max(1e-9),
+        _ => 0.0,
+    };
+    eprintln!("bench: end to end {e2e:.0} events/s");
+
+    // Latency at half the measured throughput, with event time = wall clock.
+    let lat_events = (b.events / 10).clamp(1000, 100_000);
+    let rate = ((e2e / 2.0) as u64).max(100);
+    let lat_topic = cfg.kafka.input_topic.clone();
+    let lat_brokers = brokers.clone();
+    let feeder = std::thread::spawn(move || {
+        let stop = AtomicBool::new(false);
+        crate::tools::produce_latency(&lat_brokers, &lat_topic, 64, rate, lat_events, &stop)
+    });
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the latency feeder panicked"))??;
+    wait_for(
+        (b.events + lat_events) as f64,
+        std::time::Duration::from_secs(600),
+    );
+    done.notify_one();
+    stage
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stage panicked"))??;
+
+    // Latencies: output CreateTime (set when the stage produced) minus event time.
+    let out: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("{tag}-lat"))
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..b.partitions {
+        tpl.add_partition_offset(&cfg.kafka.output_topic, p, Offset::Beginning)?;
+    }
+    out.assign(&tpl)?;
+    let mut lat = Vec::with_capacity(lat_events as usize);
+    let (mut read, deadline) = (0u64, Instant::now() + std::time::Duration::from_secs(600));
+    while read < b.events + lat_events && Instant::now() < deadline {
+        if let Some(Ok(m)) = out.poll(std::time::Duration::from_millis(100)) {
+            read += 1;
+            if m.key().is_some_and(|k| k.starts_with(b"lat-")) {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+                if let (Some(ts), Some(made)) = (v["ts"].as_i64(), m.timestamp().to_millis()) {
+                    lat.push((made - ts) as f64);
+                }
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat[((lat.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    let m = &cfg.model;
+    Ok(PipelineBenchReport {
+        brokers: b.brokers.clone(),
+        events: b.events,
+        streams: b.streams,
+        partitions: b.partitions,
+        model: format!(
+            "{} H={} update_every={} learning={:?}",
+            m.cell.name(),
+            m.hidden,
+            m.update_every,
+            m.learning
+        ),
+        events_per_sec: e2e.round(),
+        raw_consume_events_per_sec: raw_rate.round(),
+        fraction_of_raw: (e2e / raw_rate * 1000.0).round() / 1000.0,
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+        latency_events: lat.len() as u64,
+    })
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut text).is_err() {
+        return String::new();
+    }
+    text
+}

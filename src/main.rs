@@ -37,6 +37,30 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// End to end: input topic to predictions acknowledged, against the raw consume rate.
+    Pipeline {
+        /// Bootstrap servers, or `embedded`.
+        #[arg(long, default_value = "embedded")]
+        brokers: String,
+        /// Events in the backlog.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Streams.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        /// Input partitions.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Config file for the stage (model, windows, librdkafka properties).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events per stream between weight updates (overrides the config).
+        #[arg(long)]
+        update_every: Option<usize>,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Model throughput: inference and training events per second, state size.
     Model {
         /// Recurrent cell: lstm, gru, rnn or rnn_relu.
@@ -461,6 +485,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backtest(args) => backtest(&args)?,
         Command::Bench { what } => match what {
+            BenchCommand::Pipeline {
+                brokers,
+                events,
+                streams,
+                partitions,
+                config,
+                update_every,
+                json,
+            } => {
+                let mut cfg =
+                    Config::load_layered(config.as_deref(), std::env::vars(), toml::Table::new())?;
+                if let Some(u) = update_every {
+                    cfg.model.update_every = u;
+                }
+                let report = bench::pipeline(&bench::PipelineBench {
+                    brokers,
+                    events,
+                    streams,
+                    partitions,
+                    config: cfg,
+                })?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{report:#?}");
+                }
+            }
             BenchCommand::Model {
                 cell,
                 hidden,

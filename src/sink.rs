@@ -94,11 +94,17 @@ impl Sink {
         offsets: Arc<Offsets>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaError> {
-        config
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("compression.type", "lz4");
+        // Throughput defaults; a pass-through property of the same name wins.
+        for (k, v) in [
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "lz4"),
+        ] {
+            if config.get(k).is_none() {
+                config.set(k, v);
+            }
+        }
         let producer = config.create_with_context(SinkContext { offsets, metrics })?;
         Ok(Sink { producer })
     }

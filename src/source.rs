@@ -160,12 +160,22 @@ impl Source {
         sink: Arc<Sink>,
         metrics: Arc<Metrics>,
     ) -> KafkaResult<Self> {
+        // recur commits itself, only what was delivered: not overridable.
         config
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("statistics.interval.ms", "5000");
+            .set("enable.auto.offset.store", "false");
+        // Defaults a pass-through property of the same name overrides. A short
+        // fetch wait keeps latency low on brokers that do not wake waiting fetches.
+        for (k, v) in [
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("statistics.interval.ms", "5000"),
+            ("fetch.wait.max.ms", "50"),
+        ] {
+            if config.get(k).is_none() {
+                config.set(k, v);
+            }
+        }
         let ctx = SourceContext {
             topic: topic.to_string(),
             setup,

@@ -101,6 +101,42 @@ pub fn produce_synthetic(
     Ok(sent)
 }
 
+/// Produces `events` events for `streams` streams named `lat-<n>` at `rate` per
+/// second, stamped with the wall clock, for latency measurements.
+pub fn produce_latency(
+    brokers: &str,
+    topic: &str,
+    streams: usize,
+    rate: u64,
+    events: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let p = producer(brokers)?;
+    let keys: Vec<String> = (0..streams).map(|s| format!("lat-{s}")).collect();
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+    };
+    let mut sent = 0u64;
+    while sent < events && !stop.load(Ordering::Relaxed) {
+        let s = (sent % streams as u64) as usize;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let value = format!(
+            r#"{{"stream":"{}","ts":{now},"value":{}}}"#,
+            keys[s],
+            (sent as f64 * 0.1).sin()
+        );
+        send(&p, topic, &keys[s], &value)?;
+        sent += 1;
+        pace.wait(sent);
+    }
+    p.flush(Duration::from_secs(30))
+        .context("flushing the producer")?;
+    Ok(sent)
+}
+
 /// Produces a CSV file as events: one event per row with every numeric column as
 /// `values`, the first column parsed as the time if it is one.
 pub fn produce_csv(
