@@ -193,8 +193,23 @@ struct TailArgs {
 #[derive(Args)]
 struct BacktestArgs {
     /// CSV file to replay (wide: a time column and value columns; long: stream, ts, values).
-    #[arg(long, conflicts_with = "parquet", required_unless_present = "parquet")]
+    #[arg(long, conflicts_with_all = ["parquet", "topic"], required_unless_present_any = ["parquet", "topic"])]
     csv: Option<PathBuf>,
+    /// Topic to replay instead of a file (partitions assigned directly, nothing committed).
+    #[arg(long, conflicts_with = "parquet", requires = "brokers")]
+    topic: Option<String>,
+    /// Bootstrap servers of --topic.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Start of the topic range: `earliest` or a time (RFC 3339, ...).
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// End of the topic range (inclusive): `latest` or a time.
+    #[arg(long, default_value = "latest")]
+    to: String,
+    /// Values per event (model.inputs); topic events must all have this many.
+    #[arg(long)]
+    inputs: Option<usize>,
     /// Parquet file to replay (same layouts as --csv).
     #[arg(long)]
     parquet: Option<PathBuf>,
@@ -321,6 +336,7 @@ impl BacktestArgs {
             self.report_span.clone().map(Value::String),
         );
         put(&mut model, "horizon", self.horizon.map(int));
+        put(&mut model, "inputs", self.inputs.map(int));
         put(
             &mut model,
             "cell",
@@ -366,17 +382,30 @@ impl BacktestArgs {
 
 fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let cfg = Config::load_with(args.config.as_deref(), args.overrides()?)?;
-    let file = args
-        .csv
-        .as_ref()
-        .or(args.parquet.as_ref())
-        .ok_or_else(|| anyhow::anyhow!("give --csv FILE or --parquet FILE"))?;
     let bar = if args.quiet {
         ProgressBar::Off
     } else {
         ProgressBar::Auto
     };
-    let summary = job::run_file(&cfg, file, args.out.as_deref(), bar)?;
+    let (summary, label) = match (&args.topic, args.csv.as_ref().or(args.parquet.as_ref())) {
+        (Some(topic), _) => {
+            use recur::backtest::topic::Bound;
+            let brokers = args.brokers.as_deref().unwrap_or("127.0.0.1:9092");
+            let (from, to) = (
+                Bound::parse(&args.from, "earliest")?,
+                Bound::parse(&args.to, "latest")?,
+            );
+            (
+                job::run_topic(&cfg, brokers, topic, from, to, args.out.as_deref(), bar)?,
+                format!("topic {topic}"),
+            )
+        }
+        (None, Some(file)) => (
+            job::run_file(&cfg, file, args.out.as_deref(), bar)?,
+            file.display().to_string(),
+        ),
+        (None, None) => anyhow::bail!("give --csv FILE, --parquet FILE or --topic T --brokers B"),
+    };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -389,7 +418,7 @@ fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         };
         println!(
             "{}: {} rows, {} forecasts scored ({} units{})",
-            file.display(),
+            label,
             summary.rows,
             summary.predictions,
             summary.units,

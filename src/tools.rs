@@ -27,7 +27,21 @@ fn send(
     key: &str,
     value: &str,
 ) -> anyhow::Result<()> {
+    send_at(p, topic, key, value, None)
+}
+
+/// Sends one event with an explicit message timestamp (the event time), if given.
+fn send_at(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    value: &str,
+    ts_ms: Option<i64>,
+) -> anyhow::Result<()> {
     let mut rec = BaseRecord::to(topic).key(key).payload(value);
+    if let Some(ts) = ts_ms {
+        rec = rec.timestamp(ts);
+    }
     loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),
@@ -185,7 +199,7 @@ pub fn produce_csv(
         for (i, ts) in rows.ts_ms.iter().enumerate() {
             let values = &rows.values[i * d..(i + 1) * d];
             let value = serde_json::json!({"stream": key, "ts": ts, "values": values}).to_string();
-            send(&p, topic, key, &value)?;
+            send_at(&p, topic, key, &value, Some(*ts))?;
             sent += 1;
             pace.wait(sent);
         }

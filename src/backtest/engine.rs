@@ -27,6 +27,9 @@ pub struct Replay {
     pub ts_ms: Vec<i64>,
     /// Values, row-major `events × columns`.
     pub values: Vec<f64>,
+    /// Learner of each event (empty: one learner for all). A topic replay uses
+    /// one per partition, exactly as `recur run` does.
+    pub group: Vec<u32>,
 }
 
 impl Replay {
@@ -181,6 +184,8 @@ pub struct Outcome {
     pub per_target: Vec<Scored>,
     /// Every scored forecast component, if requested.
     pub predictions: Vec<Prediction>,
+    /// Every forecast made, with the row of the event it was made after (online part), if requested.
+    pub made: Vec<(usize, Vec<f64>)>,
     /// Wall-clock seconds of the whole run.
     pub elapsed_s: f64,
     /// Events processed per second (pretraining included).
@@ -263,7 +268,12 @@ pub fn run(
     let targets = cfg.target_indices();
     let nt = targets.len();
     let hz = cfg.horizon;
-    let mut f = Forecaster::<f32>::new(cfg.clone()).map_err(BacktestError::Model)?;
+    let groups = replay.group.iter().max().map_or(1, |&g| g as usize + 1);
+    let group = |r: usize| replay.group.get(r).map_or(0, |&g| g as usize);
+    let mut fs: Vec<Forecaster<f32>> = (0..groups)
+        .map(|_| Forecaster::<f32>::new(cfg.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(BacktestError::Model)?;
 
     // Per-stream statistics of the warm-up rows: the fixed scaling (protocol
     // `warmup`), the scale of the reported normalised errors, and MASE's scale.
@@ -271,8 +281,10 @@ pub fn run(
     let warm = warmup_stats(replay, protocol.warmup_rows.max(1).min(rows));
     let mase_scale = naive_mae(replay, protocol.warmup_rows.max(2).min(rows), &targets);
     if protocol.scaling == Scaling::Warmup {
-        for (s, name) in replay.streams.iter().enumerate() {
-            f.set_normalizer(name, Normalizer::fixed(&warm[s].0, &warm[s].1));
+        for f in fs.iter_mut() {
+            for (s, name) in replay.streams.iter().enumerate() {
+                f.set_normalizer(name, Normalizer::fixed(&warm[s].0, &warm[s].1));
+            }
         }
     }
 
@@ -291,19 +303,21 @@ pub fn run(
 
     // Pretraining: `epochs` passes over the warm-up rows, each from a fresh state.
     for _ in 0..protocol.epochs {
-        for name in &replay.streams {
-            if let Some(mut s) = f.remove_stream(name) {
-                let fresh = f.new_stream();
-                s.buf = fresh.buf;
-                s.seen = 0;
-                s.ring_len = 0;
-                s.ring_head = 0;
-                s.since_update = 0;
-                f.insert_stream(name, s);
+        for f in fs.iter_mut() {
+            for name in &replay.streams {
+                if let Some(mut s) = f.remove_stream(name) {
+                    let fresh = f.new_stream();
+                    s.buf = fresh.buf;
+                    s.seen = 0;
+                    s.ring_len = 0;
+                    s.ring_head = 0;
+                    s.since_update = 0;
+                    f.insert_stream(name, s);
+                }
             }
         }
         for r in 0..protocol.warmup_rows {
-            feed(&mut f, r, &mut x);
+            feed(&mut fs[group(r)], r, &mut x);
             done += 1;
             if done.is_multiple_of(4096) {
                 progress(done, total);
@@ -355,7 +369,10 @@ pub fn run(
                 );
             }
         }
-        if let Some(fc) = feed(&mut f, r, &mut x) {
+        if let Some(fc) = feed(&mut fs[group(r)], r, &mut x) {
+            if keep == Keep::Predictions {
+                out.made.push((r, fc.clone()));
+            }
             p.made.push_back((k, r, fc));
         }
         done += 1;

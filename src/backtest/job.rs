@@ -184,6 +184,7 @@ pub fn replay_of(t: &Table) -> Replay {
         stream: Vec::with_capacity(order.len()),
         ts_ms: Vec::with_capacity(order.len()),
         values: Vec::with_capacity(order.len() * d),
+        group: Vec::new(),
     };
     for (ts, s, i) in order {
         r.stream.push(s);
@@ -212,6 +213,43 @@ pub fn run_file(
     };
     let table = table::load(path, &opts)?;
     let replay = replay_of(&table);
+    Ok(run_replay(cfg, &replay, out, bar)?.0)
+}
+
+/// Runs a backtest over a topic's time range (see [`super::topic`]).
+pub fn run_topic(
+    cfg: &Config,
+    brokers: &str,
+    topic: &str,
+    from: super::topic::Bound,
+    to: super::topic::Bound,
+    out: Option<&Path>,
+    bar: ProgressBar,
+) -> Result<Summary, JobError> {
+    let t = super::topic::read(cfg, brokers, topic, from, to)?;
+    if t.bad > 0 {
+        eprintln!(
+            "recur: {} messages in range could not be decoded and were skipped",
+            t.bad
+        );
+    }
+    Ok(run_replay(cfg, &t.replay, out, bar)?.0)
+}
+
+/// Runs a backtest over events already in memory (from a file or a topic).
+/// Returns the summary and every seed's outcome.
+pub fn run_replay(
+    cfg: &Config,
+    replay: &Replay,
+    out: Option<&Path>,
+    bar: ProgressBar,
+) -> Result<(Summary, Vec<Outcome>), JobError> {
+    let b = &cfg.backtest;
+    if replay.rows() == 0 {
+        return Err(JobError::Invalid(
+            "nothing to replay: the input has no events".into(),
+        ));
+    }
     let mut model = cfg.model.clone();
     model.inputs = replay.columns.len();
     model.targets =
@@ -283,7 +321,7 @@ pub fn run_file(
                 draw_bar(&label, done, total);
             }
         };
-        outcomes.push(engine::run(&replay, &m, &protocol, keep, &mut progress)?);
+        outcomes.push(engine::run(replay, &m, &protocol, keep, &mut progress)?);
     }
     if show {
         eprintln!();
@@ -321,14 +359,14 @@ pub fn run_file(
         write_outputs(
             dir,
             cfg,
-            &replay,
+            replay,
             &model.target_indices(),
             &protocol,
             &outcomes,
             &summary,
         )?;
     }
-    Ok(summary)
+    Ok((summary, outcomes))
 }
 
 fn mean(v: &[f64]) -> f64 {

@@ -5,9 +5,11 @@
 //!   and writing `predictions.parquet`.
 //! * [`engine`]: the replay and the scoring against baselines.
 //! * [`job`]: `recur backtest` over a file: options, outputs, summary.
+//! * [`topic`]: reading a topic's time range (partitions assigned directly, nothing committed).
 //! * [`report`]: the self-contained `report.html` with SVG charts.
 
 pub mod engine;
 pub mod job;
 pub mod report;
 pub mod table;
+pub mod topic;
