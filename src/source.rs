@@ -21,8 +21,10 @@ use crate::sink::Sink;
 use crate::telemetry::Metrics;
 use crate::worker::{self, Input, Raw, WorkerSetup};
 
-/// Messages buffered per partition before the consumer waits (backpressure).
-const INBOX: usize = 8192;
+/// Batches buffered per partition before the consumer waits (backpressure).
+const INBOX: usize = 64;
+/// Messages per batch handed to a worker at most.
+const BATCH: usize = 256;
 /// How often acknowledged positions are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
@@ -32,6 +34,8 @@ pub type SetupFn = dyn Fn(i32) -> WorkerSetup + Send + Sync;
 struct Running {
     inbox: SyncSender<Input>,
     thread: JoinHandle<()>,
+    /// Distinguishes this assignment of the partition from earlier ones.
+    epoch: u64,
 }
 
 /// Consumer callbacks: partition workers start on assign and drain on revoke.
@@ -39,6 +43,7 @@ pub struct SourceContext {
     topic: String,
     setup: Box<SetupFn>,
     workers: Mutex<HashMap<i32, Running>>,
+    epochs: std::sync::atomic::AtomicU64,
     offsets: Arc<Offsets>,
     sink: Arc<Sink>,
     metrics: Arc<Metrics>,
@@ -90,7 +95,12 @@ impl ConsumerContext for SourceContext {
                         .name(format!("recur-p{p}"))
                         .spawn(move || worker::run(setup, rx))
                         .expect("spawning a worker thread");
-                    Running { inbox: tx, thread }
+                    let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+                    Running {
+                        inbox: tx,
+                        thread,
+                        epoch,
+                    }
                 });
             }
             self.metrics.partitions_assigned.set(workers.len() as i64);
@@ -117,12 +127,13 @@ impl SourceContext {
         }
     }
 
-    fn inbox(&self, partition: i32) -> Option<SyncSender<Input>> {
+    /// The inbox of a partition's current worker and the epoch of its assignment.
+    fn inbox(&self, partition: i32) -> Option<(SyncSender<Input>, u64)> {
         self.workers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&partition)
-            .map(|r| r.inbox.clone())
+            .map(|r| (r.inbox.clone(), r.epoch))
     }
 }
 
@@ -180,6 +191,7 @@ impl Source {
             topic: topic.to_string(),
             setup,
             workers: Mutex::new(HashMap::new()),
+            epochs: std::sync::atomic::AtomicU64::new(0),
             offsets,
             sink,
             metrics,
@@ -198,8 +210,30 @@ impl Source {
         let ctx = self.consumer.context();
         let mut last_commit = Instant::now();
         let mut errors = 0u64;
+        // Messages gathered per partition (with the assignment epoch they were
+        // fetched under); handed over when a batch fills or the fetch queue runs dry.
+        let mut pending: HashMap<i32, (u64, Vec<Raw>)> = HashMap::new();
+        let hand_over = |pending: &mut HashMap<i32, (u64, Vec<Raw>)>, p: i32| {
+            let Some((epoch, batch)) = pending.remove(&p) else {
+                return;
+            };
+            match ctx.inbox(p) {
+                // Blocks while the worker is behind: backpressure, not memory growth.
+                Some((inbox, now)) if now == epoch => {
+                    let _ = inbox.send(Input::Messages(batch));
+                }
+                // Revoked (and maybe reassigned) since the fetch: these offsets were
+                // never committed, so whoever owns the partition now reads them again.
+                _ => {}
+            }
+        };
         while !stop.load(Ordering::Relaxed) {
-            match self.consumer.poll(Duration::from_millis(50)) {
+            let wait = if pending.is_empty() {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(wait) {
                 Some(Ok(m)) => {
                     let (p, offset) = (m.partition(), m.offset());
                     let raw = Raw {
@@ -209,10 +243,16 @@ impl Source {
                         offset,
                     };
                     drop(m);
-                    if let Some(inbox) = ctx.inbox(p) {
-                        ctx.offsets.with(p, |o| o.fetched(offset));
-                        // Blocks while the worker is behind: backpressure, not memory growth.
-                        let _ = inbox.send(Input::Message(raw));
+                    let Some((_, epoch)) = ctx.inbox(p) else {
+                        continue;
+                    };
+                    ctx.offsets.with(p, |o| o.fetched(offset));
+                    let (_, batch) = pending
+                        .entry(p)
+                        .or_insert_with(|| (epoch, Vec::with_capacity(BATCH)));
+                    batch.push(raw);
+                    if batch.len() >= BATCH {
+                        hand_over(&mut pending, p);
                     }
                 }
                 Some(Err(e)) => {
@@ -221,7 +261,12 @@ impl Source {
                         eprintln!("recur: consumer: {e} ({errors} errors so far)");
                     }
                 }
-                None => {}
+                None => {
+                    let parts: Vec<i32> = pending.keys().copied().collect();
+                    for p in parts {
+                        hand_over(&mut pending, p);
+                    }
+                }
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
@@ -230,6 +275,10 @@ impl Source {
                     eprintln!("recur: commit: {e}");
                 }
             }
+        }
+        let parts: Vec<i32> = pending.keys().copied().collect();
+        for p in parts {
+            hand_over(&mut pending, p);
         }
         // Shutdown: drain windows, wait for acknowledgements, commit, leave.
         let parts: Vec<i32> = ctx

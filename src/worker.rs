@@ -32,8 +32,9 @@ pub struct Raw {
 /// What the source sends a worker.
 #[derive(Debug)]
 pub enum Input {
-    /// A message of the worker's partition, in order.
-    Message(Raw),
+    /// Messages of the worker's partition, in order (batched to keep
+    /// channel hand-offs and thread wake-ups off the per-event path).
+    Messages(Vec<Raw>),
     /// Flush the open window and hand everything to the producer, then reply.
     Drain(SyncSender<()>),
 }
@@ -90,7 +91,12 @@ pub fn run(setup: WorkerSetup, inbox: Receiver<Input>) {
                 d.saturating_duration_since(Instant::now())
             });
         match inbox.recv_timeout(wait) {
-            Ok(Input::Message(raw)) => w.handle(raw),
+            Ok(Input::Messages(batch)) => {
+                let now = Instant::now();
+                for raw in batch {
+                    w.handle(raw, now);
+                }
+            }
             Ok(Input::Drain(reply)) => {
                 w.flush();
                 let _ = reply.send(());
@@ -131,7 +137,7 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, raw: Raw) {
+    fn handle(&mut self, raw: Raw, now: Instant) {
         match decode::decode(
             &self.setup.decode,
             raw.key.as_deref(),
@@ -140,7 +146,7 @@ impl Worker {
         ) {
             Ok(event) => {
                 self.setup.metrics.events.inc();
-                if let Some(batch) = self.windower.push(&event, raw.offset, Instant::now()) {
+                if let Some(batch) = self.windower.push(&event, raw.offset, now) {
                     self.process(&batch);
                 }
             }
