@@ -167,6 +167,8 @@ pub struct Prediction {
     pub actual: f64,
     /// The naive forecast.
     pub naive: f64,
+    /// The seasonal-naive forecast.
+    pub seasonal: f64,
 }
 
 /// What a backtest produced.
@@ -515,6 +517,7 @@ fn score(
                     forecast: m,
                     actual: a,
                     naive: nv,
+                    seasonal: sv,
                 });
             }
         }

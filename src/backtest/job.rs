@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::engine::{self, Keep, Metrics, Outcome, Protocol, Replay, Scaling, Scored};
+use super::engine::{self, Keep, Metrics, Outcome, Prediction, Protocol, Replay, Scaling, Scored};
 use super::report::{MetricRow, ReportData, RollingPanel, SeriesPanel, StepError};
 use super::table::{self, LoadOptions, PredictionRow, Table, TimeColumn};
 use crate::config::Config;
@@ -518,47 +518,51 @@ fn report_data(
             naive: Some(pts.iter().map(|p| p.naive).collect()),
         });
     }
-    // Rolling MSE (original units, all targets, one step ahead) over a window of forecasts.
+    // Rolling MSE (original units, all targets, one step ahead) over a window of
+    // forecasts, for the model and both baselines.
     let window = 168.min(one_step.len().max(1));
     let nt = target_names.len().max(1);
-    let mut by_row: Vec<(usize, f64, f64)> = Vec::new();
-    for chunk in one_step.chunks(nt) {
-        let se: f64 = chunk
-            .iter()
-            .map(|p| (p.forecast - p.actual).powi(2))
-            .sum::<f64>()
-            / chunk.len() as f64;
-        let ne: f64 = chunk
-            .iter()
-            .map(|p| (p.naive - p.actual).powi(2))
-            .sum::<f64>()
-            / chunk.len() as f64;
-        by_row.push((chunk[0].row, se, ne));
-    }
+    let mse_of = |chunk: &[&Prediction], f: fn(&Prediction) -> f64| {
+        chunk.iter().map(|p| (f(p) - p.actual).powi(2)).sum::<f64>() / chunk.len() as f64
+    };
+    let by_row: Vec<(usize, [f64; 3])> = one_step
+        .chunks(nt)
+        .map(|c| {
+            (
+                c[0].row,
+                [
+                    mse_of(c, |p| p.forecast),
+                    mse_of(c, |p| p.naive),
+                    mse_of(c, |p| p.seasonal),
+                ],
+            )
+        })
+        .collect();
     let rolling = (by_row.len() >= window && window > 0).then(|| {
         let mut x = Vec::new();
-        let mut model = Vec::new();
-        let mut naive = Vec::new();
-        let (mut sm, mut sn) = (0.0, 0.0);
-        for (i, &(row, se, ne)) in by_row.iter().enumerate() {
-            sm += se;
-            sn += ne;
-            if i >= window {
-                sm -= by_row[i - window].1;
-                sn -= by_row[i - window].2;
+        let mut lines: [Vec<f64>; 3] = Default::default();
+        let mut sums = [0.0; 3];
+        for (i, (row, errs)) in by_row.iter().enumerate() {
+            for k in 0..3 {
+                sums[k] += errs[k];
+                if i >= window {
+                    sums[k] -= by_row[i - window].1[k];
+                }
             }
             if i + 1 >= window {
-                x.push(row as f64);
-                model.push(sm / window as f64);
-                naive.push(sn / window as f64);
+                x.push(*row as f64);
+                for k in 0..3 {
+                    lines[k].push(sums[k] / window as f64);
+                }
             }
         }
+        let [model, naive, seasonal] = lines;
         RollingPanel {
             window,
             x,
             model,
             naive,
-            seasonal: None,
+            seasonal: Some(seasonal),
         }
     });
     let by_step = o
