@@ -40,6 +40,16 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The embedded demo cluster.
     pub embedded: EmbeddedConfig,
+    /// Where learner state comes from.
+    pub state: StateConfig,
+}
+
+/// `[state]`: learner state at start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Checkpoint whose weights every partition starts from; empty starts fresh.
+    pub init: String,
 }
 
 /// `[kafka]`: where events come from and go to.

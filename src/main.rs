@@ -26,6 +26,8 @@ enum Command {
     Produce(ProduceArgs),
     /// Print a topic's messages (e.g. predictions) from the beginning.
     Tail(TailArgs),
+    /// Pretrain offline on a CSV or Parquet file (as a backtest replays it) and save a checkpoint with --out FILE.
+    Train(Box<BacktestArgs>),
     /// Replay a CSV or Parquet file through the online learner and score it against baselines.
     Backtest(Box<BacktestArgs>),
     /// Measure recur's speed.
@@ -113,6 +115,9 @@ struct RunArgs {
     /// Listen address of /metrics, /healthz, /readyz.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Start every partition from this checkpoint (`recur train --out`); sets state.init.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
@@ -136,6 +141,11 @@ impl RunArgs {
         let mut top = toml::Table::new();
         if !kafka.is_empty() {
             top.insert("kafka".into(), Value::Table(kafka));
+        }
+        if let Some(p) = &self.init {
+            let mut st = toml::Table::new();
+            st.insert("init".into(), Value::String(p.display().to_string()));
+            top.insert("state".into(), Value::Table(st));
         }
         if let Some(a) = &self.metrics_addr {
             let mut m = toml::Table::new();
@@ -513,6 +523,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
         }
         Command::Backtest(args) => backtest(&args)?,
+        Command::Train(args) => {
+            let cfg = Config::load_with(args.config.as_deref(), args.overrides()?)?;
+            let file = args.csv.as_ref().or(args.parquet.as_ref());
+            let (Some(file), None, Some(out)) = (file, &args.topic, &args.out) else {
+                anyhow::bail!(
+                    "recur train needs --csv FILE (or --parquet FILE) and --out CHECKPOINT"
+                );
+            };
+            let bar = if args.quiet {
+                ProgressBar::Off
+            } else {
+                ProgressBar::Auto
+            };
+            let s = job::train_file(&cfg, file, out, bar)?;
+            println!(
+                "{}: trained on {} rows (online MSE {:.4} against naive {:.4}, {} units); wrote {}",
+                file.display(),
+                s.rows,
+                s.mse,
+                s.naive_mse,
+                s.units,
+                out.display()
+            );
+        }
         Command::Bench { what } => match what {
             BenchCommand::Pipeline {
                 brokers,

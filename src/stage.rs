@@ -109,6 +109,7 @@ pub fn run(
     shutdown: impl Future<Output = ()>,
     live: LiveLine,
 ) -> anyhow::Result<RunReport> {
+    let init = load_init(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -170,6 +171,7 @@ pub fn run(
             linger: Duration::from_millis(cfg.window.linger_ms),
             sink: sink.clone(),
             metrics: metrics.clone(),
+            init: init.clone(),
         }
     };
     let mut consumer_cfg = client_config(&brokers, &cfg);
@@ -238,6 +240,26 @@ pub fn run(
     );
     drop(embedded);
     Ok(report)
+}
+
+/// Reads and checks `state.init`: the bytes every partition's learner starts from.
+fn load_init(cfg: &Config) -> anyhow::Result<Option<Arc<Vec<u8>>>> {
+    if cfg.state.init.is_empty() {
+        return Ok(None);
+    }
+    let path = &cfg.state.init;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("state.init = {path:?}: cannot read"))?;
+    let mut probe =
+        crate::model::Forecaster::<f32>::new(cfg.model.clone()).map_err(anyhow::Error::msg)?;
+    crate::model::checkpoint::Reader::new(&bytes)
+        .and_then(|r| probe.load_weights(&r))
+        .with_context(|| format!("state.init = {path:?} does not fit the [model] settings"))?;
+    eprintln!(
+        "recur: every partition starts from the weights in {path} (model version {})",
+        probe.shared().updates
+    );
+    Ok(Some(Arc::new(bytes)))
 }
 
 fn dead_letters(m: &Metrics) -> u64 {

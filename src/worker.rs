@@ -61,6 +61,8 @@ pub struct WorkerSetup {
     pub sink: Arc<Sink>,
     /// The shared metrics.
     pub metrics: Arc<Metrics>,
+    /// Checkpoint bytes to start the learner from (already validated), if any.
+    pub init: Option<Arc<Vec<u8>>>,
 }
 
 /// Runs a worker until its inbox closes (after draining).

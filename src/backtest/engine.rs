@@ -174,6 +174,9 @@ pub struct Prediction {
 /// What a backtest produced.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
+    /// The learner after the run (the first partition's, for topic replays):
+    /// what `recur train` saves.
+    pub learner: Option<Forecaster<f32>>,
     /// Rows replayed (online part, after pretraining).
     pub rows: usize,
     /// Forecasts scored (each covers horizon × targets values).
@@ -383,6 +386,7 @@ pub fn run(
         }
     }
     progress(total, total);
+    out.learner = fs.into_iter().next();
     out.rows = rows - online_from;
     out.events = done;
     out.overall = sums.all.finish(&mase_scale, None);

@@ -216,6 +216,37 @@ pub fn run_file(
     Ok(run_replay(cfg, &replay, out, bar)?.0)
 }
 
+/// Trains on a file exactly as a backtest replays it, then saves the learner's
+/// weights and optimiser state (and the file's stream states) to `model_out`.
+pub fn train_file(
+    cfg: &Config,
+    path: &Path,
+    model_out: &Path,
+    bar: ProgressBar,
+) -> Result<Summary, JobError> {
+    let b = &cfg.backtest;
+    let opts = LoadOptions {
+        time_column: time_column(&b.time_column, path)?,
+        columns: if b.columns.is_empty() {
+            None
+        } else {
+            Some(b.columns.clone())
+        },
+    };
+    let table = table::load(path, &opts)?;
+    let replay = replay_of(&table);
+    let (summary, outcomes) = run_replay(cfg, &replay, None, bar)?;
+    let learner = outcomes
+        .into_iter()
+        .next()
+        .and_then(|o| o.learner)
+        .ok_or_else(|| JobError::Invalid("the run produced no model".into()))?;
+    learner
+        .save(model_out)
+        .map_err(|e| JobError::Invalid(e.to_string()))?;
+    Ok(summary)
+}
+
 /// Runs a backtest over a topic's time range (see [`super::topic`]).
 pub fn run_topic(
     cfg: &Config,
