@@ -288,6 +288,21 @@ impl Config {
 }
 
 impl Config {
+    /// How the stage (and a topic backtest) decodes input messages.
+    pub fn decode_config(&self) -> crate::decode::DecodeConfig {
+        let e = &self.events;
+        crate::decode::DecodeConfig {
+            fields: crate::decode::Fields {
+                stream: e.stream_field.clone(),
+                ts: e.ts_field.clone(),
+                values: e.values_field.clone(),
+                value: e.value_field.clone(),
+            },
+            width: self.model.inputs,
+            max_bytes: e.max_bytes,
+        }
+    }
+
     /// Range checks beyond the types, naming the key and value.
     pub fn validate(&self) -> Result<(), String> {
         let k = &self.kafka;

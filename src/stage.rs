@@ -12,7 +12,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 use crate::config::Config;
-use crate::decode::{DecodeConfig, Fields};
 use crate::offsets::Offsets;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -156,16 +155,7 @@ pub fn run(
             partition,
             output_topic: cfg.kafka.output_topic.clone(),
             dlq_topic: cfg.kafka.dlq_topic.clone(),
-            decode: DecodeConfig {
-                fields: Fields {
-                    stream: cfg.events.stream_field.clone(),
-                    ts: cfg.events.ts_field.clone(),
-                    values: cfg.events.values_field.clone(),
-                    value: cfg.events.value_field.clone(),
-                },
-                width: cfg.model.inputs,
-                max_bytes: cfg.events.max_bytes,
-            },
+            decode: cfg.decode_config(),
             model: cfg.model.clone(),
             max_events: cfg.window.max_events,
             linger: Duration::from_millis(cfg.window.linger_ms),

@@ -202,6 +202,12 @@ pub fn run_file(
     out: Option<&Path>,
     bar: ProgressBar,
 ) -> Result<Summary, JobError> {
+    let replay = load_replay(cfg, path)?;
+    Ok(run_replay(cfg, &replay, out, bar)?.0)
+}
+
+/// Loads a file with the `[backtest]` column and time settings, in replay order.
+pub fn load_replay(cfg: &Config, path: &Path) -> Result<Replay, JobError> {
     let b = &cfg.backtest;
     let opts = LoadOptions {
         time_column: time_column(&b.time_column, path)?,
@@ -211,9 +217,7 @@ pub fn run_file(
             Some(b.columns.clone())
         },
     };
-    let table = table::load(path, &opts)?;
-    let replay = replay_of(&table);
-    Ok(run_replay(cfg, &replay, out, bar)?.0)
+    Ok(replay_of(&table::load(path, &opts)?))
 }
 
 /// Trains on a file exactly as a backtest replays it, then saves the learner's
@@ -224,17 +228,7 @@ pub fn train_file(
     model_out: &Path,
     bar: ProgressBar,
 ) -> Result<Summary, JobError> {
-    let b = &cfg.backtest;
-    let opts = LoadOptions {
-        time_column: time_column(&b.time_column, path)?,
-        columns: if b.columns.is_empty() {
-            None
-        } else {
-            Some(b.columns.clone())
-        },
-    };
-    let table = table::load(path, &opts)?;
-    let replay = replay_of(&table);
+    let replay = load_replay(cfg, path)?;
     let (summary, outcomes) = run_replay(cfg, &replay, None, bar)?;
     let learner = outcomes
         .into_iter()

@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::engine::Replay;
 use super::job::JobError;
 use crate::config::Config;
-use crate::decode::{self, DecodeConfig, Fields};
+use crate::decode;
 
 /// One end of a topic range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,16 +103,7 @@ pub fn read(
     }
     c.assign(&tpl).map_err(kafka)?;
 
-    let decode_cfg = DecodeConfig {
-        fields: Fields {
-            stream: cfg.events.stream_field.clone(),
-            ts: cfg.events.ts_field.clone(),
-            values: cfg.events.values_field.clone(),
-            value: cfg.events.value_field.clone(),
-        },
-        width: cfg.model.inputs,
-        max_bytes: cfg.events.max_bytes,
-    };
+    let decode_cfg = cfg.decode_config();
     let index = |p: i32| partitions.iter().position(|&q| q == p).unwrap_or(0) as u32;
     // (ts, partition index, offset, stream, values)
     let mut rows: Vec<(i64, u32, i64, String, Vec<f64>)> = Vec::new();
