@@ -91,13 +91,8 @@ pub fn produce_synthetic(
     let p = producer(brokers)?;
     let mut gens: Vec<Seasonal> = (0..streams as u64).map(|s| Seasonal::new(s, 1)).collect();
     let keys: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
-    let pace = Pace {
-        start: Instant::now(),
-        rate,
-    };
     let t0 = 1_700_000_000_000i64;
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Relaxed) && events.is_none_or(|n| sent < n) {
+    produce_paced(&p, topic, rate, events, stop, |sent| {
         let s = (sent % streams as u64) as usize;
         let step = (sent / streams as u64) as i64;
         let v = gens[s].next().unwrap_or(0.0);
@@ -106,7 +101,28 @@ pub fn produce_synthetic(
             keys[s],
             t0 + step * 3_600_000
         );
-        send(&p, topic, &keys[s], &value)?;
+        (keys[s].clone(), value)
+    })
+}
+
+/// Sends `make(i)` (key, value) for i = 0.. at `rate` per second until `events`
+/// are sent (or forever when `None`) or `stop` is set, then flushes.
+fn produce_paced(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    rate: u64,
+    events: Option<u64>,
+    stop: &AtomicBool,
+    mut make: impl FnMut(u64) -> (String, String),
+) -> anyhow::Result<u64> {
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+    };
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && events.is_none_or(|n| sent < n) {
+        let (key, value) = make(sent);
+        send(p, topic, &key, &value)?;
         sent += 1;
         pace.wait(sent);
     }
@@ -127,12 +143,7 @@ pub fn produce_latency(
 ) -> anyhow::Result<u64> {
     let p = producer(brokers)?;
     let keys: Vec<String> = (0..streams).map(|s| format!("lat-{s}")).collect();
-    let pace = Pace {
-        start: Instant::now(),
-        rate,
-    };
-    let mut sent = 0u64;
-    while sent < events && !stop.load(Ordering::Relaxed) {
+    produce_paced(&p, topic, rate, Some(events), stop, |sent| {
         let s = (sent % streams as u64) as usize;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -142,13 +153,8 @@ pub fn produce_latency(
             keys[s],
             (sent as f64 * 0.1).sin()
         );
-        send(&p, topic, &keys[s], &value)?;
-        sent += 1;
-        pace.wait(sent);
-    }
-    p.flush(Duration::from_secs(30))
-        .context("flushing the producer")?;
-    Ok(sent)
+        (keys[s].clone(), value)
+    })
 }
 
 /// Produces a CSV file as events: one event per row with every numeric column as

@@ -138,23 +138,13 @@ fn collect(
 }
 
 fn stage_config(brokers: &str, tag: &str, metrics_addr: &str) -> Config {
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-input_topic = "in-{tag}"
-output_topic = "out-{tag}"
-dlq_topic = "dlq-{tag}"
-group = "recur-{tag}"
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"fetch.wait.max.ms" = "20"
-[metrics]
-addr = "{metrics_addr}"
-"#
-    );
-    Config::load_with(None, text.parse().unwrap()).unwrap()
+    Config::load_with(
+        None,
+        common::stage_toml(brokers, tag, metrics_addr)
+            .parse()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// Runs the stage in a thread; `stop` ends it.

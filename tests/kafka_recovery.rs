@@ -104,21 +104,7 @@ fn write_config(
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(
         &path,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-input_topic = "in-{tag}"
-output_topic = "out-{tag}"
-dlq_topic = "dlq-{tag}"
-group = "recur-{tag}"
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"fetch.wait.max.ms" = "20"
-[metrics]
-addr = "127.0.0.1:{metrics_port}"
-"#
-        ),
+        common::stage_toml(brokers, tag, &format!("127.0.0.1:{metrics_port}")),
     )
     .unwrap();
     path

@@ -126,3 +126,24 @@ pub fn end_offsets(
     );
     ends
 }
+
+/// The stage's config for test topics `in-/out-/dlq-<tag>`, group `recur-<tag>`,
+/// client settings that suit tansu, and `/metrics` on `metrics_addr`.
+pub fn stage_toml(brokers: &str, tag: &str, metrics_addr: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+input_topic = "in-{tag}"
+output_topic = "out-{tag}"
+dlq_topic = "dlq-{tag}"
+group = "recur-{tag}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"fetch.wait.max.ms" = "20"
+[metrics]
+addr = "{metrics_addr}"
+"#
+    )
+}
