@@ -40,16 +40,127 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The embedded demo cluster.
     pub embedded: EmbeddedConfig,
-    /// Where learner state comes from.
+    /// Where learner state comes from, idle eviction, hot swap.
     pub state: StateConfig,
+    /// Checkpoints to the changelog topic.
+    pub checkpoint: CheckpointConfig,
 }
 
-/// `[state]`: learner state at start.
+/// `[state]`: learner state at start, idle streams, hot swap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// Checkpoint whose weights every partition starts from; empty starts fresh.
     pub init: String,
+    /// Evict streams idle this long in event time (e.g. `"6h"`); empty never evicts.
+    pub idle_ttl: String,
+    /// Checkpoint file to watch and load into every partition when it changes; empty = off.
+    pub watch: String,
+}
+
+/// A count or a duration in the config: `50000` (events) or `"10s"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CountOrText {
+    /// A plain number.
+    Count(u64),
+    /// Text such as `"10s"`, `"500ms"`, `"off"`.
+    Text(String),
+}
+
+/// When a partition checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Every {
+    /// Never: offsets are committed once outputs are acknowledged; state starts fresh.
+    Off,
+    /// After this many events of the partition.
+    Events(u64),
+    /// After this much time.
+    Time(std::time::Duration),
+}
+
+/// `[checkpoint]`: each partition's state to the changelog topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// `"10s"`, `50000` (events) or `"off"`.
+    pub interval: CountOrText,
+    /// Changelog topic; empty means `<group>-state`.
+    pub topic: String,
+    /// Also write each partition's latest checkpoint here; empty = no.
+    pub dir: String,
+}
+
+/// Parses `"500ms"`, `"10s"`, `"5m"`, `"6h"`, `"7d"`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!("{text:?} is not a duration such as \"500ms\", \"10s\", \"5m\", \"6h\", \"7d\"")
+    })?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        u => {
+            return Err(format!(
+                "{text:?}: unknown unit {u:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{text:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+impl CheckpointConfig {
+    /// The interval, checked.
+    pub fn every(&self) -> Result<Every, String> {
+        match &self.interval {
+            CountOrText::Count(0) => {
+                Err("checkpoint.interval = 0: use \"off\" to disable checkpoints".into())
+            }
+            CountOrText::Count(n) => Ok(Every::Events(*n)),
+            CountOrText::Text(t) if t == "off" => Ok(Every::Off),
+            CountOrText::Text(t) if t.trim().chars().all(|c| c.is_ascii_digit()) => t
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .map(Every::Events)
+                .ok_or_else(|| format!("checkpoint.interval = {t:?}: must be at least 1")),
+            CountOrText::Text(t) => parse_duration(t)
+                .map(Every::Time)
+                .map_err(|e| format!("checkpoint.interval = {e}")),
+        }
+    }
+}
+
+impl Config {
+    /// The changelog topic: `checkpoint.topic`, or `<group>-state`.
+    pub fn changelog_topic(&self) -> String {
+        if self.checkpoint.topic.is_empty() {
+            format!("{}-state", self.kafka.group)
+        } else {
+            self.checkpoint.topic.clone()
+        }
+    }
+
+    /// `state.idle_ttl` in milliseconds, if set.
+    pub fn idle_ttl_ms(&self) -> Result<Option<i64>, String> {
+        if self.state.idle_ttl.is_empty() {
+            return Ok(None);
+        }
+        parse_duration(&self.state.idle_ttl)
+            .map(|d| Some(d.as_millis() as i64))
+            .map_err(|e| format!("state.idle_ttl = {e}"))
+    }
 }
 
 /// `[kafka]`: where events come from and go to.
@@ -66,8 +177,20 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Consumer group.
     pub group: String,
+    /// At-least-once or exactly-once (transactional) output.
+    pub delivery: Delivery,
     /// librdkafka properties passed through.
     pub properties: BTreeMap<String, String>,
+}
+
+/// How outputs and input offsets are committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Offsets committed after outputs are acknowledged; a crash may repeat outputs.
+    AtLeastOnce,
+    /// Outputs, changelog records and offsets in one transaction per checkpoint.
+    ExactlyOnce,
 }
 
 impl KafkaConfig {
@@ -338,6 +461,16 @@ impl Config {
         if self.embedded.partitions < 1 || self.embedded.streams == 0 {
             return Err("embedded.partitions and embedded.streams must be at least 1".into());
         }
+        let every = self.checkpoint.every()?;
+        if self.idle_ttl_ms()?.is_some() && every == Every::Off {
+            return Err(format!(
+                "state.idle_ttl = {:?} needs checkpoints (evicted streams live in the changelog), but checkpoint.interval = \"off\"",
+                self.state.idle_ttl
+            ));
+        }
+        if self.kafka.delivery == Delivery::ExactlyOnce && every == Every::Off {
+            return Err("kafka.delivery = \"exactly_once\" commits with each checkpoint's transaction, but checkpoint.interval = \"off\"".into());
+        }
         Ok(())
     }
 }
@@ -377,6 +510,57 @@ mod tests {
         let err = Config::load(Some(&zero)).unwrap_err().to_string();
         assert!(err.contains("model.tbptt = 0"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn intervals_and_durations_parse_or_name_the_key() {
+        let mut cfg = Config::load(None).unwrap();
+        assert_eq!(
+            cfg.checkpoint.every().unwrap(),
+            Every::Time(std::time::Duration::from_secs(10))
+        );
+        for (v, want) in [
+            (CountOrText::Count(500), Every::Events(500)),
+            (CountOrText::Text("2000".into()), Every::Events(2000)),
+            (CountOrText::Text("off".into()), Every::Off),
+            (
+                CountOrText::Text("250ms".into()),
+                Every::Time(std::time::Duration::from_millis(250)),
+            ),
+        ] {
+            cfg.checkpoint.interval = v;
+            assert_eq!(cfg.checkpoint.every().unwrap(), want);
+        }
+        cfg.checkpoint.interval = CountOrText::Text("10 parsecs".into());
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            err.contains("checkpoint.interval") && err.contains("parsecs"),
+            "{err}"
+        );
+        cfg.checkpoint.interval = CountOrText::Text("off".into());
+        cfg.state.idle_ttl = "6h".into();
+        assert_eq!(cfg.idle_ttl_ms().unwrap(), Some(6 * 3600 * 1000));
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("state.idle_ttl"), "{err}");
+        let err = Config::load_layered(
+            None,
+            [("RECUR_STATE__IDLE_TTL".to_string(), "soon".to_string())],
+            toml::Table::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("state.idle_ttl") && err.contains("soon"),
+            "{err}"
+        );
+        let cfg = Config::load_layered(
+            None,
+            [("RECUR_CHECKPOINT__INTERVAL".to_string(), "777".to_string())],
+            toml::Table::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.checkpoint.every().unwrap(), Every::Events(777));
+        assert_eq!(cfg.changelog_topic(), "recur-state");
     }
 
     #[test]

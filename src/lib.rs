@@ -39,6 +39,7 @@ pub mod offsets;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod state;
 pub mod synth;
 pub mod telemetry;
 pub mod tools;

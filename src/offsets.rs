@@ -4,6 +4,8 @@
 //! letter). An offset is *in flight* from the moment it is fetched until that
 //! record is acknowledged. A partition may commit up to (not including) its
 //! lowest offset in flight, or past the highest fetched when none is in flight.
+//! With checkpoints, it commits no further than its last checkpoint's
+//! covered offset, so a restart's restored state and its position agree.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -18,6 +20,20 @@ pub struct PartitionOffsets {
     stored: Option<i64>,
     /// Records that failed for good: their offsets stay in flight.
     failed: u64,
+    /// Input offset covered by the last finished checkpoint.
+    checkpointed: Option<i64>,
+}
+
+/// What limits the committed position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitPolicy {
+    /// Acknowledged outputs alone.
+    #[default]
+    Acknowledged,
+    /// Acknowledged outputs and the last checkpoint.
+    Checkpointed,
+    /// Nothing is committed here (transactions commit offsets).
+    Never,
 }
 
 impl PartitionOffsets {
@@ -37,6 +53,16 @@ impl PartitionOffsets {
         self.failed += 1;
     }
 
+    /// A checkpoint covering offsets below `position` is acknowledged.
+    pub fn checkpointed(&mut self, position: i64) {
+        self.checkpointed = Some(self.checkpointed.map_or(position, |c| c.max(position)));
+    }
+
+    /// Whether every offset below `position` has its output acknowledged.
+    pub fn acked_below(&self, position: i64) -> bool {
+        self.in_flight.first().is_none_or(|&low| low >= position)
+    }
+
     /// The position that may be committed now (the next offset to consume), if any.
     pub fn committable(&self) -> Option<i64> {
         match self.in_flight.first() {
@@ -45,9 +71,14 @@ impl PartitionOffsets {
         }
     }
 
-    /// The committable position if it moved since the last call.
-    pub fn take_new_position(&mut self) -> Option<i64> {
-        let pos = self.committable()?;
+    /// The committable position under `policy` if it moved since the last call.
+    pub fn take_new_position(&mut self, policy: CommitPolicy) -> Option<i64> {
+        let acked = self.committable();
+        let pos = match policy {
+            CommitPolicy::Acknowledged => acked?,
+            CommitPolicy::Checkpointed => acked?.min(self.checkpointed?),
+            CommitPolicy::Never => return None,
+        };
         if self.stored.is_some_and(|s| s >= pos) {
             return None;
         }
@@ -65,9 +96,18 @@ impl PartitionOffsets {
 #[derive(Debug, Default)]
 pub struct Offsets {
     parts: Mutex<HashMap<i32, PartitionOffsets>>,
+    policy: CommitPolicy,
 }
 
 impl Offsets {
+    /// Offsets committed under `policy`.
+    pub fn new(policy: CommitPolicy) -> Self {
+        Offsets {
+            parts: Mutex::default(),
+            policy,
+        }
+    }
+
     /// Runs `f` on a partition's offsets (created on first use).
     pub fn with<R>(&self, partition: i32, f: impl FnOnce(&mut PartitionOffsets) -> R) -> R {
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,7 +127,7 @@ impl Offsets {
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
         parts
             .iter_mut()
-            .filter_map(|(&p, o)| o.take_new_position().map(|pos| (p, pos)))
+            .filter_map(|(&p, o)| o.take_new_position(self.policy).map(|pos| (p, pos)))
             .collect()
     }
 
@@ -119,16 +159,40 @@ mod tests {
         assert_eq!(p.committable(), Some(10), "10 is not acknowledged yet");
         p.acked(10);
         assert_eq!(p.committable(), Some(13));
-        assert_eq!(p.take_new_position(), Some(13));
-        assert_eq!(p.take_new_position(), None, "unchanged");
+        let ack = CommitPolicy::Acknowledged;
+        assert_eq!(p.take_new_position(ack), Some(13));
+        assert_eq!(p.take_new_position(ack), None, "unchanged");
         p.acked(14);
         p.acked(13);
         assert_eq!(
-            p.take_new_position(),
+            p.take_new_position(ack),
             Some(15),
             "all acknowledged: past the highest fetched"
         );
         assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn with_checkpoints_commits_stop_at_the_last_checkpoint() {
+        let mut p = PartitionOffsets::default();
+        let cp = CommitPolicy::Checkpointed;
+        for o in 0..10 {
+            p.fetched(o);
+            p.acked(o);
+        }
+        assert_eq!(p.take_new_position(cp), None, "no checkpoint yet");
+        assert!(p.acked_below(10));
+        p.checkpointed(6);
+        assert_eq!(p.take_new_position(cp), Some(6));
+        p.fetched(10);
+        assert!(!p.acked_below(11));
+        p.checkpointed(11);
+        assert_eq!(
+            p.take_new_position(cp),
+            Some(10),
+            "10 is not acknowledged yet"
+        );
+        assert_eq!(p.take_new_position(CommitPolicy::Never), None);
     }
 
     #[test]

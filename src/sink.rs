@@ -1,28 +1,100 @@
 //! The Kafka producer: predictions and dead letters out, acknowledgements back
 //! into [`Offsets`] and the metrics. It never touches model state.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::decode::Reason;
 use crate::offsets::Offsets;
 use crate::telemetry::Metrics;
 
 /// What a produced record was for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum RecordKind {
     /// A prediction on the output topic.
     Prediction,
     /// A dead letter on the dead-letter topic.
     DeadLetter(Reason),
+    /// Record `i` of a checkpoint batch on the changelog.
+    State(Arc<Batch>, usize),
+}
+
+/// Records someone waits for, e.g. one checkpoint's changelog records.
+#[derive(Debug)]
+pub struct Batch {
+    state: Mutex<BatchState>,
+    done: Condvar,
+}
+
+#[derive(Debug)]
+struct BatchState {
+    offsets: Vec<i64>,
+    pending: usize,
+    failed: Option<String>,
+}
+
+impl Batch {
+    /// A batch of `n` records.
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Batch {
+            state: Mutex::new(BatchState {
+                offsets: vec![-1; n],
+                pending: n,
+                failed: None,
+            }),
+            done: Condvar::new(),
+        })
+    }
+
+    fn delivered(&self, i: usize, result: Result<i64, String>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(offset) => s.offsets[i] = offset,
+            Err(e) => {
+                s.failed.get_or_insert(e);
+            }
+        }
+        s.pending -= 1;
+        if s.pending == 0 {
+            self.done.notify_all();
+        }
+    }
+
+    /// Waits until every record is acknowledged; their offsets, or the first failure.
+    pub fn wait(&self, timeout: Duration) -> Result<Vec<i64>, String> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "{} records not acknowledged after {} s",
+                    s.pending,
+                    timeout.as_secs()
+                ));
+            }
+            s = self
+                .done
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        match &s.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(s.offsets.clone()),
+        }
+    }
 }
 
 /// The input offset a record answers, carried to its delivery report.
@@ -48,16 +120,27 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+        if let RecordKind::State(batch, i) = &d.kind {
+            batch.delivered(
+                *i,
+                result
+                    .as_ref()
+                    .map(|m| m.offset())
+                    .map_err(|(e, _)| e.to_string()),
+            );
+            return;
+        }
         match result {
             Ok(_) => {
                 self.offsets.with(d.partition, |p| p.acked(d.offset));
-                match d.kind {
+                match &d.kind {
                     RecordKind::Prediction => self.metrics.predictions.inc(),
                     RecordKind::DeadLetter(r) => self
                         .metrics
                         .dead_letters
                         .with_label_values(&[r.as_str()])
                         .inc(),
+                    RecordKind::State(..) => {}
                 }
             }
             Err((e, _)) => self.fail(&d, e),
@@ -67,6 +150,10 @@ impl ProducerContext for SinkContext {
 
 impl SinkContext {
     fn fail(&self, d: &Delivery, e: &KafkaError) {
+        if let RecordKind::State(batch, i) = &d.kind {
+            batch.delivered(*i, Err(e.to_string()));
+            return;
+        }
         // The offset stays in flight, so it is never committed: a restart redoes it.
         self.offsets.with(d.partition, |p| p.failed());
         let n = self.metrics.delivery_errors.get();
@@ -109,6 +196,45 @@ impl Sink {
         Ok(Sink { producer })
     }
 
+    /// A transactional producer (`transactional.id` = `id`) with a transaction open.
+    pub fn transactional(
+        mut config: ClientConfig,
+        id: &str,
+        offsets: Arc<Offsets>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        config.set("transactional.id", id);
+        let sink = Self::new(config, offsets, metrics)?;
+        sink.producer.init_transactions(TXN_TIMEOUT)?;
+        sink.producer.begin_transaction()?;
+        Ok(sink)
+    }
+
+    /// Commits the open transaction with input offset `position` of
+    /// `topic`/`partition` for the group, then opens the next one. On an
+    /// error the transaction is aborted: its outputs are never read by a
+    /// read_committed consumer and the offset stays where it was.
+    pub fn commit_transaction(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(position))?;
+        let result = self
+            .producer
+            .send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
+            .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
+        if let Err(e) = result {
+            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            self.producer.begin_transaction()?;
+            return Err(e);
+        }
+        self.producer.begin_transaction()
+    }
+
     /// Queues one record; waits while the local queue is full. A record the
     /// client refuses outright (e.g. too large) is counted as a failed delivery.
     pub fn send(
@@ -125,6 +251,34 @@ impl Sink {
         if let Some(h) = headers {
             record = record.headers(h);
         }
+        self.enqueue(record);
+    }
+
+    /// Queues a changelog record for partition `partition`; `None` is a tombstone.
+    pub fn send_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        batch: &Arc<Batch>,
+        i: usize,
+    ) {
+        let d = Delivery {
+            partition,
+            offset: -1,
+            kind: RecordKind::State(batch.clone(), i),
+        };
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(d))
+            .key(key)
+            .partition(partition);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.enqueue(record);
+    }
+
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>>) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -150,6 +304,9 @@ impl Sink {
         self.producer.in_flight_count()
     }
 }
+
+/// How long transaction calls may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers of a dead-letter record.
 pub fn headers(pairs: &[(&'static str, Vec<u8>)]) -> OwnedHeaders {

@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -28,8 +30,9 @@ const BATCH: usize = 256;
 /// How often acknowledged positions are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
-/// Builds a worker's setup for a partition.
-pub type SetupFn = dyn Fn(i32) -> WorkerSetup + Send + Sync;
+/// Builds a worker's setup for a partition, given the group's metadata (for transactions).
+pub type SetupFn =
+    dyn Fn(i32, Option<ConsumerGroupMetadata>) -> Result<WorkerSetup, String> + Send + Sync;
 
 struct Running {
     inbox: SyncSender<Input>,
@@ -83,25 +86,35 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             for e in tpl.elements() {
                 let p = e.partition();
-                workers.entry(p).or_insert_with(|| {
-                    let (tx, rx) = sync_channel(INBOX);
-                    let setup = (self.setup)(p);
-                    let thread = std::thread::Builder::new()
-                        .name(format!("recur-p{p}"))
-                        .spawn(move || worker::run(setup, rx))
-                        .expect("spawning a worker thread");
-                    let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+                if workers.contains_key(&p) {
+                    continue;
+                }
+                let setup = match (self.setup)(p, consumer.group_metadata()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.metrics.fail(format!("partition {p}: {e}"));
+                        continue;
+                    }
+                };
+                let (tx, rx) = sync_channel(INBOX);
+                let thread = std::thread::Builder::new()
+                    .name(format!("recur-p{p}"))
+                    .spawn(move || worker::run(setup, rx))
+                    .expect("spawning a worker thread");
+                let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+                workers.insert(
+                    p,
                     Running {
                         inbox: tx,
                         thread,
                         epoch,
-                    }
-                });
+                    },
+                );
             }
             self.metrics.partitions_assigned.set(workers.len() as i64);
             self.metrics.ready.store(true, Ordering::Relaxed);
@@ -227,7 +240,7 @@ impl Source {
                 _ => {}
             }
         };
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && !ctx.metrics.failed() {
             let wait = if pending.is_empty() {
                 Duration::from_millis(50)
             } else {

@@ -11,12 +11,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use crate::config::Config;
-use crate::offsets::Offsets;
+use crate::config::{Config, Delivery, Every};
+use crate::offsets::{CommitPolicy, Offsets};
 use crate::sink::Sink;
 use crate::source::Source;
+use crate::state::HotSwap;
+use crate::state::changelog;
 use crate::telemetry::{self, Metrics};
-use crate::worker::WorkerSetup;
+use crate::worker::{StateSetup, WorkerSetup};
 
 /// The client configuration shared by consumer and producer: brokers and pass-through properties.
 pub fn client_config(brokers: &str, cfg: &Config) -> ClientConfig {
@@ -43,6 +45,9 @@ impl Embedded {
         cluster.create_topic(&k.input_topic, cfg.embedded.partitions, 1)?;
         cluster.create_topic(&k.output_topic, cfg.embedded.partitions, 1)?;
         cluster.create_topic(&k.dlq_topic, 1, 1)?;
+        if cfg.checkpoint.every().map_err(anyhow::Error::msg)? != Every::Off {
+            cluster.create_topic(&cfg.changelog_topic(), cfg.embedded.partitions, 1)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let brokers = cluster.bootstrap_servers();
         let (topic, streams, rate, stop2) = (
@@ -142,30 +147,104 @@ pub fn run(
         cfg.metrics.addr
     );
 
-    let offsets = Arc::new(Offsets::default());
+    let every = cfg.checkpoint.every().map_err(anyhow::Error::msg)?;
+    let idle_ttl_ms = cfg.idle_ttl_ms().map_err(anyhow::Error::msg)?;
+    let exactly_once = cfg.kafka.delivery == Delivery::ExactlyOnce;
+    let policy = match (every, exactly_once) {
+        (_, true) => CommitPolicy::Never,
+        (Every::Off, false) => CommitPolicy::Acknowledged,
+        (_, false) => CommitPolicy::Checkpointed,
+    };
+    if every != Every::Off {
+        let client = client_config(&brokers, &cfg);
+        let topic = &cfg.kafka.input_topic;
+        let n = changelog::partition_count(&client, topic)?.with_context(|| {
+            format!("kafka.input_topic = {topic:?} does not exist on {brokers}: create it first (its partition count sizes the changelog)")
+        })?;
+        changelog::ensure_topic(&client, &cfg.changelog_topic(), n)?;
+    }
+    if !cfg.checkpoint.dir.is_empty() {
+        std::fs::create_dir_all(&cfg.checkpoint.dir)
+            .with_context(|| format!("checkpoint.dir = {:?}: cannot create", cfg.checkpoint.dir))?;
+    }
+    let swap = Arc::new(HotSwap::default());
+    let offsets = Arc::new(Offsets::new(policy));
     let sink = Arc::new(Sink::new(
         client_config(&brokers, &cfg),
         offsets.clone(),
         metrics.clone(),
     )?);
     let setup = {
-        let (cfg, sink, metrics) = (cfg.clone(), sink.clone(), metrics.clone());
-        move |partition: i32| WorkerSetup {
-            topic: cfg.kafka.input_topic.clone(),
-            partition,
-            output_topic: cfg.kafka.output_topic.clone(),
-            dlq_topic: cfg.kafka.dlq_topic.clone(),
-            decode: cfg.decode_config(),
-            model: cfg.model.clone(),
-            max_events: cfg.window.max_events,
-            linger: Duration::from_millis(cfg.window.linger_ms),
-            sink: sink.clone(),
-            metrics: metrics.clone(),
-            init: init.clone(),
+        let (cfg, sink, metrics, offsets, swap, brokers) = (
+            cfg.clone(),
+            sink.clone(),
+            metrics.clone(),
+            offsets.clone(),
+            swap.clone(),
+            brokers.clone(),
+        );
+        move |partition: i32, group: Option<rdkafka::consumer::ConsumerGroupMetadata>| {
+            let sink = if exactly_once {
+                let id = format!("{}-{}-{partition}", cfg.kafka.group, cfg.kafka.input_topic);
+                Arc::new(
+                    Sink::transactional(
+                        client_config(&brokers, &cfg),
+                        &id,
+                        offsets.clone(),
+                        metrics.clone(),
+                    )
+                    .map_err(|e| format!("transactional producer {id}: {e}"))?,
+                )
+            } else {
+                sink.clone()
+            };
+            let state = match every {
+                Every::Off => None,
+                _ => Some(StateSetup {
+                    changelog: cfg.changelog_topic(),
+                    client: client_config(&brokers, &cfg),
+                    every,
+                    idle_ttl_ms,
+                    dir: (!cfg.checkpoint.dir.is_empty())
+                        .then(|| std::path::PathBuf::from(&cfg.checkpoint.dir)),
+                    offsets: offsets.clone(),
+                    transaction: if exactly_once {
+                        Some(Arc::new(
+                            group.ok_or("exactly_once needs the consumer group's metadata")?,
+                        ))
+                    } else {
+                        None
+                    },
+                }),
+            };
+            Ok(WorkerSetup {
+                topic: cfg.kafka.input_topic.clone(),
+                partition,
+                output_topic: cfg.kafka.output_topic.clone(),
+                dlq_topic: cfg.kafka.dlq_topic.clone(),
+                decode: cfg.decode_config(),
+                model: cfg.model.clone(),
+                max_events: cfg.window.max_events,
+                linger: Duration::from_millis(cfg.window.linger_ms),
+                sink,
+                metrics: metrics.clone(),
+                init: init.clone(),
+                state,
+                swap: swap.clone(),
+            })
         }
     };
     let mut consumer_cfg = client_config(&brokers, &cfg);
     consumer_cfg.set("group.id", &cfg.kafka.group);
+    if exactly_once && consumer_cfg.get("isolation.level").is_none() {
+        consumer_cfg.set("isolation.level", "read_committed");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = if cfg.state.watch.is_empty() {
+        None
+    } else {
+        Some(watch(&cfg, swap, stop.clone())?)
+    };
     let source = Source::new(
         consumer_cfg,
         &cfg.kafka.input_topic,
@@ -175,7 +254,6 @@ pub fn run(
         metrics.clone(),
     )?;
 
-    let stop = Arc::new(AtomicBool::new(false));
     let source_thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -185,6 +263,7 @@ pub fn run(
 
     // Wait for the shutdown signal, printing the live line meanwhile.
     let every = Duration::from_secs(cfg.embedded.report_every_s.max(1));
+    let failed = metrics.clone();
     rt.block_on(async {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(every);
@@ -193,6 +272,12 @@ pub fn run(
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if failed.failed() {
+                        break;
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
                     let now = metrics.events.get();
                     if live == LiveLine::Print {
@@ -219,6 +304,12 @@ pub fn run(
     source_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the source thread panicked"))?;
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    if let Some(e) = metrics.fatal() {
+        anyhow::bail!("stopped: {e}");
+    }
     let report = RunReport {
         events: metrics.events.get(),
         predictions: metrics.predictions.get(),
@@ -230,6 +321,55 @@ pub fn run(
     );
     drop(embedded);
     Ok(report)
+}
+
+/// Watches `state.watch`: each time the file changes, checks it fits the
+/// model and publishes it to every partition (hot swap).
+fn watch(
+    cfg: &Config,
+    swap: Arc<HotSwap>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let path = std::path::PathBuf::from(&cfg.state.watch);
+    let model = cfg.model.clone();
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // The file as it is at start is not a swap: `state.init` is for that.
+    let mut seen = stamp(&path);
+    eprintln!("recur: watching {} for new weights", path.display());
+    Ok(std::thread::Builder::new()
+        .name("recur-watch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let now = stamp(&path);
+                if now.is_none() || now == seen {
+                    continue;
+                }
+                seen = now;
+                let checked = std::fs::read(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| {
+                        let mut probe = crate::model::Forecaster::<f32>::new(model.clone())
+                            .map_err(anyhow::Error::msg)?;
+                        crate::model::checkpoint::Reader::new(&bytes)
+                            .and_then(|r| probe.load_weights(&r))?;
+                        Ok((bytes, probe.shared().updates))
+                    });
+                match checked {
+                    Ok((bytes, version)) => {
+                        eprintln!(
+                            "recur: state.watch: {} changed: loading it (model version {version}) into every partition",
+                            path.display()
+                        );
+                        swap.publish(bytes);
+                    }
+                    Err(e) => eprintln!(
+                        "recur: state.watch: {} changed but was not loaded: {e:#}",
+                        path.display()
+                    ),
+                }
+            }
+        })?)
 }
 
 /// Reads and checks `state.init`: the bytes every partition's learner starts from.

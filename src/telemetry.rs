@@ -50,8 +50,27 @@ pub struct Metrics {
     pub naive_mse: Gauge,
     /// Running error averages behind the gauges.
     ewma: Mutex<Ewma>,
+    /// Seconds to restore a partition's state from the changelog.
+    pub restore_seconds: Histogram,
+    /// Changelog records read while restoring.
+    pub restore_records: IntCounter,
+    /// Checkpoints completed (head acknowledged).
+    pub checkpoints: IntCounter,
+    /// Checkpoints that failed (retried at the next interval).
+    pub checkpoint_failures: IntCounter,
+    /// Seconds a checkpoint takes, from its first record to its head acknowledged.
+    pub checkpoint_seconds: Histogram,
+    /// Streams evicted to the changelog after `state.idle_ttl`.
+    pub streams_evicted: IntCounter,
+    /// Evicted streams brought back because they had a new event.
+    pub streams_returned: IntCounter,
+    /// Hot swaps applied (partitions that loaded a new checkpoint).
+    pub model_swaps: IntCounter,
     /// Set once the stage consumes (it has joined its group).
     pub ready: AtomicBool,
+    /// An error that stops the stage (e.g. a changelog that does not fit the model).
+    fatal: Mutex<Option<String>>,
+    failed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -171,6 +190,40 @@ impl Metrics {
                 "recur_naive_mse",
                 "The same squared error for the naive last-value forecast",
             ),
+            restore_seconds: hist(
+                "recur_restore_seconds",
+                "Seconds to restore one partition's state from the changelog",
+                prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets"),
+            ),
+            restore_records: counter(
+                "recur_restore_records_total",
+                "Changelog records read while restoring state",
+            ),
+            checkpoints: counter(
+                "recur_checkpoints_total",
+                "Partition checkpoints completed (head record acknowledged)",
+            ),
+            checkpoint_failures: counter(
+                "recur_checkpoint_failures_total",
+                "Partition checkpoints that failed and wait for the next interval",
+            ),
+            checkpoint_seconds: hist(
+                "recur_checkpoint_seconds",
+                "Seconds from a checkpoint's first record to its head acknowledged",
+                prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
+            ),
+            streams_evicted: counter(
+                "recur_streams_evicted_total",
+                "Idle streams evicted from memory to the changelog",
+            ),
+            streams_returned: counter(
+                "recur_streams_returned_total",
+                "Evicted streams fetched back from the changelog",
+            ),
+            model_swaps: counter(
+                "recur_model_swaps_total",
+                "Partitions that loaded a hot-swapped checkpoint",
+            ),
             dead_letters,
             consumer_lag,
             streams_active,
@@ -178,7 +231,27 @@ impl Metrics {
             registry,
             ewma: Mutex::new(Ewma::default()),
             ready: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            failed: AtomicBool::new(false),
         })
+    }
+
+    /// Records an error that must stop the stage (the first one wins).
+    pub fn fail(&self, message: String) {
+        eprintln!("recur: {message}");
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        f.get_or_insert(message);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether an error stops the stage (cheap: for loops).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The error that stops the stage, if any.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Folds one window's mean one-step errors into the weighted averages.
@@ -224,7 +297,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/healthz" => match metrics.fatal() {
+                    None => ("200 OK", "text/plain", "ok\n".to_string()),
+                    Some(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+                },
                 "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
                     ("200 OK", "text/plain", "ready\n".to_string())
                 }

@@ -4,17 +4,33 @@
 //! (shared weights per partition), so a partition's forecasts depend only on
 //! that partition's events, in partition order. The learner is defined per
 //! event, so how events were grouped into windows never changes a forecast.
+//!
+//! With checkpoints, the worker first restores its partition's state from the
+//! changelog and skips input below the offset that state covers; it then
+//! checkpoints every interval and once more when it stops (see [`crate::state`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
+
+use crate::config::Every;
 use crate::decode::{self, DecodeConfig, DecodeError, Reason};
 use crate::encode::{self, SourceRef};
-use crate::model::{Forecaster, ModelConfig};
-use crate::sink::{self, Delivery, RecordKind, Sink};
+use crate::model::checkpoint::Reader;
+use crate::model::{Clock, Forecaster, ModelConfig};
+use crate::offsets::Offsets;
+use crate::sink::{self, Batch, Delivery, RecordKind, Sink};
+use crate::state::changelog::{self, Fetcher};
+use crate::state::{self, Checkpoints, HotSwap};
 use crate::telemetry::Metrics;
 use crate::window::{WindowRows, Windower};
+
+/// How long a checkpoint waits for its records' acknowledgements.
+const ACK_WAIT: Duration = Duration::from_secs(120);
 
 /// One input message as fetched.
 #[derive(Debug)]
@@ -63,12 +79,123 @@ pub struct WorkerSetup {
     pub metrics: Arc<Metrics>,
     /// Checkpoint bytes to start the learner from (already validated), if any.
     pub init: Option<Arc<Vec<u8>>>,
+    /// Checkpointing, if on.
+    pub state: Option<StateSetup>,
+    /// Checkpoints published for hot swap.
+    pub swap: Arc<HotSwap>,
+}
+
+/// A worker's checkpoint settings.
+pub struct StateSetup {
+    /// The changelog topic.
+    pub changelog: String,
+    /// Client settings to read the changelog with.
+    pub client: ClientConfig,
+    /// How often to checkpoint.
+    pub every: Every,
+    /// Evict streams idle this long (event time, ms).
+    pub idle_ttl_ms: Option<i64>,
+    /// Directory for a local copy of each checkpoint.
+    pub dir: Option<PathBuf>,
+    /// Input offsets: a checkpoint waits for its predictions and then marks its position.
+    pub offsets: Arc<Offsets>,
+    /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
+    pub transaction: Option<Arc<ConsumerGroupMetadata>>,
+}
+
+/// A worker's checkpoint progress.
+struct Checkpointing {
+    setup: StateSetup,
+    book: Checkpoints,
+    /// Input below this offset is covered by the restored state: skipped.
+    resume: i64,
+    /// One past the last input offset handled.
+    next_offset: Option<i64>,
+    /// The offset the last checkpoint covered.
+    covered: Option<i64>,
+    /// Events handled since the last checkpoint.
+    since: u64,
+    last: Instant,
+    fetcher: Option<Fetcher>,
+}
+
+/// The learner a partition starts with: its changelog state, else the warm start, else fresh.
+fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointing>), String> {
+    let p = setup.partition;
+    let mut cp = None;
+    let mut model = match setup.state.take() {
+        Some(st) => {
+            let t = Instant::now();
+            let (latest, records) = changelog::read_partition(&st.client, &st.changelog, p)
+                .map_err(|e| format!("partition {p}: cannot read its state: {e}"))?;
+            let r = state::restore::<f32>(&setup.model, p, st.idle_ttl_ms, &latest)
+                .map_err(|e| format!("cannot restore state: {e}"))?;
+            drop(latest);
+            let m = &setup.metrics;
+            m.restore_seconds.observe(t.elapsed().as_secs_f64());
+            m.restore_records.inc_by(records);
+            if let Some(resume) = r.resume {
+                eprintln!(
+                    "recur: partition {p}: restored {} streams (+{} idle) at input offset {resume}, model version {}, from {records} changelog records in {:.3} s",
+                    r.loaded,
+                    r.checkpoints.idle_count(),
+                    r.forecaster.shared().updates,
+                    t.elapsed().as_secs_f64()
+                );
+                st.offsets.with(p, |o| o.checkpointed(resume));
+            }
+            cp = Some(Checkpointing {
+                setup: st,
+                book: r.checkpoints,
+                resume: r.resume.unwrap_or(i64::MIN),
+                next_offset: r.resume,
+                covered: r.resume,
+                since: 0,
+                last: Instant::now(),
+                fetcher: None,
+            });
+            let fresh = r.resume.is_none();
+            let mut f = r.forecaster;
+            if fresh {
+                warm_start(&mut f, setup.init.as_deref());
+            }
+            f
+        }
+        None => {
+            let mut f = Forecaster::<f32>::new(setup.model.clone())
+                .expect("model config was validated at start");
+            warm_start(&mut f, setup.init.as_deref());
+            f
+        }
+    };
+    if let Some(c) = &cp {
+        model.set_clock(Clock {
+            ts_ms: 0,
+            generation: c.book.generation(),
+        });
+    }
+    Ok((model, cp))
+}
+
+fn warm_start(f: &mut Forecaster<f32>, init: Option<&Vec<u8>>) {
+    if let Some(bytes) = init {
+        Reader::new(bytes)
+            .and_then(|r| f.load_weights(&r))
+            .expect("state.init was checked at start");
+    }
 }
 
 /// Runs a worker until its inbox closes (after draining).
-pub fn run(setup: WorkerSetup, inbox: Receiver<Input>) {
-    let model =
-        Forecaster::<f32>::new(setup.model.clone()).expect("model config was validated at start");
+pub fn run(mut setup: WorkerSetup, inbox: Receiver<Input>) {
+    let (model, cp) = match start(&mut setup) {
+        Ok(x) => x,
+        Err(e) => {
+            // Nothing of this partition is processed or committed: the stage stops.
+            setup.metrics.fail(e);
+            return;
+        }
+    };
+    let swapped = setup.swap.version();
     let windower = Windower::new(
         setup.partition,
         setup.decode.width,
@@ -79,6 +206,8 @@ pub fn run(setup: WorkerSetup, inbox: Receiver<Input>) {
         setup,
         model,
         windower,
+        cp,
+        swapped,
         values: Vec::new(),
         out: Vec::new(),
         streams: 0,
@@ -86,12 +215,15 @@ pub fn run(setup: WorkerSetup, inbox: Receiver<Input>) {
         nonfinite: 0,
     };
     loop {
-        let wait = w
+        let mut wait = w
             .windower
             .deadline()
             .map_or(Duration::from_millis(200), |d| {
                 d.saturating_duration_since(Instant::now())
             });
+        if let Some(due) = w.checkpoint_deadline() {
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
         match inbox.recv_timeout(wait) {
             Ok(Input::Messages(batch)) => {
                 let now = Instant::now();
@@ -109,10 +241,16 @@ pub fn run(setup: WorkerSetup, inbox: Receiver<Input>) {
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
+                // Revoked or shutting down: everything handled goes into a last checkpoint.
                 w.flush();
+                w.checkpoint();
                 w.setup.metrics.streams_active.sub(w.streams as i64);
                 return;
             }
+        }
+        w.hot_swap();
+        if w.checkpoint_due() {
+            w.checkpoint();
         }
     }
 }
@@ -121,6 +259,9 @@ struct Worker {
     setup: WorkerSetup,
     model: Forecaster<f32>,
     windower: Windower,
+    cp: Option<Checkpointing>,
+    /// The last hot-swap version applied.
+    swapped: u64,
     values: Vec<f32>,
     out: Vec<u8>,
     /// Streams counted in the `streams_active` gauge.
@@ -140,6 +281,20 @@ impl Worker {
     }
 
     fn handle(&mut self, raw: Raw, now: Instant) {
+        if let Some(c) = self.cp.as_mut() {
+            if raw.offset < c.resume {
+                // Covered by the restored state: its outputs were delivered before.
+                c.setup
+                    .offsets
+                    .with(self.setup.partition, |o| o.acked(raw.offset));
+                return;
+            }
+            c.next_offset = Some(
+                c.next_offset
+                    .map_or(raw.offset + 1, |n| n.max(raw.offset + 1)),
+            );
+            c.since += 1;
+        }
         match decode::decode(
             &self.setup.decode,
             raw.key.as_deref(),
@@ -194,6 +349,18 @@ impl Worker {
             .map_or(0, |d| d.as_millis() as i64);
         for i in 0..rows.len() {
             let (stream, ts_ms, offset) = (rows.stream(i), rows.ts_ms(i), rows.offset(i));
+            if let Some(c) = self.cp.as_mut() {
+                c.book.saw(ts_ms);
+                self.model.set_clock(Clock {
+                    ts_ms,
+                    generation: c.book.generation(),
+                });
+                if let Some(at) = c.book.evicted(stream)
+                    && self.model.stream(stream).is_none()
+                {
+                    bring_back(c, &mut self.model, &self.setup, stream, at);
+                }
+            }
             self.values.clear();
             self.values.extend(rows.values(i).iter().map(|&v| v as f32));
             match self.model.observe(stream, &self.values) {
@@ -253,6 +420,13 @@ impl Worker {
             let n = n as f64;
             metrics.observe_errors(se / n, ae / n, ne / n);
         }
+        self.sync_counters();
+        metrics.processing.observe(start.elapsed().as_secs_f64());
+    }
+
+    /// Adds the learner's new counts to the metrics.
+    fn sync_counters(&mut self) {
+        let metrics = &self.setup.metrics;
         let stats = self.model.stats();
         metrics.model_updates.inc_by(stats.updates - self.updates);
         metrics.nonfinite.inc_by(stats.nonfinite - self.nonfinite);
@@ -263,6 +437,189 @@ impl Worker {
             .streams_active
             .add(streams as i64 - self.streams as i64);
         self.streams = streams;
-        metrics.processing.observe(start.elapsed().as_secs_f64());
+    }
+
+    /// When the next time-based checkpoint is due.
+    fn checkpoint_deadline(&self) -> Option<Instant> {
+        match self.cp.as_ref()? {
+            c if c.since == 0 => None,
+            c => match c.setup.every {
+                Every::Time(d) => Some(c.last + d),
+                _ => None,
+            },
+        }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        match &self.cp {
+            Some(c) if c.since > 0 => match c.setup.every {
+                Every::Events(n) => c.since >= n,
+                Every::Time(d) => c.last.elapsed() >= d,
+                Every::Off => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Loads a newly published checkpoint's weights (hot swap).
+    fn hot_swap(&mut self) {
+        if self.setup.swap.version() == self.swapped {
+            return;
+        }
+        let (version, bytes) = self.setup.swap.latest();
+        self.swapped = version;
+        let Some(bytes) = bytes else { return };
+        match Reader::new(&bytes).and_then(|r| self.model.load_weights(&r)) {
+            Ok(()) => {
+                self.setup.metrics.model_swaps.inc();
+                eprintln!(
+                    "recur: partition {}: loaded new weights, model version {}",
+                    self.setup.partition,
+                    self.model.shared().updates
+                );
+            }
+            Err(e) => eprintln!(
+                "recur: partition {}: hot swap refused: {e}",
+                self.setup.partition
+            ),
+        }
+    }
+
+    /// Writes a checkpoint of everything handled so far: the stream records,
+    /// then (once they and every prediction before it are acknowledged) the
+    /// head, then marks its offset committable. A failure leaves the previous
+    /// checkpoint in force; the next interval tries again.
+    fn checkpoint(&mut self) {
+        self.flush();
+        let Some(c) = self.cp.as_mut() else { return };
+        let Some(covered) = c.next_offset else { return };
+        if c.since == 0 && c.covered == Some(covered) {
+            return;
+        }
+        let p = self.setup.partition;
+        let metrics = self.setup.metrics.clone();
+        let start = Instant::now();
+        match write_checkpoint(
+            c,
+            &mut self.model,
+            &self.setup.sink,
+            &self.setup.topic,
+            p,
+            covered,
+        ) {
+            Ok(evicted) => {
+                c.covered = Some(covered);
+                c.since = 0;
+                c.last = Instant::now();
+                metrics.checkpoints.inc();
+                metrics.streams_evicted.inc_by(evicted as u64);
+                metrics
+                    .checkpoint_seconds
+                    .observe(start.elapsed().as_secs_f64());
+                if let Some(dir) = &c.setup.dir {
+                    let path = dir.join(format!("{}-{p}.safetensors", self.setup.topic));
+                    if let Err(e) = self.model.save(&path) {
+                        eprintln!("recur: partition {p}: local checkpoint copy: {e}");
+                    }
+                }
+            }
+            Err(CheckpointFailure::Retry(e)) => {
+                metrics.checkpoint_failures.inc();
+                c.last = Instant::now();
+                eprintln!(
+                    "recur: partition {p}: checkpoint at offset {covered} failed, retrying at the next interval: {e}"
+                );
+            }
+            Err(CheckpointFailure::Fatal(e)) => metrics.fail(format!("partition {p}: {e}")),
+        }
+        self.sync_counters();
+    }
+}
+
+enum CheckpointFailure {
+    /// The previous checkpoint stays in force; try again later.
+    Retry(String),
+    /// The stage must stop (an aborted transaction lost outputs a restart redoes).
+    Fatal(String),
+}
+
+/// The Kafka side of one checkpoint; returns how many streams it evicted.
+fn write_checkpoint(
+    c: &mut Checkpointing,
+    model: &mut Forecaster<f32>,
+    sink: &Sink,
+    input_topic: &str,
+    p: i32,
+    covered: i64,
+) -> Result<usize, CheckpointFailure> {
+    let retry = CheckpointFailure::Retry;
+    let plan = c.book.plan(model);
+    let topic = &c.setup.changelog;
+    let batch = Batch::new(plan.records.len());
+    for (i, r) in plan.records.iter().enumerate() {
+        sink.send_state(topic, p, &r.key, r.value.as_deref(), &batch, i);
+    }
+    let offsets = batch.wait(ACK_WAIT).map_err(retry)?;
+    // The head says "everything below `covered` is done": its predictions too.
+    let deadline = Instant::now() + ACK_WAIT;
+    while !c.setup.offsets.with(p, |o| o.acked_below(covered)) {
+        if Instant::now() > deadline {
+            return Err(retry(format!(
+                "predictions below offset {covered} not acknowledged after {} s",
+                ACK_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let head = c.book.head(model, plan.seq, covered);
+    let hb = Batch::new(1);
+    sink.send_state(topic, p, &head.key, head.value.as_deref(), &hb, 0);
+    hb.wait(ACK_WAIT).map_err(retry)?;
+    if let Some(group) = &c.setup.transaction {
+        sink.commit_transaction(input_topic, p, covered, group)
+            .map_err(|e| CheckpointFailure::Fatal(format!(
+                "transaction for input offset {covered} aborted ({e}); restart to redo it from the last committed checkpoint"
+            )))?;
+    }
+    c.book.finish(model, &plan, &offsets);
+    c.setup.offsets.with(p, |o| o.checkpointed(covered));
+    Ok(plan.evict.len())
+}
+
+/// Fetches an evicted stream's state back from the changelog.
+fn bring_back(
+    c: &mut Checkpointing,
+    model: &mut Forecaster<f32>,
+    setup: &WorkerSetup,
+    stream: &str,
+    at: i64,
+) {
+    let p = setup.partition;
+    if c.fetcher.is_none() {
+        match Fetcher::new(&c.setup.client, &c.setup.changelog, p) {
+            Ok(f) => c.fetcher = Some(f),
+            Err(e) => {
+                eprintln!(
+                    "recur: partition {p}: cannot read the changelog, an evicted stream starts afresh: {e}"
+                );
+                return;
+            }
+        }
+    }
+    let fetched = c.fetcher.as_ref().expect("set above").fetch(at);
+    let result = match fetched {
+        Ok((_, Some(value))) => c
+            .book
+            .bring_back(model, stream, &value)
+            .map_err(|e| e.to_string()),
+        Ok((_, None)) => Err(format!("offset {at} is a tombstone")),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => setup.metrics.streams_returned.inc(),
+        // Forecasting goes on from a fresh state rather than stalling the partition.
+        Err(e) => eprintln!(
+            "recur: partition {p}: evicted stream could not be fetched back, it starts afresh: {e}"
+        ),
     }
 }

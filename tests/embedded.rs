@@ -51,7 +51,11 @@ fn the_embedded_default_forecasts_and_serves_metrics() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut text = String::new();
-    while counter(&text, "recur_predictions_total") < 500.0 && Instant::now() < deadline {
+    // The error gauges move when a window is done, predictions as they are acknowledged.
+    while (counter(&text, "recur_predictions_total") < 500.0
+        || counter(&text, "recur_online_mse") <= 0.0)
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(250));
         text = get(&addr, "/metrics");
     }

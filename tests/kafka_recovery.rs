@@ -188,6 +188,8 @@ fn brokers_down_for_five_seconds_loses_nothing() {
         (format!("in-{tag}"), PARTITIONS),
         (format!("out-{tag}"), PARTITIONS),
         (format!("dlq-{tag}"), 1),
+        // The changelog: the mock cluster has no CreateTopics, so the test makes it.
+        (format!("g-{tag}-state"), PARTITIONS),
     ] {
         mock.create_topic(&t, p, 1).unwrap();
     }

@@ -287,9 +287,25 @@ fn get_params<S: Scalar>(
 impl<S: Scalar> Forecaster<S> {
     /// Serialises weights, optimiser state and every stream's state.
     pub fn to_safetensors(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.write_model(&mut w);
+        self.write_streams(&mut w);
+        w.into_bytes()
+    }
+
+    /// Serialises the shared weights and optimiser state only, with extra metadata.
+    pub fn model_to_safetensors(&self, meta: &[(&str, String)]) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.write_model(&mut w);
+        for (k, v) in meta {
+            w.meta(k, v.clone());
+        }
+        w.into_bytes()
+    }
+
+    fn write_model(&self, w: &mut Writer) {
         let cfg = self.config();
         let layout = self.layout();
-        let mut w = Writer::default();
         w.meta("format", "pt");
         w.meta("recur.format", "1");
         w.meta(
@@ -299,11 +315,11 @@ impl<S: Scalar> Forecaster<S> {
         let shared = self.shared();
         w.meta("recur.updates", shared.updates.to_string());
         w.meta("recur.optimizer_step", shared.optimizer.step.to_string());
-        put_params(&mut w, layout, "", &shared.params);
+        put_params(w, layout, "", &shared.params);
         let (m_name, v_name) = moment_names(cfg.optimizer.kind, cfg.optimizer.momentum);
         if !m_name.is_empty() {
             put_params(
-                &mut w,
+                w,
                 layout,
                 &format!("optimizer.{m_name}."),
                 &shared.optimizer.m,
@@ -311,13 +327,18 @@ impl<S: Scalar> Forecaster<S> {
         }
         if let Some(v_name) = v_name {
             put_params(
-                &mut w,
+                w,
                 layout,
                 &format!("optimizer.{v_name}."),
                 &shared.optimizer.v,
             );
         }
+    }
 
+    fn write_streams(&self, w: &mut Writer) {
+        let cfg = self.config();
+        let layout = self.layout();
+        let (m_name, v_name) = moment_names(cfg.optimizer.kind, cfg.optimizer.momentum);
         let mut streams: Vec<(&str, &Stream<S>)> = self.streams().collect();
         streams.sort_by(|a, b| a.0.cmp(b.0));
         let keys: Vec<&str> = streams.iter().map(|s| s.0).collect();
@@ -368,6 +389,13 @@ impl<S: Scalar> Forecaster<S> {
                 ]
             }),
         );
+        w.tensor_i64(
+            "streams.clock",
+            &[n, 2],
+            streams
+                .iter()
+                .flat_map(|(_, s)| [s.last_ts_ms, s.touched as i64]),
+        );
         if cfg.weight_scope == super::learner::WeightScope::PerStream {
             let p = layout.len;
             let models = || {
@@ -395,7 +423,6 @@ impl<S: Scalar> Forecaster<S> {
                 );
             }
         }
-        w.into_bytes()
     }
 
     /// Rebuilds a forecaster from [`Forecaster::to_safetensors`] bytes.
@@ -427,6 +454,13 @@ impl<S: Scalar> Forecaster<S> {
         check("streams.norm_spread", &shape, [n, d])?;
         let (shape, counters) = r.tensor_i64("streams.counters")?;
         check("streams.counters", &shape, [n, COUNTERS])?;
+        let clock = if r.has("streams.clock") {
+            let (shape, clock) = r.tensor_i64("streams.clock")?;
+            check("streams.clock", &shape, [n, 2])?;
+            clock
+        } else {
+            vec![0; n * 2]
+        };
         let per_stream = if cfg.weight_scope == super::learner::WeightScope::PerStream {
             let p = f.layout().len;
             let (shape, params) = r.tensor::<S>("streams.params")?;
@@ -470,6 +504,8 @@ impl<S: Scalar> Forecaster<S> {
             s.ring_len = c[1] as u32;
             s.ring_head = c[2] as u32;
             s.since_update = c[3] as u32;
+            s.last_ts_ms = clock[2 * i];
+            s.touched = clock[2 * i + 1] as u64;
             if let (Some(model), Some((p, params, m, v))) =
                 (s.model.as_deref_mut(), per_stream.as_ref())
             {

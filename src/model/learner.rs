@@ -332,6 +332,21 @@ pub struct Stream<S> {
     pub since_update: u32,
     /// This stream's own weights (per-stream scope only).
     pub model: Option<Box<Model<S>>>,
+    /// Newest event time seen, epoch ms, from the caller's [`Clock`] (drives idle eviction).
+    pub last_ts_ms: i64,
+    /// The caller's [`Clock::generation`] when this stream last changed (drives delta checkpoints).
+    pub touched: u64,
+}
+
+/// What the caller tells the learner about the next events: their time and
+/// the checkpoint generation they belong to. Stamped on each stream an event
+/// changes; it never affects a forecast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// Event time, epoch ms.
+    pub ts_ms: i64,
+    /// Checkpoint generation.
+    pub generation: u64,
 }
 
 /// Errors of one event's scoring, in original units.
@@ -393,6 +408,7 @@ pub struct Forecaster<S> {
     shared: Model<S>,
     streams: HashMap<Box<str>, Stream<S>>,
     stats: StreamStats,
+    clock: Clock,
     work: Work<S>,
 }
 
@@ -447,6 +463,7 @@ impl<S: Scalar> Forecaster<S> {
             shared,
             streams: HashMap::new(),
             stats: StreamStats::default(),
+            clock: Clock::default(),
             work,
         })
     }
@@ -474,6 +491,10 @@ impl<S: Scalar> Forecaster<S> {
     /// Counters over all streams.
     pub fn stats(&self) -> StreamStats {
         self.stats
+    }
+    /// Sets the time and generation stamped on the streams the next events change.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
     /// Streams currently held.
     pub fn stream_count(&self) -> usize {
@@ -511,6 +532,8 @@ impl<S: Scalar> Forecaster<S> {
             ring_len: 0,
             ring_head: 0,
             since_update: 0,
+            last_ts_ms: self.clock.ts_ms,
+            touched: self.clock.generation,
             model: match self.cfg.weight_scope {
                 WeightScope::Shared => None,
                 WeightScope::PerStream => Some(Box::new(self.shared.clone())),
@@ -584,6 +607,7 @@ impl<S: Scalar> Forecaster<S> {
             self.stats.nonfinite += 1;
             if let Some(s) = self.streams.get_mut(key) {
                 reset(s, &sl);
+                s.touched = self.clock.generation;
             }
             return Err(LearnError::NonFinite {
                 index,
@@ -601,10 +625,13 @@ impl<S: Scalar> Forecaster<S> {
             shared,
             streams,
             stats,
+            clock,
             work,
             ..
         } = self;
         let s = streams.get_mut(key).expect("inserted above");
+        s.touched = clock.generation;
+        s.last_ts_ms = s.last_ts_ms.max(clock.ts_ms);
         stats.events += 1;
 
         // Scale.

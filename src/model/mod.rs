@@ -25,7 +25,8 @@ pub mod scalar;
 pub mod simd;
 
 pub use learner::{
-    Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats, WeightScope,
+    Clock, Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats,
+    WeightScope,
 };
 pub use loss::Loss;
 pub use normalize::Normalize;

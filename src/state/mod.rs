@@ -1,0 +1,585 @@
+//! State that survives: each partition's learner checkpointed to a compacted
+//! changelog topic, restored on assignment, idle streams evicted to it.
+//!
+//! * [`record`]: changelog keys and the binary form of one stream's state.
+//! * [`changelog`]: the Kafka side: creating the topic, reading a partition
+//!   back, fetching one evicted stream.
+//!
+//! This module's own part is pure bookkeeping ([`Checkpoints`]): which streams
+//! a checkpoint writes, which it evicts, and how a partition's records turn
+//! back into a [`Forecaster`].
+//!
+//! # The protocol
+//!
+//! Checkpoint `k` of a partition covers input offsets below `covered`. It
+//! writes, to slot `k % 2`, every stream changed since checkpoint `k - 2` (the
+//! last one that wrote this slot), so the slot then holds every stream's state
+//! as of `covered`. Once those records and every prediction below `covered` are
+//! acknowledged, the head record (weights, `k`, `covered`) is written; once it
+//! is acknowledged, `covered` may be committed. Restoring takes the latest head
+//! and its slot, and resumes at its `covered` offset, so the replayed events
+//! meet exactly the state an uninterrupted run had: forecasts are identical.
+
+pub mod changelog;
+pub mod record;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use crate::model::checkpoint::{CheckpointError, Reader};
+use crate::model::{Forecaster, ModelConfig, Scalar};
+use record::Key;
+
+/// Why a partition's state could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The head record is not a checkpoint that fits the `[model]` settings.
+    #[error("changelog head of partition {partition}: {source}")]
+    Head {
+        /// Input partition.
+        partition: i32,
+        /// The cause.
+        source: CheckpointError,
+    },
+    /// A stream record is malformed or does not fit.
+    #[error("partition {partition}: {source}")]
+    Stream {
+        /// Input partition.
+        partition: i32,
+        /// The cause.
+        source: record::RecordError,
+    },
+}
+
+/// The latest record of each key of a changelog partition: offset and value (`None` for a tombstone).
+pub type Latest = HashMap<Vec<u8>, (i64, Option<Vec<u8>>)>;
+
+/// One record a checkpoint writes: key and value (`None` deletes the key).
+#[derive(Debug)]
+pub struct Record {
+    /// Changelog key.
+    pub key: Vec<u8>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The stream records of one checkpoint, and which of them evict their stream.
+#[derive(Debug)]
+pub struct Plan {
+    /// Sequence number of the checkpoint.
+    pub seq: u64,
+    /// Records to write before the head.
+    pub records: Vec<Record>,
+    /// `(index into records, stream)` of streams to drop from memory once written.
+    pub evict: Vec<(usize, String)>,
+}
+
+/// One partition's checkpoint bookkeeping.
+#[derive(Clone, Debug)]
+pub struct Checkpoints {
+    partition: i32,
+    /// Sequence number of the next checkpoint; events are stamped with it.
+    next: u64,
+    /// Newest event time seen in the partition, epoch ms.
+    max_ts: i64,
+    /// Evict streams whose newest event is older than `max_ts - idle_ttl_ms`.
+    idle_ttl_ms: Option<i64>,
+    /// Evicted streams: key hash → changelog offset of their state record.
+    idle: HashMap<u64, i64>,
+    /// Keys an unfinished checkpoint wrote for streams the restored state does not have.
+    stale: Vec<Vec<u8>>,
+}
+
+/// Hash of a stream id in the evicted-stream index (SipHash with fixed keys: stable across runs).
+fn key_hash(stream: &str) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    stream.hash(&mut h);
+    h.finish()
+}
+
+impl Checkpoints {
+    /// Bookkeeping for a partition with no checkpoint yet.
+    pub fn new(partition: i32, idle_ttl_ms: Option<i64>) -> Self {
+        Checkpoints {
+            partition,
+            next: 1,
+            max_ts: i64::MIN,
+            idle_ttl_ms,
+            idle: HashMap::new(),
+            stale: Vec::new(),
+        }
+    }
+
+    /// The sequence number the next checkpoint will have (stamp events with it).
+    pub fn generation(&self) -> u64 {
+        self.next
+    }
+
+    /// Notes an event's time.
+    pub fn saw(&mut self, ts_ms: i64) {
+        self.max_ts = self.max_ts.max(ts_ms);
+    }
+
+    /// Streams evicted and not back yet.
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The changelog offset of an evicted stream's state, if `stream` was evicted.
+    pub fn evicted(&self, stream: &str) -> Option<i64> {
+        if self.idle.is_empty() {
+            return None;
+        }
+        self.idle.get(&key_hash(stream)).copied()
+    }
+
+    /// Brings an evicted stream back from its record (fetched from the changelog).
+    pub fn bring_back<S: Scalar>(
+        &mut self,
+        f: &mut Forecaster<S>,
+        stream: &str,
+        value: &[u8],
+    ) -> Result<(), RestoreError> {
+        let mut s = f.new_stream();
+        record::decode_stream(stream, value, &mut s).map_err(|source| RestoreError::Stream {
+            partition: self.partition,
+            source,
+        })?;
+        self.idle.remove(&key_hash(stream));
+        f.insert_stream(stream, s);
+        Ok(())
+    }
+
+    /// The records of the next checkpoint: every stream changed since the
+    /// checkpoint before last, every stream idle past the TTL (to evict it),
+    /// and tombstones for records an unfinished checkpoint left behind.
+    pub fn plan<S: Scalar>(&mut self, f: &Forecaster<S>) -> Plan {
+        let seq = self.next;
+        let slot = (seq % 2) as u8;
+        let horizon = self.idle_ttl_ms.map(|ttl| self.max_ts.saturating_sub(ttl));
+        let mut records: Vec<Record> = self
+            .stale
+            .drain(..)
+            .map(|key| Record { key, value: None })
+            .collect();
+        let mut evict = Vec::new();
+        for (stream, s) in f.streams() {
+            let idle = horizon.is_some_and(|h| s.last_ts_ms < h);
+            if s.touched + 1 >= seq || idle {
+                let key = Key::Stream {
+                    partition: self.partition,
+                    slot,
+                    stream,
+                }
+                .to_bytes();
+                let mut value = Vec::with_capacity(64 + f.state_layout().len() * S::BYTES);
+                record::encode_stream(&mut value, seq, s);
+                if idle {
+                    evict.push((records.len(), stream.to_string()));
+                }
+                records.push(Record {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        Plan {
+            seq,
+            records,
+            evict,
+        }
+    }
+
+    /// The head record of checkpoint `seq`, covering input offsets below `covered`.
+    pub fn head<S: Scalar>(&self, f: &Forecaster<S>, seq: u64, covered: i64) -> Record {
+        let value = f.model_to_safetensors(&[
+            ("recur.checkpoint.seq", seq.to_string()),
+            ("recur.checkpoint.covered", covered.to_string()),
+            ("recur.checkpoint.max_ts", self.max_ts.to_string()),
+            ("recur.checkpoint.partition", self.partition.to_string()),
+        ]);
+        Record {
+            key: Key::Head {
+                partition: self.partition,
+            }
+            .to_bytes(),
+            value: Some(value),
+        }
+    }
+
+    /// After the head of `plan` was acknowledged: evicts the streams it wrote
+    /// for that (`offsets[i]` is where record `i` landed) and moves on.
+    pub fn finish<S: Scalar>(&mut self, f: &mut Forecaster<S>, plan: &Plan, offsets: &[i64]) {
+        for (i, stream) in &plan.evict {
+            if f.remove_stream(stream).is_some() {
+                self.idle.insert(key_hash(stream), offsets[*i]);
+            }
+        }
+        self.next = plan.seq + 1;
+        f.set_clock(crate::model::Clock {
+            ts_ms: self.max_ts,
+            generation: self.next,
+        });
+    }
+}
+
+/// A partition's state read back from its changelog records.
+pub struct Restored<S> {
+    /// The learner, with weights and every live stream.
+    pub forecaster: Forecaster<S>,
+    /// The bookkeeping to continue checkpointing with.
+    pub checkpoints: Checkpoints,
+    /// Input offset to resume at (`None`: no checkpoint, start where the group left off).
+    pub resume: Option<i64>,
+    /// Streams loaded into memory.
+    pub loaded: usize,
+}
+
+/// Rebuilds partition `partition`'s learner from the latest changelog records.
+pub fn restore<S: Scalar>(
+    cfg: &ModelConfig,
+    partition: i32,
+    idle_ttl_ms: Option<i64>,
+    latest: &Latest,
+) -> Result<Restored<S>, RestoreError> {
+    let mut f = Forecaster::<S>::new(cfg.clone()).expect("model config was validated at start");
+    let mut cp = Checkpoints::new(partition, idle_ttl_ms);
+    let head = latest
+        .get(&Key::Head { partition }.to_bytes())
+        .and_then(|(_, v)| v.as_deref());
+    let head_err = |source| RestoreError::Head { partition, source };
+    let Some(head) = head else {
+        // No finished checkpoint: whatever stream records exist are from an
+        // unfinished first one. Delete them at the first checkpoint.
+        cp.stale = stream_keys(latest, partition)
+            .map(|(k, ..)| k.to_vec())
+            .collect();
+        return Ok(Restored {
+            forecaster: f,
+            checkpoints: cp,
+            resume: None,
+            loaded: 0,
+        });
+    };
+    let reader = Reader::new(head).map_err(head_err)?;
+    f.load_weights(&reader).map_err(head_err)?;
+    let meta = |k: &str| -> Result<i64, RestoreError> {
+        reader
+            .need_meta(k)
+            .map_err(head_err)?
+            .parse::<i64>()
+            .map_err(|e| head_err(CheckpointError::Format(format!("metadata `{k}`: {e}"))))
+    };
+    let seq = meta("recur.checkpoint.seq")? as u64;
+    let covered = meta("recur.checkpoint.covered")?;
+    cp.max_ts = meta("recur.checkpoint.max_ts")?;
+    let slot = (seq % 2) as u8;
+    let horizon = idle_ttl_ms.map(|ttl| cp.max_ts.saturating_sub(ttl));
+    f.set_clock(crate::model::Clock {
+        ts_ms: cp.max_ts,
+        generation: seq,
+    });
+    let stream_err = |source| RestoreError::Stream { partition, source };
+    let load = |f: &mut Forecaster<S>, stream: &str, value: &[u8]| -> Result<(), RestoreError> {
+        let mut s = f.new_stream();
+        record::decode_stream(stream, value, &mut s).map_err(stream_err)?;
+        // Rewritten by the next checkpoint, which must leave its slot whole.
+        s.touched = seq;
+        f.insert_stream(stream, s);
+        Ok(())
+    };
+    let mut loaded = 0;
+    for (key, s_slot, stream, offset, value) in stream_keys(latest, partition) {
+        let Some(value) = value else { continue };
+        if s_slot != slot {
+            continue;
+        }
+        let header = record::stream_header(value).ok_or_else(|| {
+            stream_err(record::RecordError {
+                stream: stream.into(),
+                reason: "not a recur stream record".into(),
+            })
+        })?;
+        if header.seq > seq {
+            // Cannot happen with recur's write order; keep the slot consistent regardless.
+            cp.stale.push(key.to_vec());
+            continue;
+        }
+        if horizon.is_some_and(|h| header.last_ts_ms < h) {
+            cp.idle.insert(key_hash(stream), offset);
+        } else {
+            load(&mut f, stream, value)?;
+            loaded += 1;
+        }
+    }
+    // The other slot may hold records of an unfinished checkpoint `seq + 1`:
+    // the next checkpoint writes that slot, so it must overwrite or delete them.
+    for (key, s_slot, stream, _, value) in stream_keys(latest, partition) {
+        let Some(value) = value else { continue };
+        let newer = record::stream_header(value).is_none_or(|h| h.seq > seq);
+        if s_slot == slot || !newer || f.stream(stream).is_some() {
+            continue;
+        }
+        let own = latest.get(
+            &Key::Stream {
+                partition,
+                slot,
+                stream,
+            }
+            .to_bytes(),
+        );
+        match own {
+            Some((_, Some(v))) => {
+                // Evicted in the restored state: load it so the next checkpoint rewrites it.
+                load(&mut f, stream, v)?;
+                cp.idle.remove(&key_hash(stream));
+                loaded += 1;
+            }
+            _ => cp.stale.push(key.to_vec()),
+        }
+    }
+    cp.next = seq + 1;
+    f.set_clock(crate::model::Clock {
+        ts_ms: cp.max_ts,
+        generation: cp.next,
+    });
+    Ok(Restored {
+        forecaster: f,
+        checkpoints: cp,
+        resume: Some(covered),
+        loaded,
+    })
+}
+
+/// The stream records of `partition`: key, slot, stream, offset, value.
+fn stream_keys(
+    latest: &Latest,
+    partition: i32,
+) -> impl Iterator<Item = (&[u8], u8, &str, i64, Option<&[u8]>)> {
+    latest
+        .iter()
+        .filter_map(move |(k, (offset, v))| match Key::parse(k) {
+            Some(Key::Stream {
+                partition: p,
+                slot,
+                stream,
+            }) if p == partition => Some((k.as_slice(), slot, stream, *offset, v.as_deref())),
+            _ => None,
+        })
+}
+
+/// A checkpoint published to every partition without a restart (hot swap).
+#[derive(Debug, Default)]
+pub struct HotSwap {
+    version: std::sync::atomic::AtomicU64,
+    bytes: std::sync::Mutex<Option<std::sync::Arc<Vec<u8>>>>,
+}
+
+impl HotSwap {
+    /// Publishes checkpoint bytes (already checked to fit the model).
+    pub fn publish(&self, bytes: Vec<u8>) {
+        *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(bytes));
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many checkpoints were published so far.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The latest published checkpoint and its version.
+    pub fn latest(&self) -> (u64, Option<std::sync::Arc<Vec<u8>>>) {
+        // Version first: a publish in between makes the bytes newer, never older.
+        let version = self.version();
+        let bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (version, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Clock, Learning};
+
+    fn cfg() -> ModelConfig {
+        ModelConfig {
+            hidden: 8,
+            tbptt: 4,
+            learning: Learning::On,
+            ..ModelConfig::default()
+        }
+    }
+
+    /// Applies records to a fake changelog partition, as a compacted topic would keep them.
+    fn write(log: &mut Latest, next_offset: &mut i64, records: &[Record]) -> Vec<i64> {
+        records
+            .iter()
+            .map(|r| {
+                let o = *next_offset;
+                *next_offset += 1;
+                log.insert(r.key.clone(), (o, r.value.clone()));
+                o
+            })
+            .collect()
+    }
+
+    fn feed(
+        f: &mut Forecaster<f32>,
+        cp: &mut Checkpoints,
+        events: std::ops::Range<usize>,
+    ) -> Vec<f32> {
+        let mut out = Vec::new();
+        for i in events {
+            let stream = format!("s{}", i % 7);
+            let ts = i as i64 * 1000;
+            cp.saw(ts);
+            f.set_clock(Clock {
+                ts_ms: ts,
+                generation: cp.generation(),
+            });
+            let v = ((i as f32) * 0.3).sin() + (i % 7) as f32;
+            out.extend_from_slice(f.observe(&stream, &[v]).unwrap().forecast);
+        }
+        out
+    }
+
+    fn checkpoint(
+        f: &mut Forecaster<f32>,
+        cp: &mut Checkpoints,
+        log: &mut Latest,
+        off: &mut i64,
+        covered: i64,
+    ) {
+        let plan = cp.plan(f);
+        let offsets = write(log, off, &plan.records);
+        let head = cp.head(f, plan.seq, covered);
+        write(log, off, &[head]);
+        cp.finish(f, &plan, &offsets);
+    }
+
+    #[test]
+    fn restoring_a_finished_checkpoint_continues_bit_for_bit() {
+        let mut f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut cp = Checkpoints::new(0, None);
+        let (mut log, mut off) = (Latest::new(), 0);
+        feed(&mut f, &mut cp, 0..100);
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 100);
+        feed(&mut f, &mut cp, 100..150);
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 150);
+        let expected = feed(&mut f, &mut cp, 150..200);
+
+        let mut r = restore::<f32>(&cfg(), 0, None, &log).unwrap();
+        assert_eq!(r.resume, Some(150));
+        assert_eq!(r.loaded, 7);
+        let got = feed(&mut r.forecaster, &mut r.checkpoints, 150..200);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn an_unfinished_checkpoint_leaves_the_previous_one_whole() {
+        let mut f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut cp = Checkpoints::new(0, None);
+        let (mut log, mut off) = (Latest::new(), 0);
+        feed(&mut f, &mut cp, 0..60);
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 60);
+        let expected = feed(&mut f, &mut cp, 60..120);
+        // Checkpoint 2 at 120 gets half its stream records out, then the process dies.
+        let plan = cp.clone().plan(&f);
+        assert!(plan.records.len() > 2);
+        write(&mut log, &mut off, &plan.records[..plan.records.len() / 2]);
+        // A stream only the dead run had: its record must be cleaned up.
+        let mut ghost = Vec::new();
+        record::encode_stream(&mut ghost, 2, &f.new_stream());
+        write(
+            &mut log,
+            &mut off,
+            &[Record {
+                key: Key::Stream {
+                    partition: 0,
+                    slot: 0,
+                    stream: "ghost",
+                }
+                .to_bytes(),
+                value: Some(ghost),
+            }],
+        );
+
+        let mut r = restore::<f32>(&cfg(), 0, None, &log).unwrap();
+        assert_eq!(r.resume, Some(60));
+        let got = feed(&mut r.forecaster, &mut r.checkpoints, 60..120);
+        assert_eq!(got, expected, "the replay meets the state of checkpoint 1");
+        // The next checkpoint deletes the ghost and rewrites its slot; restoring it then works too.
+        let (mut f2, mut cp2) = (r.forecaster, r.checkpoints);
+        checkpoint(&mut f2, &mut cp2, &mut log, &mut off, 120);
+        let ghost_key = Key::Stream {
+            partition: 0,
+            slot: 0,
+            stream: "ghost",
+        }
+        .to_bytes();
+        assert_eq!(log[&ghost_key].1, None, "tombstoned");
+        let expected = feed(&mut f2, &mut cp2, 120..170);
+        let mut r = restore::<f32>(&cfg(), 0, None, &log).unwrap();
+        assert_eq!(r.resume, Some(120));
+        assert_eq!(
+            feed(&mut r.forecaster, &mut r.checkpoints, 120..170),
+            expected
+        );
+    }
+
+    #[test]
+    fn idle_streams_are_evicted_and_come_back_unchanged() {
+        let ttl = Some(20_000);
+        let mut f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut cp = Checkpoints::new(0, ttl);
+        let mut reference = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut ref_cp = Checkpoints::new(0, None);
+        let (mut log, mut off) = (Latest::new(), 0);
+        // Stream "quiet" speaks early, then falls silent while s0..s6 go on.
+        for g in [&mut f, &mut reference] {
+            for i in 0..5 {
+                g.observe("quiet", &[i as f32]).unwrap();
+            }
+        }
+        let a = feed(&mut f, &mut cp, 0..100);
+        let b = feed(&mut reference, &mut ref_cp, 0..100);
+        assert_eq!(a, b);
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 100);
+        assert!(f.stream("quiet").is_none(), "evicted");
+        assert_eq!(cp.idle_count(), 1);
+        assert_eq!(f.stream_count(), 7);
+        // It returns: fetched back by its offset, it forecasts as if never gone.
+        let at = cp.evicted("quiet").unwrap();
+        let value = log
+            .values()
+            .find(|(o, _)| *o == at)
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
+        cp.bring_back(&mut f, "quiet", &value).unwrap();
+        assert_eq!(
+            f.observe("quiet", &[9.0]).unwrap().forecast,
+            reference.observe("quiet", &[9.0]).unwrap().forecast
+        );
+        assert_eq!(cp.idle_count(), 0);
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for k in [
+            Key::Head { partition: 3 },
+            Key::Stream {
+                partition: 12,
+                slot: 1,
+                stream: "a/b c",
+            },
+        ] {
+            assert_eq!(Key::parse(&k.to_bytes()), Some(k));
+        }
+        assert_eq!(Key::parse(b"x/0/s"), None);
+        assert_eq!(Key::parse(b"1/2/s"), None);
+    }
+}
