@@ -205,36 +205,14 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
         .as_ref()
         .map_or(b.brokers.clone(), |m| m.bootstrap_servers());
     cfg.kafka.brokers = brokers.clone();
+    let changelog = cfg.changelog_topic();
     let topics = [
-        (&cfg.kafka.input_topic, b.partitions),
-        (&cfg.kafka.output_topic, b.partitions),
-        (&cfg.kafka.dlq_topic, 1),
+        (cfg.kafka.input_topic.as_str(), b.partitions),
+        (cfg.kafka.output_topic.as_str(), b.partitions),
+        (cfg.kafka.dlq_topic.as_str(), 1),
+        (changelog.as_str(), b.partitions),
     ];
-    match &mock {
-        Some(m) => {
-            for (t, p) in topics {
-                m.create_topic(t, p, 1)?;
-            }
-        }
-        None => {
-            let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-                ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create()?;
-            let new: Vec<_> = topics
-                .iter()
-                .map(|(t, p)| {
-                    rdkafka::admin::NewTopic::new(t, *p, rdkafka::admin::TopicReplication::Fixed(1))
-                })
-                .collect();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            for r in rt.block_on(admin.create_topics(&new, &rdkafka::admin::AdminOptions::new()))? {
-                r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
-            }
-        }
-    }
+    create_topics(mock.as_ref(), &brokers, &topics)?;
 
     // Backlog.
     eprintln!(
@@ -388,6 +366,329 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
         latency_p50_ms: pct(0.5),
         latency_p99_ms: pct(0.99),
         latency_events: lat.len() as u64,
+    })
+}
+
+/// Creates topics on the mock cluster (which has no CreateTopics) or through the admin API.
+fn create_topics(
+    mock: Option<&rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>>,
+    brokers: &str,
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    if let Some(m) = mock {
+        for (t, p) in topics {
+            m.create_topic(t, *p, 1)?;
+        }
+        return Ok(());
+    }
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+    let new: Vec<_> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A unique prefix for a bench run's topics and groups.
+fn run_tag(what: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("bench-{what}-{}-{secs}", std::process::id())
+}
+
+/// What `recur bench restore --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreBenchReport {
+    /// Streams restored.
+    pub streams: usize,
+    /// Bytes of one stream record (default model: LSTM H=32, learning on).
+    pub record_bytes: usize,
+    /// Decoding the records of one partition into a learner, from memory.
+    pub decode_seconds: f64,
+    /// `streams / decode_seconds`.
+    pub decode_states_per_sec: f64,
+    /// The whole restore from the broker: read the changelog partition to its end, then decode.
+    pub broker_seconds: Option<f64>,
+    /// `streams / broker_seconds`.
+    pub broker_states_per_sec: Option<f64>,
+    /// Of `broker_seconds`, reading the changelog partition to its end.
+    pub broker_read_seconds: Option<f64>,
+    /// Changelog records read from the broker.
+    pub broker_records: Option<u64>,
+}
+
+/// Times restoring `streams` stream states: from memory, and (with a broker) from a changelog topic.
+pub fn restore(
+    streams: usize,
+    brokers: Option<&str>,
+    cfg: &crate::config::Config,
+) -> anyhow::Result<RestoreBenchReport> {
+    use crate::model::Clock;
+    use crate::state::{self, Checkpoints, Latest};
+    let mut f = Forecaster::<f32>::new(cfg.model.clone()).map_err(anyhow::Error::msg)?;
+    let mut cp = Checkpoints::new(0, None);
+    eprintln!("bench: building {streams} streams (3 events each)");
+    f.set_clock(Clock {
+        ts_ms: 0,
+        generation: cp.generation(),
+    });
+    let width = cfg.model.inputs;
+    for step in 0..3 {
+        for s in 0..streams {
+            let v: Vec<f32> = (0..width)
+                .map(|k| ((s * 7 + step * 3 + k) as f32 * 0.1).sin())
+                .collect();
+            f.observe(&format!("stream-{s}"), &v)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    let plan = cp.plan(&f);
+    let head = cp.head(&f, plan.seq, 3 * streams as i64);
+    let mut latest = Latest::default();
+    for (i, r) in plan
+        .records
+        .iter()
+        .chain(std::iter::once(&head))
+        .enumerate()
+    {
+        latest.insert(r.key.clone(), (i as i64, r.value.clone()));
+    }
+    let record_bytes = plan.records[0].value.as_ref().map_or(0, Vec::len);
+    // Median of seven, from memory.
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let r = state::restore::<f32>(&cfg.model, 0, None, &latest)?;
+        times.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            r.loaded == streams,
+            "restored {} of {streams} streams",
+            r.loaded
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    let decode = times[times.len() / 2];
+    eprintln!("bench: decode {:.0} states/s", streams as f64 / decode);
+
+    let mut report = RestoreBenchReport {
+        streams,
+        record_bytes,
+        decode_seconds: decode,
+        decode_states_per_sec: (streams as f64 / decode).round(),
+        broker_seconds: None,
+        broker_states_per_sec: None,
+        broker_read_seconds: None,
+        broker_records: None,
+    };
+    let Some(brokers) = brokers else {
+        return Ok(report);
+    };
+    anyhow::ensure!(
+        brokers != "embedded",
+        "the embedded mock cluster keeps ~5 MiB per partition, too little for this changelog: pass a real broker"
+    );
+    let topic = format!("{}-state", run_tag("restore"));
+    create_topics(None, brokers, &[(topic.as_str(), 1)])?;
+    let mut client = rdkafka::config::ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (k, v) in &cfg.kafka.properties {
+        client.set(k, v);
+    }
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        client
+            .clone()
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("compression.type", "lz4")
+            .create()?;
+    eprintln!(
+        "bench: writing {} changelog records to {topic}",
+        latest.len()
+    );
+    for r in plan.records.iter().chain(std::iter::once(&head)) {
+        let mut rec = rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&topic)
+            .key(&r.key[..])
+            .partition(0);
+        if let Some(v) = &r.value {
+            rec = rec.payload(&v[..]);
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    rec = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(120))?;
+    let t = Instant::now();
+    let (read, records) = state::changelog::read_partition(&client, &topic, 0)?;
+    report.broker_read_seconds = Some(t.elapsed().as_secs_f64());
+    let r = state::restore::<f32>(&cfg.model, 0, None, &read)?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        r.loaded == streams,
+        "restored {} of {streams} streams",
+        r.loaded
+    );
+    report.broker_seconds = Some(secs);
+    report.broker_states_per_sec = Some((streams as f64 / secs).round());
+    report.broker_records = Some(records);
+    eprintln!(
+        "bench: from the broker {:.0} states/s",
+        streams as f64 / secs
+    );
+    Ok(report)
+}
+
+/// What `recur bench idle --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleBenchReport {
+    /// Streams, one event each.
+    pub streams: u64,
+    /// Event time between consecutive events, ms.
+    pub step_ms: i64,
+    /// The runs: without eviction, then with `state.idle_ttl`.
+    pub runs: Vec<IdleRun>,
+}
+
+/// One stage run of the idle-stream bench.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleRun {
+    /// `state.idle_ttl` ("" = never evict).
+    pub idle_ttl: String,
+    /// `checkpoint.interval`.
+    pub checkpoint_interval: String,
+    /// Peak resident memory of the stage process (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+    /// Resident memory when every event had its prediction, MiB.
+    pub final_rss_mib: f64,
+    /// `recur_streams_active` at the end.
+    pub streams_active: f64,
+    /// `recur_streams_evicted_total` at the end.
+    pub streams_evicted: f64,
+    /// Seconds from start until every event had its prediction.
+    pub seconds: f64,
+}
+
+/// Runs the stage as a child process over `streams` one-event streams, without
+/// and with `idle_ttl`, and reports its memory.
+pub fn idle(
+    brokers: &str,
+    streams: u64,
+    step_ms: i64,
+    idle_ttl: &str,
+    interval: &str,
+) -> anyhow::Result<IdleBenchReport> {
+    anyhow::ensure!(
+        brokers != "embedded",
+        "the embedded mock cluster keeps ~5 MiB per partition, too little here: pass a real broker"
+    );
+    let tag = run_tag("idle");
+    let input = format!("{tag}-in");
+    create_topics(None, brokers, &[(input.as_str(), 4)])?;
+    eprintln!("bench: producing {streams} one-event streams to {input}");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::tools::produce_one_shot(brokers, &input, streams, step_ms, &stop)?;
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir)?;
+    let mut runs = Vec::new();
+    for (i, ttl) in ["", idle_ttl].into_iter().enumerate() {
+        let group = format!("{tag}-{i}");
+        let out = format!("{group}-out");
+        let changelog = format!("{group}-state");
+        create_topics(
+            None,
+            brokers,
+            &[
+                (out.as_str(), 4),
+                (changelog.as_str(), 4),
+                (format!("{group}-dlq").as_str(), 1),
+            ],
+        )?;
+        let addr = free_addr()?;
+        let config = dir.join(format!("run-{i}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"{input}\"\noutput_topic = \"{out}\"\ndlq_topic = \"{group}-dlq\"\ngroup = \"{group}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = \"{interval}\"\n[state]\nidle_ttl = \"{ttl}\"\n"
+            ),
+        )?;
+        eprintln!("bench: stage run {} (idle_ttl = {ttl:?})", i + 1);
+        let start = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args(["run", "--quiet", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let status = |field: &str| -> f64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with(field))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                })
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        let metric = |name: &str| -> f64 {
+            http_get(&addr, "/metrics")
+                .lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(1800);
+        while metric("recur_predictions_total") < streams as f64 && Instant::now() < deadline {
+            anyhow::ensure!(child.try_wait()?.is_none(), "the stage exited early");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        // Let the next checkpoint run (it evicts what went idle meanwhile).
+        std::thread::sleep(std::time::Duration::from_secs(12));
+        let run = IdleRun {
+            idle_ttl: ttl.to_string(),
+            checkpoint_interval: interval.to_string(),
+            peak_rss_mib: status("VmHWM:").round(),
+            final_rss_mib: status("VmRSS:").round(),
+            streams_active: metric("recur_streams_active"),
+            streams_evicted: metric("recur_streams_evicted_total"),
+            seconds: (seconds * 10.0).round() / 10.0,
+        };
+        eprintln!("bench: {run:?}");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        child.wait()?;
+        runs.push(run);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(IdleBenchReport {
+        streams,
+        step_ms,
+        runs,
     })
 }
 

@@ -63,6 +63,43 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Restore speed: stream states decoded per second, from memory and from a changelog topic.
+    Restore {
+        /// Streams to restore.
+        #[arg(long, default_value_t = 100_000)]
+        streams: usize,
+        /// A broker to restore through (write a changelog, then time reading it back).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Config file (model settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Memory with idle streams: each stream sends one event, then goes quiet;
+    /// the stage runs as a child process, without and with state.idle_ttl.
+    Idle {
+        /// Bootstrap servers of a real broker.
+        #[arg(long)]
+        brokers: String,
+        /// Streams (one event each).
+        #[arg(long, default_value_t = 1_000_000)]
+        streams: u64,
+        /// Event time between consecutive events, ms.
+        #[arg(long, default_value_t = 1)]
+        step_ms: i64,
+        /// state.idle_ttl of the second run.
+        #[arg(long, default_value = "60s")]
+        idle_ttl: String,
+        /// checkpoint.interval of both runs.
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Model throughput: inference and training events per second, state size.
     Model {
         /// Recurrent cell: lstm, gru, rnn or rnn_relu.
@@ -573,6 +610,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     println!("{report:#?}");
+                }
+            }
+            BenchCommand::Restore {
+                streams,
+                brokers,
+                config,
+                json,
+            } => {
+                anyhow::ensure!(streams > 0, "--streams must be at least 1");
+                let cfg =
+                    Config::load_layered(config.as_deref(), std::env::vars(), toml::Table::new())?;
+                let r = bench::restore(streams, brokers.as_deref(), &cfg)?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!("{r:#?}");
+                }
+            }
+            BenchCommand::Idle {
+                brokers,
+                streams,
+                step_ms,
+                idle_ttl,
+                interval,
+                json,
+            } => {
+                anyhow::ensure!(streams > 0, "--streams must be at least 1");
+                let r = bench::idle(&brokers, streams, step_ms, &idle_ttl, &interval)?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!("{r:#?}");
                 }
             }
             BenchCommand::Model {

@@ -131,6 +131,28 @@ fn produce_paced(
     Ok(sent)
 }
 
+/// Produces one event for each of `streams` streams named `once-<n>`, event
+/// time advancing `step_ms` per event: streams that speak once and go idle.
+pub fn produce_one_shot(
+    brokers: &str,
+    topic: &str,
+    streams: u64,
+    step_ms: i64,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let p = producer(brokers)?;
+    let t0 = 1_700_000_000_000i64;
+    produce_paced(&p, topic, 0, Some(streams), stop, |i| {
+        let key = format!("once-{i}");
+        let value = format!(
+            r#"{{"stream":"{key}","ts":{},"value":{}}}"#,
+            t0 + i as i64 * step_ms,
+            (i as f64 * 0.01).sin()
+        );
+        (key, value)
+    })
+}
+
 /// Produces `events` events for `streams` streams named `lat-<n>` at `rate` per
 /// second, stamped with the wall clock, for latency measurements.
 pub fn produce_latency(

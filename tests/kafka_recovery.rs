@@ -3,83 +3,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use recur::config::Config;
 use recur::stage::{self, LiveLine};
 
 mod common;
-use common::{brokers, create_topics, end_offsets, free_port, metric, metrics_text, tuned};
+use common::{Collector, brokers, create_topics, end_offsets, free_port, metric, metrics_text};
 
 const PARTITIONS: i32 = 4;
-
-/// Source (partition, offset) of every prediction read from `topic`, kept up to date by a thread.
-struct Collector {
-    seen: Arc<Mutex<Vec<(i32, i64)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Collector {
-    fn start(brokers: &str, topic: &str) -> Self {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("group.id", format!("collect-{topic}"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false");
-        let c: BaseConsumer = tuned(&mut cfg).create().unwrap();
-        c.subscribe(&[topic]).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-                    let src = &v["source"];
-                    s.lock().unwrap().push((
-                        src["partition"].as_i64().unwrap() as i32,
-                        src["offset"].as_i64().unwrap(),
-                    ));
-                }
-            }
-        });
-        Collector {
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-    fn distinct(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .collect::<HashSet<_>>()
-            .len()
-    }
-    fn wait_distinct(&self, n: usize, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        while self.distinct() < n && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.distinct()
-    }
-    fn finish(mut self) -> Vec<(i32, i64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.seen.lock().unwrap().clone()
-    }
-}
 
 /// Checks that every input offset `[0, end)` of every partition has a prediction.
 fn assert_all_covered(seen: &[(i32, i64)], ends: &HashMap<i32, i64>) {

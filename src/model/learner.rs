@@ -22,8 +22,6 @@
 //! Determinism: the output depends only on the configuration (seed included)
 //! and the sequence of `observe` calls, bit for bit.
 
-use std::collections::HashMap;
-
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
@@ -406,7 +404,8 @@ pub struct Forecaster<S> {
     sl: StateLayout,
     target_idx: Vec<usize>,
     shared: Model<S>,
-    streams: HashMap<Box<str>, Stream<S>>,
+    /// foldhash: quick on short keys, seeded per process (stream ids come from outside).
+    streams: foldhash::HashMap<Box<str>, Stream<S>>,
     stats: StreamStats,
     clock: Clock,
     work: Work<S>,
@@ -461,7 +460,7 @@ impl<S: Scalar> Forecaster<S> {
             layout,
             sl,
             shared,
-            streams: HashMap::new(),
+            streams: foldhash::HashMap::default(),
             stats: StreamStats::default(),
             clock: Clock::default(),
             work,
@@ -511,6 +510,10 @@ impl<S: Scalar> Forecaster<S> {
     /// Inserts (or replaces) a stream's state, e.g. when restoring a checkpoint.
     pub fn insert_stream(&mut self, key: &str, stream: Stream<S>) {
         self.streams.insert(key.into(), stream);
+    }
+    /// Makes room for `additional` more streams (restoring many at once).
+    pub fn reserve_streams(&mut self, additional: usize) {
+        self.streams.reserve(additional);
     }
     /// Drops a stream's state; returns it.
     pub fn remove_stream(&mut self, key: &str) -> Option<Stream<S>> {

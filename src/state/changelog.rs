@@ -160,7 +160,7 @@ pub fn read_partition(
     tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .map_err(kafka)?;
     c.assign(&tpl).map_err(kafka)?;
-    let mut latest = Latest::new();
+    let mut latest = Latest::default();
     let mut records = 0u64;
     let start = Instant::now();
     // Reading to the end (EOF) rather than to a listed end offset: some

@@ -52,7 +52,7 @@ pub enum RestoreError {
 }
 
 /// The latest record of each key of a changelog partition: offset and value (`None` for a tombstone).
-pub type Latest = HashMap<Vec<u8>, (i64, Option<Vec<u8>>)>;
+pub type Latest = foldhash::HashMap<Vec<u8>, (i64, Option<Vec<u8>>)>;
 
 /// One record a checkpoint writes: key and value (`None` deletes the key).
 #[derive(Debug)]
@@ -289,10 +289,12 @@ pub fn restore<S: Scalar>(
         f.insert_stream(stream, s);
         Ok(())
     };
-    let mut loaded = 0;
+    let mut other = Vec::new();
+    let mut live = Vec::with_capacity(latest.len() / 2);
     for (key, s_slot, stream, offset, value) in stream_keys(latest, partition) {
         let Some(value) = value else { continue };
         if s_slot != slot {
+            other.push((key, stream, value));
             continue;
         }
         let header = record::stream_header(value).ok_or_else(|| {
@@ -304,21 +306,55 @@ pub fn restore<S: Scalar>(
         if header.seq > seq {
             // Cannot happen with recur's write order; keep the slot consistent regardless.
             cp.stale.push(key.to_vec());
-            continue;
-        }
-        if horizon.is_some_and(|h| header.last_ts_ms < h) {
+        } else if horizon.is_some_and(|h| header.last_ts_ms < h) {
             cp.idle.insert(key_hash(stream), offset);
         } else {
-            load(&mut f, stream, value)?;
+            live.push((stream, value));
+        }
+    }
+    // Decoding is independent per stream: spread it over the cores, then insert.
+    let threads = if live.len() < 20_000 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    let chunk = live.len().div_ceil(threads).max(1);
+    let decoded: Vec<Result<Vec<_>, RestoreError>> = std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = live
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&(stream, value)| {
+                            let mut s = f.new_stream();
+                            record::decode_stream(stream, value, &mut s).map_err(stream_err)?;
+                            // Rewritten by the next checkpoint, which must leave its slot whole.
+                            s.touched = seq;
+                            Ok((stream, s))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a decoding thread panicked"))
+            .collect()
+    });
+    f.reserve_streams(live.len());
+    let mut loaded = 0;
+    for part in decoded {
+        for (stream, s) in part? {
+            f.insert_stream(stream, s);
             loaded += 1;
         }
     }
     // The other slot may hold records of an unfinished checkpoint `seq + 1`:
     // the next checkpoint writes that slot, so it must overwrite or delete them.
-    for (key, s_slot, stream, _, value) in stream_keys(latest, partition) {
-        let Some(value) = value else { continue };
+    for (key, stream, value) in other {
         let newer = record::stream_header(value).is_none_or(|h| h.seq > seq);
-        if s_slot == slot || !newer || f.stream(stream).is_some() {
+        if !newer || f.stream(stream).is_some() {
             continue;
         }
         let own = latest.get(
@@ -463,7 +499,7 @@ mod tests {
     fn restoring_a_finished_checkpoint_continues_bit_for_bit() {
         let mut f = Forecaster::<f32>::new(cfg()).unwrap();
         let mut cp = Checkpoints::new(0, None);
-        let (mut log, mut off) = (Latest::new(), 0);
+        let (mut log, mut off) = (Latest::default(), 0);
         feed(&mut f, &mut cp, 0..100);
         checkpoint(&mut f, &mut cp, &mut log, &mut off, 100);
         feed(&mut f, &mut cp, 100..150);
@@ -481,7 +517,7 @@ mod tests {
     fn an_unfinished_checkpoint_leaves_the_previous_one_whole() {
         let mut f = Forecaster::<f32>::new(cfg()).unwrap();
         let mut cp = Checkpoints::new(0, None);
-        let (mut log, mut off) = (Latest::new(), 0);
+        let (mut log, mut off) = (Latest::default(), 0);
         feed(&mut f, &mut cp, 0..60);
         checkpoint(&mut f, &mut cp, &mut log, &mut off, 60);
         let expected = feed(&mut f, &mut cp, 60..120);
@@ -536,7 +572,7 @@ mod tests {
         let mut cp = Checkpoints::new(0, ttl);
         let mut reference = Forecaster::<f32>::new(cfg()).unwrap();
         let mut ref_cp = Checkpoints::new(0, None);
-        let (mut log, mut off) = (Latest::new(), 0);
+        let (mut log, mut off) = (Latest::default(), 0);
         // Stream "quiet" speaks early, then falls silent while s0..s6 go on.
         for g in [&mut f, &mut reference] {
             for i in 0..5 {

@@ -147,3 +147,118 @@ addr = "{metrics_addr}"
 "#
     )
 }
+
+/// [`stage_toml`] for another run over the same input `in-<tag>`: its own
+/// output topic `out-<tag>-<run>` and group `recur-<tag>-<run>` (so its
+/// changelog is `recur-<tag>-<run>-state`).
+pub fn stage_toml_run(brokers: &str, tag: &str, run: &str, metrics_addr: &str) -> String {
+    let base = stage_toml(brokers, tag, metrics_addr);
+    let (out, group) = (
+        format!("output_topic = \"out-{tag}\""),
+        format!("group = \"recur-{tag}\""),
+    );
+    assert!(base.contains(&out) && base.contains(&group));
+    base.replace(&out, &format!("output_topic = \"out-{tag}-{run}\""))
+        .replace(&group, &format!("group = \"recur-{tag}-{run}\""))
+}
+
+/// One prediction read back: its source partition and offset, and its value bytes.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    pub partition: i32,
+    pub offset: i64,
+    pub value: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Collected {
+    all: Vec<Prediction>,
+    distinct: std::collections::HashSet<(i32, i64)>,
+}
+
+/// Every prediction read from `topic` (source partition, offset and value),
+/// kept up to date by a thread.
+pub struct Collector {
+    seen: std::sync::Arc<std::sync::Mutex<Collected>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    pub fn start(brokers: &str, topic: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", brokers)
+            .set("group.id", format!("collect-{topic}"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        let c: BaseConsumer = tuned(&mut cfg).create().unwrap();
+        c.subscribe(&[topic]).unwrap();
+        let seen = Arc::new(Mutex::new(Collected::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                    let value = m.payload().unwrap_or_default().to_vec();
+                    let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+                    let src = &v["source"];
+                    let (partition, offset) = (
+                        src["partition"].as_i64().unwrap() as i32,
+                        src["offset"].as_i64().unwrap(),
+                    );
+                    let mut s = s.lock().unwrap();
+                    s.distinct.insert((partition, offset));
+                    s.all.push(Prediction {
+                        partition,
+                        offset,
+                        value,
+                    });
+                }
+            }
+        });
+        Collector {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Distinct source offsets with a prediction so far.
+    pub fn distinct(&self) -> usize {
+        self.seen.lock().unwrap().distinct.len()
+    }
+
+    /// Waits until `n` distinct source offsets have a prediction (or the timeout); returns the count.
+    pub fn wait_distinct(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while self.distinct() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.distinct()
+    }
+
+    /// Stops reading; the source (partition, offset) of every prediction read, duplicates included.
+    pub fn finish(self) -> Vec<(i32, i64)> {
+        self.finish_predictions()
+            .into_iter()
+            .map(|p| (p.partition, p.offset))
+            .collect()
+    }
+
+    /// Stops reading; every prediction read, duplicates included, in arrival order.
+    pub fn finish_predictions(mut self) -> Vec<Prediction> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut self.seen.lock().unwrap().all)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
