@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! source (consumer) -> decode -> window (Arrow) -> model -> encode -> sink (producer)
-//!   -> offsets (commit only what was delivered)        telemetry / backtest beside it
+//!   -> offsets (commit only what was delivered)  checkpoint (state) / telemetry / backtest beside it
 //! ```
 //!
 //! * [`source`]: the Kafka consumer thread: rebalances, per-partition dispatch, commits.
@@ -18,6 +18,8 @@
 //! * [`offsets`]: which input offsets are safe to commit.
 //! * [`telemetry`]: Prometheus metrics and the HTTP endpoint.
 //! * [`stage`]: `recur run` wiring, the embedded demo cluster, shutdown.
+//! * [`state`]: per-partition checkpoints to the changelog topic, restore,
+//!   idle-stream eviction, hot swap.
 //! * [`tools`]: `recur produce` and `recur tail`.
 //!
 //! * [`model`]: the recurrent networks (Elman RNN, LSTM, GRU), truncated BPTT,
