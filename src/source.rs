@@ -21,10 +21,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::offsets::Offsets;
 use crate::sink::Sink;
 use crate::telemetry::Metrics;
-use crate::worker::{self, Input, Raw, WorkerSetup};
+use crate::worker::{self, Fetched, Input, WorkerSetup};
 
 /// Batches buffered per partition before the consumer waits (backpressure).
-const INBOX: usize = 64;
+const INBOX: usize = 512;
 /// Messages per batch handed to a worker at most.
 const BATCH: usize = 256;
 /// How often acknowledged positions are committed.
@@ -231,8 +231,8 @@ impl Source {
         let mut errors = 0u64;
         // Messages gathered per partition (with the assignment epoch they were
         // fetched under); handed over when a batch fills or the fetch queue runs dry.
-        let mut pending: HashMap<i32, (u64, Vec<Raw>)> = HashMap::new();
-        let hand_over = |pending: &mut HashMap<i32, (u64, Vec<Raw>)>, p: i32| {
+        let mut pending: HashMap<i32, (u64, Fetched)> = HashMap::new();
+        let hand_over = |pending: &mut HashMap<i32, (u64, Fetched)>, p: i32| {
             let Some((epoch, batch)) = pending.remove(&p) else {
                 return;
             };
@@ -276,17 +276,11 @@ impl Source {
                     let Some(epoch) = epoch else {
                         continue;
                     };
-                    let raw = Raw {
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        ts_ms: m.timestamp().to_millis(),
-                        offset,
-                    };
-                    drop(m);
                     let (_, batch) = pending
                         .entry(p)
-                        .or_insert_with(|| (epoch, Vec::with_capacity(BATCH)));
-                    batch.push(raw);
+                        .or_insert_with(|| (epoch, Fetched::with_capacity(BATCH)));
+                    batch.push(m.key(), m.payload(), m.timestamp().to_millis(), offset);
+                    drop(m);
                     if batch.len() >= BATCH {
                         hand_over(&mut pending, p);
                     }

@@ -32,17 +32,89 @@ use crate::window::{WindowRows, Windower};
 /// How long a checkpoint waits for its records' acknowledgements.
 const ACK_WAIT: Duration = Duration::from_secs(120);
 
-/// One input message as fetched.
-#[derive(Debug)]
-pub struct Raw {
+/// One input message as fetched, borrowed from its [`Fetched`] batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Raw<'a> {
     /// Message key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<&'a [u8]>,
     /// Message value.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<&'a [u8]>,
     /// Broker or producer timestamp, epoch ms.
     pub ts_ms: Option<i64>,
     /// Input offset.
     pub offset: i64,
+}
+
+/// A partition's messages in order, their bytes in one buffer: one
+/// allocation per batch, not two per message (the source allocates and the
+/// worker frees, and glibc's malloc serialises such cross-thread frees).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    bytes: Vec<u8>,
+    items: Vec<Item>,
+}
+
+#[derive(Debug)]
+struct Item {
+    key: Option<(u32, u32)>,
+    value: Option<(u32, u32)>,
+    ts_ms: Option<i64>,
+    offset: i64,
+}
+
+impl Fetched {
+    /// An empty batch with room for `n` messages.
+    pub fn with_capacity(n: usize) -> Self {
+        Fetched {
+            bytes: Vec::with_capacity(n * 128),
+            items: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a message (copying its key and value).
+    pub fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        ts_ms: Option<i64>,
+        offset: i64,
+    ) {
+        let mut put = |b: Option<&[u8]>| {
+            b.map(|b| {
+                let start = self.bytes.len() as u32;
+                self.bytes.extend_from_slice(b);
+                (start, self.bytes.len() as u32)
+            })
+        };
+        let (key, value) = (put(key), put(value));
+        self.items.push(Item {
+            key,
+            value,
+            ts_ms,
+            offset,
+        });
+    }
+
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The messages, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Raw<'_>> {
+        let slice = |r: Option<(u32, u32)>| r.map(|(a, b)| &self.bytes[a as usize..b as usize]);
+        self.items.iter().map(move |i| Raw {
+            key: slice(i.key),
+            value: slice(i.value),
+            ts_ms: i.ts_ms,
+            offset: i.offset,
+        })
+    }
 }
 
 /// What the source sends a worker.
@@ -50,7 +122,7 @@ pub struct Raw {
 pub enum Input {
     /// Messages of the worker's partition, in order (batched to keep
     /// channel hand-offs and thread wake-ups off the per-event path).
-    Messages(Vec<Raw>),
+    Messages(Fetched),
     /// Flush the open window and hand everything to the producer, then reply.
     Drain(SyncSender<()>),
 }
@@ -227,7 +299,7 @@ pub fn run(mut setup: WorkerSetup, inbox: Receiver<Input>) {
         match inbox.recv_timeout(wait) {
             Ok(Input::Messages(batch)) => {
                 let now = Instant::now();
-                for raw in batch {
+                for raw in batch.iter() {
                     w.handle(raw, now);
                 }
             }
@@ -280,7 +352,7 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, raw: Raw, now: Instant) {
+    fn handle(&mut self, raw: Raw<'_>, now: Instant) {
         if let Some(c) = self.cp.as_mut() {
             if raw.offset < c.resume {
                 // Covered by the restored state: its outputs were delivered before.
@@ -295,19 +367,14 @@ impl Worker {
             );
             c.since += 1;
         }
-        match decode::decode(
-            &self.setup.decode,
-            raw.key.as_deref(),
-            raw.value.as_deref(),
-            raw.ts_ms,
-        ) {
+        match decode::decode(&self.setup.decode, raw.key, raw.value, raw.ts_ms) {
             Ok(event) => {
                 self.setup.metrics.events.inc();
                 if let Some(batch) = self.windower.push(&event, raw.offset, now) {
                     self.process(&batch);
                 }
             }
-            Err(e) => self.dead_letter(raw.key.as_deref(), raw.value.as_deref(), raw.offset, &e),
+            Err(e) => self.dead_letter(raw.key, raw.value, raw.offset, &e),
         }
     }
 
