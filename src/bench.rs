@@ -523,21 +523,7 @@ pub fn restore(
         if let Some(v) = &r.value {
             rec = rec.payload(&v[..]);
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    rec = back;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        crate::tools::send_waiting(&producer, rec)?;
     }
     rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(120))?;
     let t = Instant::now();

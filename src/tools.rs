@@ -42,6 +42,17 @@ fn send_at(
     if let Some(ts) = ts_ms {
         rec = rec.timestamp(ts);
     }
+    send_waiting(p, rec)
+}
+
+/// Sends a record, waiting while the producer's local queue is full.
+pub fn send_waiting<
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+>(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    mut rec: BaseRecord<'_, K, P>,
+) -> anyhow::Result<()> {
     loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),
@@ -54,7 +65,7 @@ fn send_at(
                 rec = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err((e, _)) => return Err(e).context("producing an event"),
+            Err((e, _)) => return Err(e).context("producing a record"),
         }
     }
 }

@@ -14,7 +14,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use recur::config::Config;
 
 mod common;
@@ -259,26 +258,7 @@ fn end_to_end_on_a_real_broker() {
     assert_eq!(report.predictions, good_total as u64);
 
     // Committed offsets equal the end offsets.
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &brokers)
-        .set("group.id", format!("recur-{tag}"));
-    let probe: BaseConsumer = cfg.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(&input, p);
-    }
-    let committed = probe
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    for e in committed.elements() {
-        assert_eq!(
-            e.offset(),
-            Offset::Offset(produced.ends[&e.partition()]),
-            "partition {}",
-            e.partition()
-        );
-    }
-    drop(probe);
+    common::assert_committed_at(&brokers, &format!("recur-{tag}"), &input, &produced.ends);
 
     // A restart with the same group reprocesses nothing.
     let addr = format!("127.0.0.1:{}", free_port());

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use recur::config::Config;
 use recur::model::{Forecaster, Learning, ModelConfig};
 use recur::stage::{self, LiveLine, RunReport};
@@ -269,24 +267,5 @@ fn exactly_once_commits_offsets_through_transactions() {
     assert_eq!(report.predictions, 4000);
     // The stage itself never commits in this mode: these positions came with
     // send_offsets_to_transaction, one transaction per checkpoint.
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("recur-{tag}-a"))
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(&input, p);
-    }
-    let committed = probe
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    for e in committed.elements() {
-        assert_eq!(
-            e.offset(),
-            Offset::Offset(ends[&e.partition()]),
-            "partition {}",
-            e.partition()
-        );
-    }
+    common::assert_committed_at(&brokers, &format!("recur-{tag}-a"), &input, &ends);
 }

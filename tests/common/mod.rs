@@ -262,3 +262,27 @@ impl Drop for Collector {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Asserts that `group`'s committed offsets on `topic` equal `ends` (partition → end offset).
+pub fn assert_committed_at(brokers: &str, group: &str, topic: &str, ends: &HashMap<i32, i64>) {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for &p in ends.keys() {
+        tpl.add_partition(topic, p);
+    }
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(ends[&e.partition()]),
+            "group {group}, partition {}",
+            e.partition()
+        );
+    }
+}
