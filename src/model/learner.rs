@@ -511,6 +511,10 @@ impl<S: Scalar> Forecaster<S> {
     pub fn insert_stream(&mut self, key: &str, stream: Stream<S>) {
         self.streams.insert(key.into(), stream);
     }
+    /// Inserts (or replaces) a stream's state under an already boxed key.
+    pub fn insert_stream_boxed(&mut self, key: Box<str>, stream: Stream<S>) {
+        self.streams.insert(key, stream);
+    }
     /// Makes room for `additional` more streams (restoring many at once).
     pub fn reserve_streams(&mut self, additional: usize) {
         self.streams.reserve(additional);

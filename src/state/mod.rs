@@ -331,7 +331,7 @@ pub fn restore<S: Scalar>(
                             record::decode_stream(stream, value, &mut s).map_err(stream_err)?;
                             // Rewritten by the next checkpoint, which must leave its slot whole.
                             s.touched = seq;
-                            Ok((stream, s))
+                            Ok((Box::<str>::from(stream), s))
                         })
                         .collect()
                 })
@@ -346,7 +346,7 @@ pub fn restore<S: Scalar>(
     let mut loaded = 0;
     for part in decoded {
         for (stream, s) in part? {
-            f.insert_stream(stream, s);
+            f.insert_stream_boxed(stream, s);
             loaded += 1;
         }
     }

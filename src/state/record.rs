@@ -22,7 +22,7 @@
 
 use crate::model::Scalar;
 use crate::model::learner::{Model, Stream};
-use crate::model::normalize::{NormPhase, Normalizer};
+use crate::model::normalize::NormPhase;
 
 const MAGIC: &[u8; 4] = b"RCS1";
 
@@ -197,17 +197,15 @@ pub fn decode_stream<S: Scalar>(
             s.norm.mean.len()
         )));
     }
-    let mut mean = vec![0.0; d];
-    let mut spread = vec![0.0; d];
-    for v in mean.iter_mut().chain(spread.iter_mut()) {
-        *v = r.f64()?;
+    // Into the normaliser's own buffers: no allocation per stream.
+    for i in 0..d {
+        s.norm.mean[i] = r.f64()?;
     }
-    s.norm = Normalizer {
-        phase,
-        count,
-        mean: mean.into(),
-        spread: spread.into(),
-    };
+    for i in 0..d {
+        s.norm.spread[i] = r.f64()?;
+    }
+    s.norm.phase = phase;
+    s.norm.count = count;
     match (r.u8()?, s.model.as_deref_mut()) {
         (0, None) => {}
         (1, Some(m)) => read_model(&mut r, m)?,
