@@ -437,7 +437,7 @@ pub fn restore(
     use crate::model::Clock;
     use crate::state::{self, Checkpoints, Latest};
     let mut f = Forecaster::<f32>::new(cfg.model.clone()).map_err(anyhow::Error::msg)?;
-    let mut cp = Checkpoints::new(0, None);
+    let cp = Checkpoints::new(0, None);
     eprintln!("bench: building {streams} streams (3 events each)");
     f.set_clock(Clock {
         ts_ms: 0,

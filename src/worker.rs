@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
@@ -123,8 +123,6 @@ pub enum Input {
     /// Messages of the worker's partition, in order (batched to keep
     /// channel hand-offs and thread wake-ups off the per-event path).
     Messages(Fetched),
-    /// Flush the open window and hand everything to the producer, then reply.
-    Drain(SyncSender<()>),
 }
 
 /// Everything a worker needs besides its inbox.
@@ -195,7 +193,7 @@ struct Checkpointing {
 fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointing>), String> {
     let p = setup.partition;
     let mut cp = None;
-    let mut model = match setup.state.take() {
+    let model = match setup.state.take() {
         Some(st) => {
             let t = Instant::now();
             let (latest, records) = changelog::read_partition(&st.client, &st.changelog, p)
@@ -240,12 +238,6 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
             f
         }
     };
-    if let Some(c) = &cp {
-        model.set_clock(Clock {
-            ts_ms: 0,
-            generation: c.book.generation(),
-        });
-    }
     Ok((model, cp))
 }
 
@@ -302,10 +294,6 @@ pub fn run(mut setup: WorkerSetup, inbox: Receiver<Input>) {
                 for raw in batch.iter() {
                     w.handle(raw, now);
                 }
-            }
-            Ok(Input::Drain(reply)) => {
-                w.flush();
-                let _ = reply.send(());
             }
             Err(RecvTimeoutError::Timeout) => {
                 if let Some(batch) = w.windower.poll(Instant::now()) {
@@ -521,8 +509,9 @@ impl Worker {
         match &self.cp {
             Some(c) if c.since > 0 => match c.setup.every {
                 Every::Events(n) => c.since >= n,
-                Every::Time(d) => c.last.elapsed() >= d,
-                Every::Off => false,
+                _ => self
+                    .checkpoint_deadline()
+                    .is_some_and(|d| d <= Instant::now()),
             },
             _ => false,
         }
@@ -662,26 +651,22 @@ fn bring_back(
     at: i64,
 ) {
     let p = setup.partition;
-    if c.fetcher.is_none() {
-        match Fetcher::new(&c.setup.client, &c.setup.changelog, p) {
-            Ok(f) => c.fetcher = Some(f),
-            Err(e) => {
-                eprintln!(
-                    "recur: partition {p}: cannot read the changelog, an evicted stream starts afresh: {e}"
-                );
-                return;
-            }
+    let mut fetch_back = || -> Result<(), String> {
+        if c.fetcher.is_none() {
+            c.fetcher = Some(
+                Fetcher::new(&c.setup.client, &c.setup.changelog, p).map_err(|e| e.to_string())?,
+            );
         }
-    }
-    let fetched = c.fetcher.as_ref().expect("set above").fetch(at);
-    let result = match fetched {
-        Ok((_, Some(value))) => c
-            .book
-            .bring_back(model, stream, &value)
-            .map_err(|e| e.to_string()),
-        Ok((_, None)) => Err(format!("offset {at} is a tombstone")),
-        Err(e) => Err(e.to_string()),
+        let fetcher = c.fetcher.as_ref().expect("set above");
+        match fetcher.fetch(at).map_err(|e| e.to_string())? {
+            (_, Some(value)) => c
+                .book
+                .bring_back(model, stream, &value)
+                .map_err(|e| e.to_string()),
+            (_, None) => Err(format!("offset {at} is a tombstone")),
+        }
     };
+    let result = fetch_back();
     match result {
         Ok(()) => setup.metrics.streams_returned.inc(),
         // Forecasting goes on from a fresh state rather than stalling the partition.

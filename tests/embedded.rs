@@ -6,25 +6,8 @@ use std::time::{Duration, Instant};
 use recur::config::Config;
 use recur::stage::{self, LiveLine};
 
-fn get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let mut text = String::new();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut text).is_err() {
-        return String::new();
-    }
-    text
-}
-
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+mod common;
+use common::{http_get as get, metric as counter};
 
 #[test]
 fn the_embedded_default_forecasts_and_serves_metrics() {

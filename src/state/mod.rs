@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::model::checkpoint::{CheckpointError, Reader};
+use crate::model::learner::Stream;
 use crate::model::{Forecaster, ModelConfig, Scalar};
 use record::Key;
 
@@ -141,11 +142,7 @@ impl Checkpoints {
         stream: &str,
         value: &[u8],
     ) -> Result<(), RestoreError> {
-        let mut s = f.new_stream();
-        record::decode_stream(stream, value, &mut s).map_err(|source| RestoreError::Stream {
-            partition: self.partition,
-            source,
-        })?;
+        let s = decode(f, self.partition, stream, value)?;
         self.idle.remove(&key_hash(stream));
         f.insert_stream(stream, s);
         Ok(())
@@ -154,14 +151,18 @@ impl Checkpoints {
     /// The records of the next checkpoint: every stream changed since the
     /// checkpoint before last, every stream idle past the TTL (to evict it),
     /// and tombstones for records an unfinished checkpoint left behind.
-    pub fn plan<S: Scalar>(&mut self, f: &Forecaster<S>) -> Plan {
+    pub fn plan<S: Scalar>(&self, f: &Forecaster<S>) -> Plan {
         let seq = self.next;
         let slot = (seq % 2) as u8;
         let horizon = self.idle_ttl_ms.map(|ttl| self.max_ts.saturating_sub(ttl));
+        // Kept until the checkpoint is finished: a failed one retries them.
         let mut records: Vec<Record> = self
             .stale
-            .drain(..)
-            .map(|key| Record { key, value: None })
+            .iter()
+            .map(|key| Record {
+                key: key.clone(),
+                value: None,
+            })
             .collect();
         let mut evict = Vec::new();
         for (stream, s) in f.streams() {
@@ -216,12 +217,26 @@ impl Checkpoints {
                 self.idle.insert(key_hash(stream), offsets[*i]);
             }
         }
+        self.stale.clear();
         self.next = plan.seq + 1;
         f.set_clock(crate::model::Clock {
             ts_ms: self.max_ts,
             generation: self.next,
         });
     }
+}
+
+/// One stream's record decoded into a fresh stream of `f`'s shape.
+fn decode<S: Scalar>(
+    f: &Forecaster<S>,
+    partition: i32,
+    stream: &str,
+    value: &[u8],
+) -> Result<Stream<S>, RestoreError> {
+    let mut s = f.new_stream();
+    record::decode_stream(stream, value, &mut s)
+        .map_err(|source| RestoreError::Stream { partition, source })?;
+    Ok(s)
 }
 
 /// A partition's state read back from its changelog records.
@@ -276,18 +291,14 @@ pub fn restore<S: Scalar>(
     cp.max_ts = meta("recur.checkpoint.max_ts")?;
     let slot = (seq % 2) as u8;
     let horizon = idle_ttl_ms.map(|ttl| cp.max_ts.saturating_sub(ttl));
-    f.set_clock(crate::model::Clock {
-        ts_ms: cp.max_ts,
-        generation: seq,
-    });
     let stream_err = |source| RestoreError::Stream { partition, source };
-    let load = |f: &mut Forecaster<S>, stream: &str, value: &[u8]| -> Result<(), RestoreError> {
-        let mut s = f.new_stream();
-        record::decode_stream(stream, value, &mut s).map_err(stream_err)?;
-        // Rewritten by the next checkpoint, which must leave its slot whole.
-        s.touched = seq;
-        f.insert_stream(stream, s);
-        Ok(())
+    // Restored streams are marked changed at `seq`, so the next checkpoint
+    // rewrites them: it must leave its slot whole.
+    let load = |f: &Forecaster<S>, stream: &str, value: &[u8]| {
+        decode(f, partition, stream, value).map(|mut s| {
+            s.touched = seq;
+            s
+        })
     };
     let mut other = Vec::new();
     let mut live = Vec::with_capacity(latest.len() / 2);
@@ -320,18 +331,14 @@ pub fn restore<S: Scalar>(
     };
     let chunk = live.len().div_ceil(threads).max(1);
     let decoded: Vec<Result<Vec<_>, RestoreError>> = std::thread::scope(|scope| {
-        let f = &f;
+        let (f, load) = (&f, &load);
         let handles: Vec<_> = live
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
                         .map(|&(stream, value)| {
-                            let mut s = f.new_stream();
-                            record::decode_stream(stream, value, &mut s).map_err(stream_err)?;
-                            // Rewritten by the next checkpoint, which must leave its slot whole.
-                            s.touched = seq;
-                            Ok((Box::<str>::from(stream), s))
+                            Ok((Box::<str>::from(stream), load(f, stream, value)?))
                         })
                         .collect()
                 })
@@ -368,7 +375,8 @@ pub fn restore<S: Scalar>(
         match own {
             Some((_, Some(v))) => {
                 // Evicted in the restored state: load it so the next checkpoint rewrites it.
-                load(&mut f, stream, v)?;
+                let s = load(&f, stream, v)?;
+                f.insert_stream(stream, s);
                 cp.idle.remove(&key_hash(stream));
                 loaded += 1;
             }
@@ -548,14 +556,24 @@ mod tests {
         assert_eq!(got, expected, "the replay meets the state of checkpoint 1");
         // The next checkpoint deletes the ghost and rewrites its slot; restoring it then works too.
         let (mut f2, mut cp2) = (r.forecaster, r.checkpoints);
-        checkpoint(&mut f2, &mut cp2, &mut log, &mut off, 120);
         let ghost_key = Key::Stream {
             partition: 0,
             slot: 0,
             stream: "ghost",
         }
         .to_bytes();
+        let tombstones = |plan: &Plan| {
+            plan.records
+                .iter()
+                .filter(|r| r.key == ghost_key && r.value.is_none())
+                .count()
+        };
+        // A checkpoint that fails before its head keeps the tombstone for the retry.
+        assert_eq!(tombstones(&cp2.plan(&f2)), 1);
+        assert_eq!(tombstones(&cp2.plan(&f2)), 1);
+        checkpoint(&mut f2, &mut cp2, &mut log, &mut off, 120);
         assert_eq!(log[&ghost_key].1, None, "tombstoned");
+        assert_eq!(tombstones(&cp2.plan(&f2)), 0, "and forgotten once finished");
         let expected = feed(&mut f2, &mut cp2, 120..170);
         let mut r = restore::<f32>(&cfg(), 0, None, &log).unwrap();
         assert_eq!(r.resume, Some(120));

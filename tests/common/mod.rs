@@ -65,15 +65,18 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 
 /// The stage's /metrics page; empty while the endpoint is not up yet.
 pub fn metrics_text(addr: &str) -> String {
+    http_get(addr, "/metrics")
+}
+
+/// A raw HTTP response (status line, headers, body) for `path`; empty if nothing listens.
+pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return String::new();
     };
     let mut text = String::new();
-    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .is_err()
-        || s.read_to_string(&mut text).is_err()
-    {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut text).is_err() {
         return String::new();
     }
     text
