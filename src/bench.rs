@@ -230,10 +230,14 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
     )?;
 
     // Raw consume rate of the same backlog.
-    let raw: BaseConsumer = ClientConfig::new()
+    // The stage's own consumer settings, so the two rates compare like with like.
+    let mut raw = ClientConfig::new();
+    for (k, v) in crate::source::CONSUMER_DEFAULTS {
+        raw.set(k, v);
+    }
+    let raw: BaseConsumer = raw
         .set("bootstrap.servers", &brokers)
         .set("group.id", format!("{tag}-raw"))
-        .set("fetch.wait.max.ms", "20")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..b.partitions {

@@ -30,6 +30,34 @@ const BATCH: usize = 256;
 /// How often acknowledged positions are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
+/// Consumer defaults a pass-through property of the same name overrides.
+pub const CONSUMER_DEFAULTS: [(&str, &str); 5] = [
+    ("auto.offset.reset", "earliest"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    ("statistics.interval.ms", "5000"),
+    FETCH_WAIT,
+    FETCH_QUEUE_BACKOFF,
+];
+
+/// A short fetch wait keeps latency low on brokers that do not wake waiting fetches.
+const FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "50");
+
+/// librdkafka stops fetching a partition for `fetch.queue.backoff.ms` whenever
+/// its local queue holds `queued.min.messages` (100,000) or more. Its default,
+/// 1 s, idles a reader that drains that queue in a fraction of a second: the
+/// backlog benchmark went from 192k to 496k events/s (learning off).
+const FETCH_QUEUE_BACKOFF: (&str, &str) = ("fetch.queue.backoff.ms", "10");
+
+/// Sets the fetch defaults of every recur consumer (the stage's, the
+/// changelog reader's, a topic backtest's) where no property overrides them.
+pub fn fetch_defaults(config: &mut ClientConfig) {
+    for (k, v) in [FETCH_WAIT, FETCH_QUEUE_BACKOFF] {
+        if config.get(k).is_none() {
+            config.set(k, v);
+        }
+    }
+}
+
 /// Builds a worker's setup for a partition, given the group's metadata (for transactions).
 pub type SetupFn =
     dyn Fn(i32, Option<ConsumerGroupMetadata>) -> Result<WorkerSetup, String> + Send + Sync;
@@ -193,14 +221,7 @@ impl Source {
         config
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        // Defaults a pass-through property of the same name overrides. A short
-        // fetch wait keeps latency low on brokers that do not wake waiting fetches.
-        for (k, v) in [
-            ("auto.offset.reset", "earliest"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-            ("statistics.interval.ms", "5000"),
-            ("fetch.wait.max.ms", "50"),
-        ] {
+        for (k, v) in CONSUMER_DEFAULTS {
             if config.get(k).is_none() {
                 config.set(k, v);
             }
@@ -326,5 +347,27 @@ impl Source {
             eprintln!("recur: final commit failed: {e}");
         }
         self.consumer.unsubscribe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_defaults_fill_gaps_and_leave_pass_through_properties_alone() {
+        let mut c = ClientConfig::new();
+        c.set("fetch.wait.max.ms", "500");
+        fetch_defaults(&mut c);
+        assert_eq!(
+            c.get("fetch.wait.max.ms"),
+            Some("500"),
+            "the user's value wins"
+        );
+        assert_eq!(
+            c.get("fetch.queue.backoff.ms"),
+            Some("10"),
+            "librdkafka's 1 s default idles a fast reader"
+        );
     }
 }

@@ -70,9 +70,7 @@ pub fn read(
     cc.set("group.id", format!("recur-backtest-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    if cc.get("fetch.wait.max.ms").is_none() {
-        cc.set("fetch.wait.max.ms", "50");
-    }
+    crate::source::fetch_defaults(&mut cc);
     let c: BaseConsumer = cc.create().map_err(kafka)?;
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))

@@ -136,9 +136,7 @@ fn reader(config: &ClientConfig, topic: &str) -> Result<BaseConsumer, ChangelogE
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    if c.get("fetch.wait.max.ms").is_none() {
-        c.set("fetch.wait.max.ms", "20");
-    }
+    crate::source::fetch_defaults(&mut c);
     c.create().map_err(|source| ChangelogError::Kafka {
         topic: topic.to_string(),
         source,
