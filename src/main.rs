@@ -10,6 +10,11 @@ use recur::bench::{self, ModelBench};
 use recur::config::Config;
 use recur::model::{CellKind, OptimizerKind};
 
+/// jemalloc serves Rust and C (librdkafka) allocations alike; see Cargo.toml.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// recur: online time-series forecasting with recurrent networks.
 #[derive(Parser)]
 #[command(name = "recur", version, about)]
