@@ -156,7 +156,7 @@ pub struct PipelineBenchReport {
     pub streams: usize,
     /// Input partitions.
     pub partitions: i32,
-    /// Cell, hidden size and update interval of the model.
+    /// Cell, hidden size, update interval, objective and learning switch of the model.
     pub model: String,
     /// Input topic to predictions acknowledged, over a backlog of `events`.
     pub events_per_sec: f64,
@@ -244,15 +244,22 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
         tpl.add_partition_offset(&cfg.kafka.input_topic, p, Offset::Beginning)?;
     }
     raw.assign(&tpl)?;
-    let (mut n, start) = (0u64, Instant::now());
-    let deadline = start + std::time::Duration::from_secs(600);
+    // Timed from the first message, as the stage is from its first prediction,
+    // so neither rate counts connection and fetch start-up.
+    let mut n = 0u64;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
     while n < b.events && Instant::now() < deadline {
         if let Some(Ok(m)) = raw.poll(std::time::Duration::from_millis(100)) {
             std::hint::black_box(m.payload());
+            first.get_or_insert_with(Instant::now);
             n += 1;
         }
     }
-    let raw_rate = n as f64 / start.elapsed().as_secs_f64();
+    let raw_rate = match first {
+        Some(t0) if n > 1 => (n - 1) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        _ => 0.0,
+    };
     drop(raw);
     eprintln!("bench: raw consume {raw_rate:.0} events/s");
 
@@ -358,10 +365,11 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
         streams: b.streams,
         partitions: b.partitions,
         model: format!(
-            "{} H={} update_every={} learning={:?}",
+            "{} H={} update_every={} objective={:?} learning={:?}",
             m.cell.name(),
             m.hidden,
             m.update_every,
+            m.objective,
             m.learning
         ),
         events_per_sec: e2e.round(),
