@@ -443,7 +443,8 @@ impl BacktestArgs {
 }
 
 fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
-    let cfg = Config::load_with(args.config.as_deref(), args.overrides()?)?;
+    // The same layers as `recur run`, so a backtest sees the deployment's settings.
+    let cfg = Config::load_layered(args.config.as_deref(), std::env::vars(), args.overrides()?)?;
     let bar = if args.quiet {
         ProgressBar::Off
     } else {
@@ -576,7 +577,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backtest(args) => backtest(&args)?,
         Command::Train(args) => {
-            let cfg = Config::load_with(args.config.as_deref(), args.overrides()?)?;
+            let cfg =
+                Config::load_layered(args.config.as_deref(), std::env::vars(), args.overrides()?)?;
             let file = args.csv.as_ref().or(args.parquet.as_ref());
             let (Some(file), None, Some(out)) = (file, &args.topic, &args.out) else {
                 anyhow::bail!(

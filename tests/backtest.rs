@@ -133,3 +133,38 @@ fn every_preset_loads() {
     }
     assert!(n >= 2, "presets missing from {}", dir.display());
 }
+
+/// `recur backtest --json` over a short stretch of ETTh1, with extra environment and flags.
+fn cli_mse(env: &[(&str, &str)], flags: &[&str]) -> f64 {
+    let csv = data("ETTh1.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["backtest", "--csv"])
+        .arg(&csv)
+        .args(["--time-column", "date", "--warmup-rows", "500"])
+        .args(["--eval-rows", "500..1500", "--json", "--quiet"])
+        .args(flags)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running recur backtest");
+    assert!(
+        out.status.success(),
+        "recur backtest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    v["mse"].as_f64().expect("an mse field")
+}
+
+#[test]
+fn backtests_read_recur_variables_under_their_flags_as_the_stage_does() {
+    let default = cli_mse(&[], &[]);
+    let by_env = cli_mse(&[("RECUR_MODEL__UPDATE_EVERY", "16")], &[]);
+    let by_flag = cli_mse(&[], &["--update-every", "16"]);
+    assert_ne!(by_env, default, "the variable changed nothing");
+    assert_eq!(by_env, by_flag, "variable and flag set the same key");
+    let flag_wins = cli_mse(
+        &[("RECUR_MODEL__UPDATE_EVERY", "16")],
+        &["--update-every", "1"],
+    );
+    assert_eq!(flag_wins, default, "a flag overrides the environment");
+}
