@@ -1,10 +1,11 @@
-//! The Kafka consumer: fetches input messages on its own thread, hands each
-//! partition's messages in order to that partition's worker, follows
-//! rebalances, and commits only offsets whose outputs were acknowledged.
+//! The Kafka consumer: follows rebalances, gives each assigned partition's
+//! fetch queue to that partition's worker (which reads it directly, in
+//! order), and commits only offsets whose outputs were acknowledged.
 
 use std::collections::HashMap;
+use std::ffi::CString;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,11 +22,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::offsets::Offsets;
 use crate::sink::Sink;
 use crate::telemetry::Metrics;
-use crate::worker::{self, Fetched, Input, WorkerSetup};
+use crate::worker::{self, Raw, WorkerSetup};
 
-/// Batches buffered per partition before the consumer waits (backpressure).
-const INBOX: usize = 512;
-/// Messages per batch handed to a worker at most.
+/// Messages a worker takes from its partition's queue at a time, at most.
 const BATCH: usize = 256;
 /// How often acknowledged positions are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
@@ -63,10 +62,117 @@ pub type SetupFn =
     dyn Fn(i32, Option<ConsumerGroupMetadata>) -> Result<WorkerSetup, String> + Send + Sync;
 
 struct Running {
-    inbox: SyncSender<Input>,
+    stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
-    /// Distinguishes this assignment of the partition from earlier ones.
-    epoch: u64,
+}
+
+/// One partition's fetch queue, split off the consumer's main queue: the
+/// partition's worker reads its messages straight from librdkafka, in
+/// partition order, with no copy and no hand-over between threads.
+///
+/// It is split before the partition is assigned, so librdkafka's fetch start
+/// leaves it alone (an application-forwarded queue is not re-forwarded) and
+/// no message of the partition ever reaches the main queue.
+pub struct PartitionFeed {
+    queue: NonNull<rdkafka::bindings::rd_kafka_queue_t>,
+    batch: Vec<*mut rdkafka::bindings::rd_kafka_message_t>,
+    errors: u64,
+}
+
+// SAFETY: a librdkafka queue handle may be used from any thread; the feed is
+// used by one thread at a time (its worker), and the consumer outlives it
+// (workers are joined before the consumer is dropped).
+unsafe impl Send for PartitionFeed {}
+
+impl PartitionFeed {
+    /// Splits `topic`/`partition`'s queue off `consumer`'s main queue.
+    fn split<C: ConsumerContext>(
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Self> {
+        use rdkafka::bindings as rd;
+        let topic = CString::new(topic).ok()?;
+        let rk = consumer.client().native_ptr();
+        // SAFETY: `rk` is a live consumer handle and `topic` a C string.
+        let queue = NonNull::new(unsafe {
+            rd::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition)
+        })?;
+        // SAFETY: `queue` was just obtained; forwarding to NULL detaches it.
+        unsafe { rd::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
+        Some(PartitionFeed {
+            queue,
+            batch: vec![std::ptr::null_mut(); BATCH],
+            errors: 0,
+        })
+    }
+
+    /// Hands the partition's next messages, in order, to `handle` (once, as
+    /// one slice); waits up to `wait` when none is ready. Returns how many.
+    pub fn poll(&mut self, wait: Duration, handle: impl FnOnce(&[Raw<'_>])) -> usize {
+        use rdkafka::bindings as rd;
+        let q = self.queue.as_ptr();
+        // SAFETY: `q` is live; the array holds BATCH pointers.
+        let n = unsafe { rd::rd_kafka_consume_batch_queue(q, 0, self.batch.as_mut_ptr(), BATCH) };
+        let mut n = n.max(0) as usize;
+        if n == 0 && !wait.is_zero() {
+            // The batch call waits for a full batch; wait for the first message only.
+            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: `q` is live.
+            let m = unsafe { rd::rd_kafka_consume_queue(q, ms) };
+            if !m.is_null() {
+                self.batch[0] = m;
+                n = 1;
+            }
+        }
+        let mut raws = Vec::with_capacity(n);
+        for &m in &self.batch[..n] {
+            // SAFETY: librdkafka returned `m`; it lives until destroyed below.
+            let msg = unsafe { &*m };
+            if msg.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                let bytes = |p: *mut std::ffi::c_void, len: usize| {
+                    // SAFETY: librdkafka keeps `len` bytes at `p` until the message is destroyed.
+                    (!p.is_null())
+                        .then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len) })
+                };
+                let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+                // SAFETY: `m` is a live message.
+                let ts = unsafe { rd::rd_kafka_message_timestamp(m, &mut kind) };
+                raws.push(Raw {
+                    key: bytes(msg.key, msg.key_len),
+                    value: bytes(msg.payload, msg.len),
+                    ts_ms: (ts >= 0).then_some(ts),
+                    offset: msg.offset,
+                });
+            } else {
+                self.errors += 1;
+                if self.errors < 10 || self.errors.is_power_of_two() {
+                    let e = rdkafka::error::RDKafkaErrorCode::from(msg.err);
+                    eprintln!(
+                        "recur: consumer, partition {}: {e} ({} errors so far)",
+                        msg.partition, self.errors
+                    );
+                }
+            }
+        }
+        let handed = raws.len();
+        if handed > 0 {
+            handle(&raws);
+        }
+        drop(raws);
+        for &m in &self.batch[..n] {
+            // SAFETY: returned by librdkafka above, destroyed once, after its last use.
+            unsafe { rd::rd_kafka_message_destroy(m) };
+        }
+        handed
+    }
+}
+
+impl Drop for PartitionFeed {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and dropped once.
+        unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+    }
 }
 
 /// Consumer callbacks: partition workers start on assign and drain on revoke.
@@ -74,10 +180,8 @@ pub struct SourceContext {
     topic: String,
     setup: Box<SetupFn>,
     workers: Mutex<HashMap<i32, Running>>,
-    epochs: std::sync::atomic::AtomicU64,
-    /// Bumped by every rebalance callback, so the fetch loop knows when its
-    /// cached view of the assignment is stale.
-    rebalances: std::sync::atomic::AtomicU64,
+    /// Queues split off for partitions being assigned, until their workers start.
+    feeds: Mutex<HashMap<i32, PartitionFeed>>,
     offsets: Arc<Offsets>,
     sink: Arc<Sink>,
     metrics: Arc<Metrics>,
@@ -100,7 +204,15 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.rebalances.fetch_add(1, Ordering::Release);
+        if let Rebalance::Assign(tpl) = rebalance {
+            // Before the assignment starts fetching: see `PartitionFeed`.
+            let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                if let Some(feed) = PartitionFeed::split(consumer, e.topic(), e.partition()) {
+                    feeds.insert(e.partition(), feed);
+                }
+            }
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             self.stop_workers(&parts);
@@ -123,9 +235,21 @@ impl ConsumerContext for SourceContext {
             let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             for e in tpl.elements() {
                 let p = e.partition();
+                let feed = self
+                    .feeds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&p);
                 if workers.contains_key(&p) {
                     continue;
                 }
+                let Some(feed) = feed else {
+                    self.metrics.fail(format!(
+                        "partition {p}: librdkafka gave no queue for it ({} partition {p})",
+                        e.topic()
+                    ));
+                    continue;
+                };
                 let setup = match (self.setup)(p, consumer.group_metadata()) {
                     Ok(s) => s,
                     Err(e) => {
@@ -133,25 +257,17 @@ impl ConsumerContext for SourceContext {
                         continue;
                     }
                 };
-                let (tx, rx) = sync_channel(INBOX);
+                let stop = Arc::new(AtomicBool::new(false));
+                let s = stop.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("recur-p{p}"))
-                    .spawn(move || worker::run(setup, rx))
+                    .spawn(move || worker::run(setup, feed, &s))
                     .expect("spawning a worker thread");
-                let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
-                workers.insert(
-                    p,
-                    Running {
-                        inbox: tx,
-                        thread,
-                        epoch,
-                    },
-                );
+                workers.insert(p, Running { stop, thread });
             }
             self.metrics.partitions_assigned.set(workers.len() as i64);
             self.metrics.ready.store(true, Ordering::Relaxed);
         }
-        self.rebalances.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -164,22 +280,15 @@ impl SourceContext {
             self.metrics.partitions_assigned.set(workers.len() as i64);
             gone
         };
+        for r in &stopped {
+            r.stop.store(true, Ordering::Relaxed);
+        }
         for r in stopped {
-            drop(r.inbox);
             let _ = r.thread.join();
         }
         if let Err(e) = self.sink.flush(Duration::from_secs(30)) {
             eprintln!("recur: producer flush: {e}");
         }
-    }
-
-    /// The inbox of a partition's current worker and the epoch of its assignment.
-    fn inbox(&self, partition: i32) -> Option<(SyncSender<Input>, u64)> {
-        self.workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&partition)
-            .map(|r| (r.inbox.clone(), r.epoch))
     }
 }
 
@@ -230,8 +339,7 @@ impl Source {
             topic: topic.to_string(),
             setup,
             workers: Mutex::new(HashMap::new()),
-            epochs: std::sync::atomic::AtomicU64::new(0),
-            rebalances: std::sync::atomic::AtomicU64::new(0),
+            feeds: Mutex::new(HashMap::new()),
             offsets,
             sink,
             metrics,
@@ -244,67 +352,25 @@ impl Source {
         })
     }
 
-    /// Fetches and dispatches until `stop` is set, then drains every worker,
-    /// waits for the producer, commits and leaves the group.
+    /// Serves the consumer (rebalances, commits) until `stop` is set, then
+    /// stops every worker, waits for the producer, commits and leaves the group.
     pub fn run(self, stop: &AtomicBool) {
         let ctx = self.consumer.context();
         let mut last_commit = Instant::now();
         let mut errors = 0u64;
-        // Messages gathered per partition (with the assignment epoch they were
-        // fetched under); handed over when a batch fills or the fetch queue runs dry.
-        let mut pending: HashMap<i32, (u64, Fetched)> = HashMap::new();
-        let hand_over = |pending: &mut HashMap<i32, (u64, Fetched)>, p: i32| {
-            let Some((epoch, batch)) = pending.remove(&p) else {
-                return;
-            };
-            match ctx.inbox(p) {
-                // Blocks while the worker is behind: backpressure, not memory growth.
-                Some((inbox, now)) if now == epoch => {
-                    // In flight from here until their outputs are acknowledged.
-                    ctx.offsets
-                        .with(p, |o| batch.iter().for_each(|r| o.fetched(r.offset)));
-                    let _ = inbox.send(Input::Messages(batch));
-                }
-                // Revoked (and maybe reassigned) since the fetch: these offsets were
-                // never committed, so whoever owns the partition now reads them again.
-                _ => {}
-            }
-        };
-        // The assignment as of the last rebalance (partition → epoch), so the
-        // per-message path takes no lock.
-        let mut assigned: HashMap<i32, Option<u64>> = HashMap::new();
-        let mut seen_rebalances = u64::MAX;
-        let mut polls = 0u32;
         while !stop.load(Ordering::Relaxed) && !ctx.metrics.failed() {
-            let wait = if pending.is_empty() {
-                Duration::from_millis(50)
-            } else {
-                Duration::ZERO
-            };
-            let polled = self.consumer.poll(wait);
-            let rebalances = ctx.rebalances.load(Ordering::Acquire);
-            if rebalances != seen_rebalances {
-                seen_rebalances = rebalances;
-                assigned.clear();
-            }
-            let idle = polled.is_none();
-            match polled {
+            // Messages go to the partitions' workers; the main queue carries
+            // rebalances, commit results and errors.
+            match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
+                    // Cannot happen (every assigned partition's queue is split
+                    // off before it fetches). Should it, hold the partition's
+                    // commits before this offset and stop: a restart reads it.
                     let (p, offset) = (m.partition(), m.offset());
-                    let epoch = *assigned
-                        .entry(p)
-                        .or_insert_with(|| ctx.inbox(p).map(|(_, e)| e));
-                    let Some(epoch) = epoch else {
-                        continue;
-                    };
-                    let (_, batch) = pending
-                        .entry(p)
-                        .or_insert_with(|| (epoch, Fetched::with_capacity(BATCH)));
-                    batch.push(m.key(), m.payload(), m.timestamp().to_millis(), offset);
-                    drop(m);
-                    if batch.len() >= BATCH {
-                        hand_over(&mut pending, p);
-                    }
+                    ctx.offsets.with(p, |o| o.fetched(offset));
+                    ctx.metrics.fail(format!(
+                        "partition {p} offset {offset} arrived on the consumer's main queue, not its partition's"
+                    ));
                 }
                 Some(Err(e)) => {
                     errors += 1;
@@ -312,27 +378,15 @@ impl Source {
                         eprintln!("recur: consumer: {e} ({errors} errors so far)");
                     }
                 }
-                None => {
-                    let parts: Vec<i32> = pending.keys().copied().collect();
-                    for p in parts {
-                        hand_over(&mut pending, p);
-                    }
-                }
+                None => {}
             }
-            // Reading the clock per message is measurable: look every 256
-            // messages, or whenever the fetch queue ran dry.
-            polls = polls.wrapping_add(1);
-            if (idle || polls.is_multiple_of(256)) && last_commit.elapsed() >= COMMIT_EVERY {
+            if last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
                 if let Err(e) = commit(&self.consumer, &self.topic, &ctx.offsets, CommitMode::Async)
                 {
                     eprintln!("recur: commit: {e}");
                 }
             }
-        }
-        let parts: Vec<i32> = pending.keys().copied().collect();
-        for p in parts {
-            hand_over(&mut pending, p);
         }
         // Shutdown: drain windows, wait for acknowledgements, commit, leave.
         let parts: Vec<i32> = ctx

@@ -207,7 +207,6 @@ pub fn run(
                     idle_ttl_ms,
                     dir: (!cfg.checkpoint.dir.is_empty())
                         .then(|| std::path::PathBuf::from(&cfg.checkpoint.dir)),
-                    offsets: offsets.clone(),
                     transaction: if exactly_once {
                         Some(Arc::new(
                             group.ok_or("exactly_once needs the consumer group's metadata")?,
@@ -228,6 +227,7 @@ pub fn run(
                 linger: Duration::from_millis(cfg.window.linger_ms),
                 sink,
                 metrics: metrics.clone(),
+                offsets: offsets.clone(),
                 init: init.clone(),
                 state,
                 swap: swap.clone(),

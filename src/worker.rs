@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
@@ -24,6 +24,7 @@ use crate::model::checkpoint::Reader;
 use crate::model::{Clock, Forecaster, ModelConfig};
 use crate::offsets::Offsets;
 use crate::sink::{self, Batch, Delivery, RecordKind, Sink};
+use crate::source::PartitionFeed;
 use crate::state::changelog::{self, Fetcher};
 use crate::state::{self, Checkpoints, HotSwap};
 use crate::telemetry::Metrics;
@@ -32,7 +33,7 @@ use crate::window::{WindowRows, Windower};
 /// How long a checkpoint waits for its records' acknowledgements.
 const ACK_WAIT: Duration = Duration::from_secs(120);
 
-/// One input message as fetched, borrowed from its [`Fetched`] batch.
+/// One input message as fetched, borrowed from librdkafka's buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Raw<'a> {
     /// Message key.
@@ -45,87 +46,7 @@ pub struct Raw<'a> {
     pub offset: i64,
 }
 
-/// A partition's messages in order, their bytes in one buffer: one
-/// allocation per batch, not two per message (the source allocates and the
-/// worker frees, and glibc's malloc serialises such cross-thread frees).
-#[derive(Debug, Default)]
-pub struct Fetched {
-    bytes: Vec<u8>,
-    items: Vec<Item>,
-}
-
-#[derive(Debug)]
-struct Item {
-    key: Option<(u32, u32)>,
-    value: Option<(u32, u32)>,
-    ts_ms: Option<i64>,
-    offset: i64,
-}
-
-impl Fetched {
-    /// An empty batch with room for `n` messages.
-    pub fn with_capacity(n: usize) -> Self {
-        Fetched {
-            bytes: Vec::with_capacity(n * 128),
-            items: Vec::with_capacity(n),
-        }
-    }
-
-    /// Appends a message (copying its key and value).
-    pub fn push(
-        &mut self,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        ts_ms: Option<i64>,
-        offset: i64,
-    ) {
-        let mut put = |b: Option<&[u8]>| {
-            b.map(|b| {
-                let start = self.bytes.len() as u32;
-                self.bytes.extend_from_slice(b);
-                (start, self.bytes.len() as u32)
-            })
-        };
-        let (key, value) = (put(key), put(value));
-        self.items.push(Item {
-            key,
-            value,
-            ts_ms,
-            offset,
-        });
-    }
-
-    /// Messages in the batch.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The messages, in order.
-    pub fn iter(&self) -> impl Iterator<Item = Raw<'_>> {
-        let slice = |r: Option<(u32, u32)>| r.map(|(a, b)| &self.bytes[a as usize..b as usize]);
-        self.items.iter().map(move |i| Raw {
-            key: slice(i.key),
-            value: slice(i.value),
-            ts_ms: i.ts_ms,
-            offset: i.offset,
-        })
-    }
-}
-
-/// What the source sends a worker.
-#[derive(Debug)]
-pub enum Input {
-    /// Messages of the worker's partition, in order (batched to keep
-    /// channel hand-offs and thread wake-ups off the per-event path).
-    Messages(Fetched),
-}
-
-/// Everything a worker needs besides its inbox.
+/// Everything a worker needs besides its partition's feed.
 pub struct WorkerSetup {
     /// Input topic (for the `source` of predictions and dead-letter headers).
     pub topic: String,
@@ -147,6 +68,8 @@ pub struct WorkerSetup {
     pub sink: Arc<Sink>,
     /// The shared metrics.
     pub metrics: Arc<Metrics>,
+    /// Input offsets in flight: marked when fetched, cleared when acknowledged.
+    pub offsets: Arc<Offsets>,
     /// Checkpoint bytes to start the learner from (already validated), if any.
     pub init: Option<Arc<Vec<u8>>>,
     /// Checkpointing, if on.
@@ -167,8 +90,6 @@ pub struct StateSetup {
     pub idle_ttl_ms: Option<i64>,
     /// Directory for a local copy of each checkpoint.
     pub dir: Option<PathBuf>,
-    /// Input offsets: a checkpoint waits for its predictions and then marks its position.
-    pub offsets: Arc<Offsets>,
     /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
     pub transaction: Option<Arc<ConsumerGroupMetadata>>,
 }
@@ -212,7 +133,7 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
                     r.forecaster.shared().updates,
                     t.elapsed().as_secs_f64()
                 );
-                st.offsets.with(p, |o| o.checkpointed(resume));
+                setup.offsets.with(p, |o| o.checkpointed(resume));
             }
             cp = Some(Checkpointing {
                 setup: st,
@@ -249,8 +170,9 @@ fn warm_start(f: &mut Forecaster<f32>, init: Option<&Vec<u8>>) {
     }
 }
 
-/// Runs a worker until its inbox closes (after draining).
-pub fn run(mut setup: WorkerSetup, inbox: Receiver<Input>) {
+/// Runs a worker on its partition's feed until `stop` is set, then flushes
+/// its window and takes a last checkpoint.
+pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
     let (model, cp) = match start(&mut setup) {
         Ok(x) => x,
         Err(e) => {
@@ -278,42 +200,46 @@ pub fn run(mut setup: WorkerSetup, inbox: Receiver<Input>) {
         updates: 0,
         nonfinite: 0,
     };
-    loop {
+    let (p, offsets) = (w.setup.partition, w.setup.offsets.clone());
+    while !stop.load(Ordering::Relaxed) {
+        // At most POLL_WAIT, so a stop is noticed promptly.
         let mut wait = w
             .windower
             .deadline()
-            .map_or(Duration::from_millis(200), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
+            .map_or(POLL_WAIT, |d| d.saturating_duration_since(Instant::now()))
+            .min(POLL_WAIT);
         if let Some(due) = w.checkpoint_deadline() {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
         }
-        match inbox.recv_timeout(wait) {
-            Ok(Input::Messages(batch)) => {
-                let now = Instant::now();
-                for raw in batch.iter() {
-                    w.handle(raw, now);
-                }
+        let got = feed.poll(wait, |batch| {
+            // In flight from here until their outputs are acknowledged.
+            offsets.with(p, |o| batch.iter().for_each(|r| o.fetched(r.offset)));
+            let now = Instant::now();
+            for &raw in batch {
+                w.handle(raw, now);
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if let Some(batch) = w.windower.poll(Instant::now()) {
-                    w.process(&batch);
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                // Revoked or shutting down: everything handled goes into a last checkpoint.
-                w.flush();
-                w.checkpoint();
-                w.setup.metrics.streams_active.sub(w.streams as i64);
-                return;
-            }
+        });
+        if got == 0
+            && let Some(batch) = w.windower.poll(Instant::now())
+        {
+            w.process(&batch);
         }
         w.hot_swap();
         if w.checkpoint_due() {
             w.checkpoint();
         }
     }
+    // Revoked or shutting down: everything handled goes into a last checkpoint.
+    // Messages still queued were never marked, so they are not committed:
+    // whoever owns the partition next reads them.
+    w.flush();
+    w.checkpoint();
+    w.setup.metrics.streams_active.sub(w.streams as i64);
 }
+
+/// The longest a worker waits for messages before looking at its window,
+/// its checkpoint clock and its stop flag.
+const POLL_WAIT: Duration = Duration::from_millis(100);
 
 struct Worker {
     setup: WorkerSetup,
@@ -344,7 +270,7 @@ impl Worker {
         if let Some(c) = self.cp.as_mut() {
             if raw.offset < c.resume {
                 // Covered by the restored state: its outputs were delivered before.
-                c.setup
+                self.setup
                     .offsets
                     .with(self.setup.partition, |o| o.acked(raw.offset));
                 return;
@@ -558,6 +484,7 @@ impl Worker {
         match write_checkpoint(
             c,
             &mut self.model,
+            &self.setup.offsets,
             &self.setup.sink,
             &self.setup.topic,
             p,
@@ -603,6 +530,7 @@ enum CheckpointFailure {
 fn write_checkpoint(
     c: &mut Checkpointing,
     model: &mut Forecaster<f32>,
+    input: &Offsets,
     sink: &Sink,
     input_topic: &str,
     p: i32,
@@ -618,7 +546,7 @@ fn write_checkpoint(
     let offsets = batch.wait(ACK_WAIT).map_err(retry)?;
     // The head says "everything below `covered` is done": its predictions too.
     let deadline = Instant::now() + ACK_WAIT;
-    while !c.setup.offsets.with(p, |o| o.acked_below(covered)) {
+    while !input.with(p, |o| o.acked_below(covered)) {
         if Instant::now() > deadline {
             return Err(retry(format!(
                 "predictions below offset {covered} not acknowledged after {} s",
@@ -638,7 +566,7 @@ fn write_checkpoint(
             )))?;
     }
     c.book.finish(model, &plan, &offsets);
-    c.setup.offsets.with(p, |o| o.checkpointed(covered));
+    input.with(p, |o| o.checkpointed(covered));
     Ok(plan.evict.len())
 }
 
