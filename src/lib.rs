@@ -9,7 +9,7 @@
 //!   -> offsets (commit only what was delivered)  checkpoint (state) / telemetry / backtest beside it
 //! ```
 //!
-//! * [`source`]: the Kafka consumer thread: rebalances, per-partition dispatch, commits.
+//! * [`source`]: the Kafka consumer: rebalances, each partition's queue split off for its worker, commits.
 //! * [`decode`]: message bytes to events, or a dead-letter reason.
 //! * [`window`]: per-partition Arrow record batches, flushed on size or time.
 //! * [`worker`]: one thread per partition running decode → window → model → encode.

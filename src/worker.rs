@@ -231,8 +231,8 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
     }
     // Revoked or shutting down: everything handled goes into a last checkpoint.
     // Messages still queued were never marked, so they are not committed:
-    // whoever owns the partition next reads them.
-    w.flush();
+    // whoever owns the partition next reads them. (The checkpoint flushes the
+    // open window first, with or without checkpointing on.)
     w.checkpoint();
     w.setup.metrics.streams_active.sub(w.streams as i64);
 }

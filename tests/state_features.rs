@@ -70,6 +70,16 @@ impl Running {
     }
 }
 
+/// Creates the topics [`topics_toml`] names: the input, one output per run, the dead letters.
+fn create_stage_topics(brokers: &str, tag: &str, partitions: i32, runs: &[&str]) {
+    let input = format!("in-{tag}");
+    let dlq = format!("dlq-{tag}");
+    let outputs: Vec<String> = runs.iter().map(|r| format!("out-{tag}-{r}")).collect();
+    let mut topics = vec![(input.as_str(), partitions), (dlq.as_str(), 1)];
+    topics.extend(outputs.iter().map(|o| (o.as_str(), partitions)));
+    create_topics(brokers, &topics);
+}
+
 fn topics_toml(brokers: &str, tag: &str, run: &str) -> String {
     format!(
         r#"
@@ -101,15 +111,7 @@ fn forecasts(brokers: &str, topic: &str, n: usize) -> HashMap<(i32, i64), Vec<u8
 fn idle_streams_are_evicted_and_come_back_unchanged() {
     let Some(brokers) = brokers() else { return };
     let tag = format!("idle-{}", std::process::id());
-    create_topics(
-        &brokers,
-        &[
-            (&format!("in-{tag}"), 1),
-            (&format!("out-{tag}-ref"), 1),
-            (&format!("out-{tag}-ttl"), 1),
-            (&format!("dlq-{tag}"), 1),
-        ],
-    );
+    create_stage_topics(&brokers, &tag, 1, &["ref", "ttl"]);
     // "returner" speaks 5 times, falls silent for 300 s of event time while 300
     // busy streams (each heard every 30 s) go on, then speaks 5 times more.
     let t0 = 1_700_000_000_000i64;
@@ -169,14 +171,7 @@ fn a_watched_checkpoint_is_hot_swapped_into_every_partition() {
     let Some(brokers) = brokers() else { return };
     let tag = format!("swap-{}", std::process::id());
     let partitions = 4;
-    create_topics(
-        &brokers,
-        &[
-            (&format!("in-{tag}"), partitions),
-            (&format!("out-{tag}-a"), partitions),
-            (&format!("dlq-{tag}"), 1),
-        ],
-    );
+    create_stage_topics(&brokers, &tag, partitions, &["a"]);
     let dir = std::env::temp_dir().join(format!("recur-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let watched = dir.join("model.ckpt");
@@ -243,14 +238,7 @@ fn exactly_once_commits_offsets_through_transactions() {
     let Some(brokers) = brokers() else { return };
     let tag = format!("eos-{}", std::process::id());
     let partitions = 4;
-    create_topics(
-        &brokers,
-        &[
-            (&format!("in-{tag}"), partitions),
-            (&format!("out-{tag}-a"), partitions),
-            (&format!("dlq-{tag}"), 1),
-        ],
-    );
+    create_stage_topics(&brokers, &tag, partitions, &["a"]);
     let input = format!("in-{tag}");
     let stop = std::sync::atomic::AtomicBool::new(false);
     recur::tools::produce_synthetic(&brokers, &input, 50, 0, Some(4000), &stop).unwrap();
