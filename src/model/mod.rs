@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod learner;
+pub mod linear;
 pub mod loss;
 pub mod network;
 pub mod normalize;

@@ -1,0 +1,320 @@
+//! Online ridge regression by recursive least squares (RLS) with exponential
+//! forgetting, and the lag features of the linear forecaster built on it.
+//!
+//! [`Rls`] minimises `Σ_i λ^(n-i) ‖y_i − Wᵀφ_i‖² + λ^n ρ ‖W − W₀‖²` one
+//! observation at a time (Haykin, *Adaptive Filter Theory*, ch. 10): with
+//! `P = (Σ λ^(n-i) φ_i φ_iᵀ + λ^n ρ I)⁻¹`,
+//!
+//! ```text
+//! k = P φ / (λ + φᵀ P φ)      W ← W + k (y − Wᵀφ)ᵀ      P ← (P − k φᵀ P) / λ
+//! ```
+//!
+//! Every output shares `P` (they see the same features), so an update costs
+//! `O(p² + p·q)` for `p` features and `q` outputs. Forgetting inflates `P` in
+//! directions the features never excite (a flat stream's lags); the division
+//! by `λ` is skipped once `trace(P)` would pass its prior's `p / ρ`, which keeps
+//! `P` bounded however long a stream runs, and never triggers on data that
+//! excites every direction.
+//!
+//! [`lag_features`] turns the last `L` rows of a stream into
+//! `[x_{t−1} − x_t, …, x_{t−L+1} − x_t, 1]` (every column, then a bias), and
+//! the targets are each horizon step's change from the last value: the
+//! forecaster starts as the naive forecast (`W₀ = 0`) and learns how the
+//! recent path predicts the next moves.
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the linear forecaster.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearConfig {
+    /// Rows of history per feature vector (L): `L − 1` lag differences per column.
+    pub lags: usize,
+    /// Forgetting factor λ in (0, 1]: the weight of an observation `n` steps old is λⁿ.
+    pub forgetting: f64,
+    /// Ridge prior ρ > 0: the initial `P` is `I / ρ`.
+    pub ridge: f64,
+}
+
+impl Default for LinearConfig {
+    fn default() -> Self {
+        LinearConfig {
+            lags: 24,
+            forgetting: 0.9999,
+            ridge: 10.0,
+        }
+    }
+}
+
+impl LinearConfig {
+    /// Checks the settings, naming the first bad key (under `section`) and value.
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        if self.lags < 2 {
+            return Err(format!(
+                "{section}.lags = {}: must be at least 2 (one lag difference)",
+                self.lags
+            ));
+        }
+        if !(self.forgetting > 0.0 && self.forgetting <= 1.0) {
+            return Err(format!(
+                "{section}.forgetting = {}: must be in (0, 1]",
+                self.forgetting
+            ));
+        }
+        if !(self.ridge > 0.0 && self.ridge.is_finite()) {
+            return Err(format!(
+                "{section}.ridge = {}: must be a positive number",
+                self.ridge
+            ));
+        }
+        Ok(())
+    }
+
+    /// Features of `width` columns: `(L − 1)` lags each plus the bias.
+    pub fn features(&self, width: usize) -> usize {
+        (self.lags - 1) * width + 1
+    }
+}
+
+/// Recursive least squares with forgetting, `p` features to `q` outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rls {
+    p: usize,
+    q: usize,
+    forgetting: f64,
+    /// `trace(P)` of the prior: the bound forgetting may not push `P` past.
+    max_trace: f64,
+    /// `P`, row-major `p × p`, kept exactly symmetric.
+    pub cov: Vec<f64>,
+    /// `W`, row-major `p × q`.
+    pub weight: Vec<f64>,
+    /// Updates applied.
+    pub updates: u64,
+    /// Scratch `P φ`.
+    pphi: Vec<f64>,
+    /// Scratch residual.
+    resid: Vec<f64>,
+}
+
+impl Rls {
+    /// `W = 0`, `P = I / ridge`.
+    pub fn new(features: usize, outputs: usize, forgetting: f64, ridge: f64) -> Self {
+        let mut cov = vec![0.0; features * features];
+        for i in 0..features {
+            cov[i * features + i] = 1.0 / ridge;
+        }
+        Rls {
+            p: features,
+            q: outputs,
+            forgetting,
+            max_trace: features as f64 / ridge,
+            cov,
+            weight: vec![0.0; features * outputs],
+            updates: 0,
+            pphi: vec![0.0; features],
+            resid: vec![0.0; outputs],
+        }
+    }
+
+    /// Features (p).
+    pub fn features(&self) -> usize {
+        self.p
+    }
+    /// Outputs (q).
+    pub fn outputs(&self) -> usize {
+        self.q
+    }
+
+    /// `out = Wᵀ φ`.
+    pub fn predict(&self, phi: &[f64], out: &mut [f64]) {
+        debug_assert_eq!(phi.len(), self.p);
+        out[..self.q].fill(0.0);
+        for (i, &f) in phi.iter().enumerate() {
+            if f == 0.0 {
+                continue;
+            }
+            let row = &self.weight[i * self.q..(i + 1) * self.q];
+            for (o, &w) in out.iter_mut().zip(row) {
+                *o += f * w;
+            }
+        }
+    }
+
+    /// Learns `y ≈ Wᵀ φ` from one observation; returns false (and changes
+    /// nothing) if the inputs or the update are not finite.
+    pub fn update(&mut self, phi: &[f64], y: &[f64]) -> bool {
+        let (p, q) = (self.p, self.q);
+        if !phi.iter().chain(y).all(|v| v.is_finite()) {
+            return false;
+        }
+        // P φ (P symmetric) and φᵀ P φ.
+        let mut quad = 0.0;
+        for i in 0..p {
+            let row = &self.cov[i * p..(i + 1) * p];
+            let mut acc = 0.0;
+            for (c, &f) in row.iter().zip(phi) {
+                acc += c * f;
+            }
+            self.pphi[i] = acc;
+            quad += acc * phi[i];
+        }
+        let denom = self.forgetting + quad;
+        if !(denom.is_finite() && denom > 0.0) {
+            return false;
+        }
+        // Residual before the update.
+        self.predict_into_resid(phi, y);
+        // W += k rᵀ with k = P φ / denom.
+        for i in 0..p {
+            let k = self.pphi[i] / denom;
+            if k == 0.0 {
+                continue;
+            }
+            let row = &mut self.weight[i * q..(i + 1) * q];
+            for (w, &r) in row.iter_mut().zip(&self.resid) {
+                *w += k * r;
+            }
+        }
+        // P ← (P − P φ φᵀ P / denom) / λ, computed on the upper triangle and mirrored.
+        let mut trace = 0.0;
+        for i in 0..p {
+            let ki = self.pphi[i] / denom;
+            for j in i..p {
+                let v = self.cov[i * p + j] - ki * self.pphi[j];
+                self.cov[i * p + j] = v;
+                self.cov[j * p + i] = v;
+            }
+            trace += self.cov[i * p + i];
+        }
+        if self.forgetting < 1.0 && trace / self.forgetting <= self.max_trace {
+            let inv = 1.0 / self.forgetting;
+            for c in self.cov.iter_mut() {
+                *c *= inv;
+            }
+        }
+        self.updates += 1;
+        true
+    }
+
+    fn predict_into_resid(&mut self, phi: &[f64], y: &[f64]) {
+        let q = self.q;
+        self.resid.copy_from_slice(&y[..q]);
+        for (i, &f) in phi.iter().enumerate() {
+            if f == 0.0 {
+                continue;
+            }
+            let row = &self.weight[i * q..(i + 1) * q];
+            for (r, &w) in self.resid.iter_mut().zip(row) {
+                *r -= f * w;
+            }
+        }
+    }
+
+    /// Replaces `P` and `W` (restoring a checkpoint); false if the lengths do not fit.
+    pub fn load(&mut self, cov: &[f64], weight: &[f64], updates: u64) -> bool {
+        if cov.len() != self.cov.len() || weight.len() != self.weight.len() {
+            return false;
+        }
+        self.cov.copy_from_slice(cov);
+        self.weight.copy_from_slice(weight);
+        self.updates = updates;
+        true
+    }
+}
+
+/// Writes the lag features of the newest row into `phi`.
+///
+/// `history(j)` is the row `j` steps back (`j = 0` the newest), for
+/// `j < lags`; `phi` gets `history(j)[k] − history(0)[k]` for `j = 1..lags`,
+/// column `k` fastest, then the bias `1`.
+pub fn lag_features<'a>(lags: usize, width: usize, history: impl Fn(usize) -> &'a [f64], phi: &mut [f64]) {
+    let last = history(0);
+    for j in 1..lags {
+        let row = history(j);
+        for k in 0..width {
+            phi[(j - 1) * width + k] = row[k] - last[k];
+        }
+    }
+    phi[(lags - 1) * width] = 1.0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Solves the ridge normal equations `(Σ φφᵀ + ρI) w = Σ φ y` directly.
+    fn ridge_solve(rows: &[Vec<f64>], ys: &[f64], ridge: f64) -> Vec<f64> {
+        let p = rows[0].len();
+        let mut a = vec![vec![0.0; p + 1]; p];
+        for (i, ai) in a.iter_mut().enumerate() {
+            ai[i] = ridge;
+        }
+        for (phi, &y) in rows.iter().zip(ys) {
+            for i in 0..p {
+                for j in 0..p {
+                    a[i][j] += phi[i] * phi[j];
+                }
+                a[i][p] += phi[i] * y;
+            }
+        }
+        // Gauss-Jordan with partial pivoting.
+        for c in 0..p {
+            let piv = (c..p)
+                .max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs()))
+                .unwrap();
+            a.swap(c, piv);
+            for r in 0..p {
+                if r != c {
+                    let f = a[r][c] / a[c][c];
+                    for k in c..=p {
+                        a[r][k] -= f * a[c][k];
+                    }
+                }
+            }
+        }
+        (0..p).map(|i| a[i][p] / a[i][i]).collect()
+    }
+
+    #[test]
+    fn without_forgetting_rls_is_the_ridge_solution() {
+        let mut rng = crate::model::rng::Rng::new(7);
+        let rows: Vec<Vec<f64>> = (0..200)
+            .map(|_| (0..4).map(|_| rng.normal()).collect())
+            .collect();
+        let ys: Vec<f64> = rows
+            .iter()
+            .map(|r| 0.5 * r[0] - 2.0 * r[1] + 0.25 * r[3] + 0.1 * rng.normal())
+            .collect();
+        let mut rls = Rls::new(4, 1, 1.0, 3.0);
+        for (phi, y) in rows.iter().zip(&ys) {
+            assert!(rls.update(phi, &[*y]));
+        }
+        let exact = ridge_solve(&rows, &ys, 3.0);
+        for (w, e) in rls.weight.iter().zip(&exact) {
+            assert!((w - e).abs() < 1e-9, "{w} vs {e}");
+        }
+    }
+
+    #[test]
+    fn forgetting_never_grows_p_past_its_prior() {
+        // A feature that is always zero is never excited: without the bound its
+        // variance would grow by 1/λ every step.
+        let mut rls = Rls::new(2, 1, 0.99, 1.0);
+        for i in 0..5000 {
+            rls.update(&[1.0, 0.0], &[(i % 3) as f64]);
+        }
+        let trace = rls.cov[0] + rls.cov[3];
+        assert!(trace <= 2.0 + 1e-12, "trace {trace}");
+        assert!(rls.cov.iter().all(|c| c.is_finite()));
+    }
+
+    #[test]
+    fn non_finite_observations_change_nothing() {
+        let mut rls = Rls::new(2, 1, 0.999, 1.0);
+        rls.update(&[1.0, 1.0], &[2.0]);
+        let before = rls.clone();
+        assert!(!rls.update(&[f64::NAN, 1.0], &[1.0]));
+        assert!(!rls.update(&[1.0, 1.0], &[f64::INFINITY]));
+        assert_eq!(rls, before);
+    }
+}
