@@ -333,6 +333,12 @@ impl<S: Scalar> Forecaster<S> {
                 &shared.optimizer.v,
             );
         }
+        if let Some(rls) = &shared.linear {
+            let (p, q) = (rls.features(), rls.outputs());
+            w.meta("recur.linear_updates", rls.updates.to_string());
+            w.tensor("linear.weight", &[p, q], rls.weight.iter().copied());
+            w.tensor("linear.cov", &[p, p], rls.cov.iter().copied());
+        }
     }
 
     fn write_streams(&self, w: &mut Writer) {
@@ -422,6 +428,26 @@ impl<S: Scalar> Forecaster<S> {
                     models().flat_map(|m| m.optimizer.v.data.iter().copied()),
                 );
             }
+            if let Some(rls) = &self.shared().linear {
+                let (f, q) = (rls.features(), rls.outputs());
+                let linears =
+                    || models().map(|m| m.linear.as_ref().expect("stacking has a linear expert"));
+                w.tensor(
+                    "streams.linear_weight",
+                    &[n, f * q],
+                    linears().flat_map(|l| l.weight.iter().copied()),
+                );
+                w.tensor(
+                    "streams.linear_cov",
+                    &[n, f * f],
+                    linears().flat_map(|l| l.cov.iter().copied()),
+                );
+                w.tensor_i64(
+                    "streams.linear_updates",
+                    &[n, 1],
+                    linears().map(|l| l.updates as i64),
+                );
+            }
         }
     }
 
@@ -475,7 +501,20 @@ impl<S: Scalar> Forecaster<S> {
             } else {
                 None
             };
-            Some((p, params, m, v))
+            let linear = match &f.shared().linear {
+                Some(rls) => {
+                    let (lf, q) = (rls.features(), rls.outputs());
+                    let (shape, weight) = r.tensor_f64("streams.linear_weight")?;
+                    check("streams.linear_weight", &shape, [n, lf * q])?;
+                    let (shape, cov) = r.tensor_f64("streams.linear_cov")?;
+                    check("streams.linear_cov", &shape, [n, lf * lf])?;
+                    let (shape, updates) = r.tensor_i64("streams.linear_updates")?;
+                    check("streams.linear_updates", &shape, [n, 1])?;
+                    Some((lf * q, weight, lf * lf, cov, updates))
+                }
+                None => None,
+            };
+            Some((p, params, m, v, linear))
         } else {
             None
         };
@@ -506,9 +545,18 @@ impl<S: Scalar> Forecaster<S> {
             s.since_update = c[3] as u32;
             s.last_ts_ms = clock[2 * i];
             s.touched = clock[2 * i + 1] as u64;
-            if let (Some(model), Some((p, params, m, v))) =
+            if let (Some(model), Some((p, params, m, v, linear))) =
                 (s.model.as_deref_mut(), per_stream.as_ref())
             {
+                if let (Some(rls), Some((wq, weight, cq, cov, updates))) =
+                    (model.linear.as_mut(), linear)
+                {
+                    rls.load(
+                        &cov[i * cq..(i + 1) * cq],
+                        &weight[i * wq..(i + 1) * wq],
+                        updates[i] as u64,
+                    );
+                }
                 let row = i * p..(i + 1) * p;
                 model.params.data = Array1::from(params[row.clone()].to_vec());
                 if let Some(m) = m {
@@ -546,6 +594,23 @@ impl<S: Scalar> Forecaster<S> {
             model.optimizer.step = parse_meta(r, "recur.optimizer_step")?;
         }
         model.updates = parse_meta(r, "recur.updates").unwrap_or(0);
+        if let Some(rls) = model.linear.as_mut()
+            && r.has("linear.weight")
+        {
+            let (p, q) = (rls.features(), rls.outputs());
+            let (shape, weight) = r.tensor_f64("linear.weight")?;
+            let (cshape, cov) = r.tensor_f64("linear.cov")?;
+            if shape != [p, q] || cshape != [p, p] {
+                return Err(CheckpointError::Mismatch(format!(
+                    "the linear expert is {shape:?} with covariance {cshape:?}, this model needs [{p}, {q}] and [{p}, {p}]"
+                )));
+            }
+            rls.load(
+                &cov,
+                &weight,
+                parse_meta(r, "recur.linear_updates").unwrap_or(0),
+            );
+        }
         *self.shared_mut() = model;
         Ok(())
     }

@@ -25,6 +25,7 @@
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
+use super::linear::{LinearConfig, Rls};
 use super::loss::Loss;
 use super::network::{StepScratch, Tape, forecast, step};
 use super::normalize::{NormPhase, Normalize, Normalizer};
@@ -32,6 +33,7 @@ use super::optim::{ClipReport, Optimizer, OptimizerConfig, clip_grad_norm};
 use super::params::{CellKind, Dims, ParamLayout, Params};
 use super::rng::Rng;
 use super::scalar::{Scalar, sum_sq};
+use super::stack::{self, EXPERTS, StackConfig};
 
 /// Which forecasts a TBPTT step learns from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +76,17 @@ pub enum Learning {
     Off,
 }
 
+/// How a forecast is made from the experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// Per stream, horizon step and target, an online least-squares blend of
+    /// the linear autoregression and the recurrent head (see [`super::stack`]).
+    Stack,
+    /// The recurrent head alone.
+    Rnn,
+}
+
 /// Everything that defines a forecaster. Defaults live in `config/default.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +127,20 @@ pub struct ModelConfig {
     pub learning: Learning,
     /// Seed of the weight initialisation.
     pub seed: u64,
+    /// How the forecast combines the experts.
+    #[serde(default = "combine_rnn")]
+    pub combine: Combine,
+    /// The linear expert (with `combine = "stack"`).
+    #[serde(default)]
+    pub linear: LinearConfig,
+    /// The stacking weights (with `combine = "stack"`).
+    #[serde(default)]
+    pub stack: StackConfig,
+}
+
+/// What a configuration written before stacking existed meant.
+fn combine_rnn() -> Combine {
+    Combine::Rnn
 }
 
 impl Default for ModelConfig {
@@ -137,6 +164,9 @@ impl Default for ModelConfig {
             predict: Predict::Delta,
             learning: Learning::On,
             seed: 42,
+            combine: Combine::Stack,
+            linear: LinearConfig::default(),
+            stack: StackConfig::default(),
         }
     }
 }
@@ -190,7 +220,8 @@ impl ModelConfig {
         if self.normalize == Normalize::Warmup && self.normalize_events == 0 {
             return Err("model.normalize = \"warmup\" needs model.normalize_events >= 1".into());
         }
-        Ok(())
+        self.linear.validate("model.linear")?;
+        self.stack.validate()
     }
 
     /// Indices of the forecast values.
@@ -244,6 +275,9 @@ pub struct Model<S> {
     pub optimizer: Optimizer<S>,
     /// Updates applied so far (the `model_version` of forecasts).
     pub updates: u64,
+    /// The linear expert (with `combine = "stack"`): lag features to every
+    /// horizon step's change, by recursive least squares.
+    pub linear: Option<Rls>,
 }
 
 /// Offsets inside a stream's state buffer.
@@ -261,6 +295,12 @@ pub struct StateLayout {
     pub ring: usize,
     /// Whether the ring and entering state are kept (learning on).
     pub learning: bool,
+    /// Rows of scaled inputs kept for the linear expert (`linear.lags + horizon`; 0 without stacking).
+    pub history: usize,
+    /// Lags of the linear expert's features.
+    pub lags: usize,
+    /// Experts per stacking cell (0 without stacking).
+    pub experts: usize,
 }
 
 impl StateLayout {
@@ -272,7 +312,20 @@ impl StateLayout {
             horizon: cfg.horizon,
             ring: cfg.tbptt + cfg.horizon - 1,
             learning: cfg.learning == Learning::On,
+            history: match cfg.combine {
+                Combine::Stack => cfg.linear.lags + cfg.horizon,
+                Combine::Rnn => 0,
+            },
+            lags: cfg.linear.lags,
+            experts: match cfg.combine {
+                Combine::Stack => EXPERTS,
+                Combine::Rnn => 0,
+            },
         }
+    }
+    /// Whether forecasts stack the linear and recurrent experts.
+    pub fn stacked(&self) -> bool {
+        self.experts > 0
     }
     /// One forecast: horizon × targets.
     pub fn forecast_len(&self) -> usize {
@@ -303,9 +356,30 @@ impl StateLayout {
         let start = self.pending().end;
         start..start + self.targets
     }
+    /// The last `history` scaled inputs, oldest first (a shift register).
+    fn history_range(&self) -> std::ops::Range<usize> {
+        let start = self.last_raw().end;
+        start..start + self.history * self.width
+    }
+    /// The experts' forecast changes behind each pending forecast, `experts` per component.
+    fn expert_pending(&self) -> std::ops::Range<usize> {
+        let start = self.history_range().end;
+        start..start + self.horizon * self.forecast_len() * self.experts
+    }
+    /// One stacking cell (see [`stack::CELL`]) per forecast component.
+    fn stack_cells(&self) -> std::ops::Range<usize> {
+        let start = self.expert_pending().end;
+        start
+            ..start
+                + if self.stacked() {
+                    self.forecast_len() * stack::CELL
+                } else {
+                    0
+                }
+    }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.last_raw().end
+        self.stack_cells().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -425,6 +499,10 @@ struct Work<S> {
     dys: Vec<S>,
     d_init: Vec<S>,
     out: Vec<S>,
+    /// Lag features of the linear expert.
+    phi: Vec<f64>,
+    /// The linear expert's forecast changes, or its training targets.
+    lin: Vec<f64>,
 }
 
 impl<S: Scalar> Forecaster<S> {
@@ -435,12 +513,21 @@ impl<S: Scalar> Forecaster<S> {
         let layout = ParamLayout::new(dims);
         let mut rng = Rng::new(cfg.seed);
         let params = Params::init(&layout, &mut rng);
+        let sl = StateLayout::new(&cfg);
+        let features = cfg.linear.features(cfg.inputs);
         let shared = Model {
             optimizer: Optimizer::new(cfg.optimizer, &layout),
             params,
             updates: 0,
+            linear: sl.stacked().then(|| {
+                Rls::new(
+                    features,
+                    dims.outputs,
+                    cfg.linear.forgetting,
+                    cfg.linear.ridge,
+                )
+            }),
         };
-        let sl = StateLayout::new(&cfg);
         let work = Work {
             tape: Tape::new(dims, cfg.tbptt),
             grads: Params::zeros(&layout),
@@ -453,6 +540,8 @@ impl<S: Scalar> Forecaster<S> {
             dys: vec![S::zero(); cfg.tbptt * dims.outputs],
             d_init: vec![S::zero(); dims.state_len()],
             out: vec![S::zero(); dims.outputs],
+            phi: vec![0.0; features],
+            lin: vec![0.0; dims.outputs],
         };
         Ok(Forecaster {
             target_idx: cfg.target_indices(),
@@ -532,8 +621,14 @@ impl<S: Scalar> Forecaster<S> {
 
     /// A new, empty stream state.
     pub fn new_stream(&self) -> Stream<S> {
+        let mut buf = Array1::zeros(self.sl.len());
+        init_stack(
+            buf.as_slice_mut().expect("contiguous"),
+            &self.sl,
+            &self.cfg.stack,
+        );
         Stream {
-            buf: Array1::zeros(self.sl.len()),
+            buf,
             norm: Normalizer::new(self.cfg.normalize, self.cfg.inputs),
             seen: 0,
             ring_len: 0,
@@ -561,6 +656,9 @@ impl<S: Scalar> Forecaster<S> {
                             + m.optimizer.m.data.len()
                             + m.optimizer.v.data.len())
                             * S::BYTES
+                        + m.linear.as_ref().map_or(0, |l| {
+                            std::mem::size_of::<Rls>() + (l.weight.len() + l.cov.len()) * 8
+                        })
                 });
                 std::mem::size_of::<Box<str>>()
                     + k.len()
@@ -726,10 +824,23 @@ impl<S: Scalar> Forecaster<S> {
         // 3. Forecast, in original units.
         forecast(layout, &model.params, &buf[sl.live()], &mut work.out);
         let nt = sl.targets;
+        if sl.stacked() {
+            if cfg.predict == Predict::Level {
+                // The head's levels as changes from the last value, as the stack takes them.
+                for h in 0..sl.horizon {
+                    for (j, &k) in target_idx.iter().enumerate() {
+                        work.out[h * nt + j] -= work.z[k];
+                    }
+                }
+            }
+            let linear = model.linear.as_mut().expect("stacking has a linear expert");
+            stack_step(cfg, &sl, target_idx, linear, s.seen, buf, work);
+        }
+        let delta = sl.stacked() || cfg.predict == Predict::Delta;
         for h in 0..sl.horizon {
             for (j, &k) in target_idx.iter().enumerate() {
                 let mut y = work.out[h * nt + j].f64();
-                if cfg.predict == Predict::Delta {
+                if delta {
                     y += work.z[k].f64();
                 }
                 work.out[h * nt + j] = S::of(s.norm.unscale(k, y));
@@ -755,7 +866,9 @@ impl<S: Scalar> Forecaster<S> {
 
 /// Clears a stream's recurrent state, window and pending forecasts (the normaliser stays).
 fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
-    s.buf.fill(S::zero());
+    // The stacking weights are what the stream learned about its experts: they stay.
+    let keep = sl.stack_cells().start;
+    s.buf.as_slice_mut().expect("contiguous")[..keep].fill(S::zero());
     s.seen = 0;
     s.ring_len = 0;
     s.ring_head = 0;
@@ -770,6 +883,114 @@ fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
             sl.width,
         );
     }
+}
+
+/// Sets every stacking cell of a stream buffer to its prior.
+fn init_stack<S: Scalar>(buf: &mut [S], sl: &StateLayout, cfg: &StackConfig) {
+    for cell in buf[sl.stack_cells()].chunks_exact_mut(stack::CELL) {
+        stack::init(cell, cfg.ridge);
+    }
+}
+
+/// The linear expert and the stacking weights for one event of a stream:
+/// learn from the forecasts this event completes, then turn the recurrent
+/// head's changes in `work.out` into the stacked changes.
+///
+/// Called after the event's scaled values `work.z` are known, with `seen` the
+/// event's index in the stream. The history is a shift register of the newest
+/// `history` rows, oldest first: the row `back` events ago is at
+/// `history - 1 - back`, so every feature vector is one contiguous run.
+#[inline(always)]
+fn stack_step<S: Scalar>(
+    cfg: &ModelConfig,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    linear: &mut Rls,
+    seen: u64,
+    buf: &mut [S],
+    work: &mut Work<S>,
+) {
+    let (d, nt, hz, lags, rows) = (sl.width, sl.targets, sl.horizon, sl.lags, sl.history);
+    let hist = sl.history_range();
+    {
+        let h = &mut buf[hist.clone()];
+        h.copy_within(d.., 0);
+        h[(rows - 1) * d..].copy_from_slice(&work.z);
+    }
+    let at = |back: usize, k: usize| hist.start + (rows - 1 - back) * d + k;
+
+    // The linear expert learns from the forecast made `hz` events ago, once
+    // that forecast had a full set of lags.
+    if sl.learning && seen >= (hz + lags - 1) as u64 {
+        fill_lags(&buf[hist.clone()], sl, hz, &mut work.phi);
+        for h in 0..hz {
+            for (j, &k) in target_idx.iter().enumerate() {
+                work.lin[h * nt + j] = buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64();
+            }
+        }
+        linear.update(&work.phi, &work.lin);
+    }
+    // Each step's stacking cell learns from the forecast whose step-h component this event completes.
+    let fl = sl.forecast_len();
+    let e = sl.experts;
+    if sl.learning {
+        for h in 0..hz.min(seen as usize) {
+            let made = seen - 1 - h as u64;
+            let slot = (made % hz as u64) as usize;
+            for (j, &k) in target_idx.iter().enumerate() {
+                let c = h * nt + j;
+                let y = buf[at(0, k)].f64() - buf[at(h + 1, k)].f64();
+                let ex = sl.expert_pending().start + (slot * fl + c) * e;
+                let mut experts = [S::zero(); EXPERTS];
+                experts.copy_from_slice(&buf[ex..ex + e]);
+                let cell = sl.stack_cells().start + c * stack::CELL;
+                stack::update(&mut buf[cell..cell + stack::CELL], &experts, y, &cfg.stack);
+            }
+        }
+    }
+    // This event's forecast: the linear expert's changes (naive until the
+    // stream has `lags` rows), stacked with the recurrent head's.
+    if seen + 1 >= lags as u64 {
+        fill_lags(&buf[hist], sl, 0, &mut work.phi);
+        linear.predict(&work.phi, &mut work.lin);
+    } else {
+        work.lin.fill(0.0);
+    }
+    let slot = if hz == 1 {
+        0
+    } else {
+        (seen % hz as u64) as usize
+    };
+    for c in 0..fl {
+        let experts = [S::of(work.lin[c]), work.out[c]];
+        let ex = sl.expert_pending().start + (slot * fl + c) * e;
+        buf[ex..ex + e].copy_from_slice(&experts);
+        let cell = sl.stack_cells().start + c * stack::CELL;
+        work.out[c] = S::of(stack::predict(&buf[cell..cell + stack::CELL], &experts));
+    }
+}
+
+/// The linear expert's features of the forecast made `back` events ago, as
+/// [`super::linear::lag_features`] orders them (oldest lag first).
+#[inline(always)]
+fn fill_lags<S: Scalar>(hist: &[S], sl: &StateLayout, back: usize, phi: &mut [f64]) {
+    let (d, lags) = (sl.width, sl.lags);
+    let end = (sl.history - back) * d;
+    let last = &hist[end - d..end];
+    let run = &hist[end - lags * d..end - d];
+    if d == 1 {
+        let last = last[0].f64();
+        for (p, v) in phi.iter_mut().zip(run) {
+            *p = v.f64() - last;
+        }
+    } else {
+        for (p, row) in phi.chunks_exact_mut(d).zip(run.chunks_exact(d)) {
+            for k in 0..d {
+                p[k] = row[k].f64() - last[k].f64();
+            }
+        }
+    }
+    phi[(lags - 1) * d] = 1.0;
 }
 
 /// Scores the pending forecasts' components for this event.

@@ -17,7 +17,7 @@
 //! excites every direction.
 //!
 //! [`lag_features`] turns the last `L` rows of a stream into
-//! `[x_{t−1} − x_t, …, x_{t−L+1} − x_t, 1]` (every column, then a bias), and
+//! `[x_{t−L+1} − x_t, …, x_{t−1} − x_t, 1]` (every column, then a bias), and
 //! the targets are each horizon step's change from the last value: the
 //! forecaster starts as the naive forecast (`W₀ = 0`) and learns how the
 //! recent path predicts the next moves.
@@ -126,13 +126,30 @@ impl Rls {
     }
 
     /// `out = Wᵀ φ`.
+    #[inline(always)]
     pub fn predict(&self, phi: &[f64], out: &mut [f64]) {
         debug_assert_eq!(phi.len(), self.p);
+        if self.q == 1 {
+            // One output (one target, one step): a dot product in four fixed lanes.
+            let mut lanes = [0.0; 4];
+            let chunks = phi.len() / 4 * 4;
+            for (f, w) in phi[..chunks]
+                .chunks_exact(4)
+                .zip(self.weight[..chunks].chunks_exact(4))
+            {
+                for l in 0..4 {
+                    lanes[l] += f[l] * w[l];
+                }
+            }
+            let mut acc = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+            for (f, w) in phi[chunks..].iter().zip(&self.weight[chunks..]) {
+                acc += f * w;
+            }
+            out[0] = acc;
+            return;
+        }
         out[..self.q].fill(0.0);
         for (i, &f) in phi.iter().enumerate() {
-            if f == 0.0 {
-                continue;
-            }
             let row = &self.weight[i * self.q..(i + 1) * self.q];
             for (o, &w) in out.iter_mut().zip(row) {
                 *o += f * w;
@@ -175,21 +192,26 @@ impl Rls {
                 *w += k * r;
             }
         }
-        // P ← (P − P φ φᵀ P / denom) / λ, computed on the upper triangle and mirrored.
+        // P ← (P − u uᵀ) / λ with u = P φ / √denom: u_i u_j = u_j u_i exactly,
+        // so P stays bit-symmetric with one contiguous pass.
+        let root = denom.sqrt();
         let mut trace = 0.0;
-        for i in 0..p {
-            let ki = self.pphi[i] / denom;
-            for j in i..p {
-                let v = self.cov[i * p + j] - ki * self.pphi[j];
-                self.cov[i * p + j] = v;
-                self.cov[j * p + i] = v;
-            }
-            trace += self.cov[i * p + i];
+        for u in self.pphi.iter_mut() {
+            *u /= root;
         }
-        if self.forgetting < 1.0 && trace / self.forgetting <= self.max_trace {
-            let inv = 1.0 / self.forgetting;
-            for c in self.cov.iter_mut() {
-                *c *= inv;
+        for i in 0..p {
+            trace += self.cov[i * p + i] - self.pphi[i] * self.pphi[i];
+        }
+        let scale = if self.forgetting < 1.0 && trace / self.forgetting <= self.max_trace {
+            1.0 / self.forgetting
+        } else {
+            1.0
+        };
+        for i in 0..p {
+            let ui = self.pphi[i];
+            let row = &mut self.cov[i * p..(i + 1) * p];
+            for (c, &uj) in row.iter_mut().zip(&self.pphi) {
+                *c = (*c - ui * uj) * scale;
             }
         }
         self.updates += 1;
@@ -200,9 +222,6 @@ impl Rls {
         let q = self.q;
         self.resid.copy_from_slice(&y[..q]);
         for (i, &f) in phi.iter().enumerate() {
-            if f == 0.0 {
-                continue;
-            }
             let row = &self.weight[i * q..(i + 1) * q];
             for (r, &w) in self.resid.iter_mut().zip(row) {
                 *r -= f * w;
@@ -225,14 +244,19 @@ impl Rls {
 /// Writes the lag features of the newest row into `phi`.
 ///
 /// `history(j)` is the row `j` steps back (`j = 0` the newest), for
-/// `j < lags`; `phi` gets `history(j)[k] − history(0)[k]` for `j = 1..lags`,
-/// column `k` fastest, then the bias `1`.
-pub fn lag_features<'a>(lags: usize, width: usize, history: impl Fn(usize) -> &'a [f64], phi: &mut [f64]) {
+/// `j < lags`; `phi` gets `history(j)[k] − history(0)[k]` for
+/// `j = lags − 1` down to 1 (oldest first, column `k` fastest), then the bias `1`.
+pub fn lag_features<'a>(
+    lags: usize,
+    width: usize,
+    history: impl Fn(usize) -> &'a [f64],
+    phi: &mut [f64],
+) {
     let last = history(0);
-    for j in 1..lags {
-        let row = history(j);
+    for i in 0..lags - 1 {
+        let row = history(lags - 1 - i);
         for k in 0..width {
-            phi[(j - 1) * width + k] = row[k] - last[k];
+            phi[i * width + k] = row[k] - last[k];
         }
     }
     phi[(lags - 1) * width] = 1.0;

@@ -24,9 +24,10 @@ pub mod rng;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod simd;
+pub mod stack;
 
 pub use learner::{
-    Clock, Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats,
+    Clock, Combine, Forecaster, LearnError, Learning, ModelConfig, Objective, Predict, StreamStats,
     WeightScope,
 };
 pub use loss::Loss;

@@ -18,7 +18,8 @@
 //! `norm_count u64`, `scalar_bytes u8`, `buf_len u32` + `buf`, `width u32` +
 //! `mean` and `spread` (f64), and `has_model u8` followed, for per-stream
 //! weights, by `updates u64`, `step u64` and the length-prefixed params and
-//! optimiser moments.
+//! optimiser moments, then (with stacking) the linear expert's `updates u64`
+//! and its length-prefixed weights and covariance (f64).
 
 use crate::model::Scalar;
 use crate::model::learner::{Model, Stream};
@@ -131,6 +132,11 @@ pub fn encode_stream<S: Scalar>(out: &mut Vec<u8>, seq: u64, s: &Stream<S>) {
             put_floats(out, m.params.data.iter().copied());
             put_floats(out, m.optimizer.m.data.iter().copied());
             put_floats(out, m.optimizer.v.data.iter().copied());
+            if let Some(l) = &m.linear {
+                out.extend_from_slice(&l.updates.to_le_bytes());
+                put_floats(out, l.weight.iter().copied());
+                put_floats(out, l.cov.iter().copied());
+            }
         }
     }
 }
@@ -231,7 +237,13 @@ fn read_model<S: Scalar>(r: &mut Cursor<'_>, m: &mut Model<S>) -> Result<(), Rec
     m.optimizer.step = r.u64()?;
     r.floats_into(m.params.data.as_slice_mut().expect("contiguous"), "params")?;
     r.floats_into(m.optimizer.m.data.as_slice_mut().expect("contiguous"), "m")?;
-    r.floats_into(m.optimizer.v.data.as_slice_mut().expect("contiguous"), "v")
+    r.floats_into(m.optimizer.v.data.as_slice_mut().expect("contiguous"), "v")?;
+    if let Some(l) = m.linear.as_mut() {
+        l.updates = r.u64()?;
+        r.floats_into(&mut l.weight, "linear weights")?;
+        r.floats_into(&mut l.cov, "linear covariance")?;
+    }
+    Ok(())
 }
 
 struct Cursor<'a> {
