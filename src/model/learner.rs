@@ -913,8 +913,11 @@ fn stack_step<S: Scalar>(
     let (d, nt, hz, lags, rows) = (sl.width, sl.targets, sl.horizon, sl.lags, sl.history);
     let hist = sl.history_range();
     {
+        // A short shift: a plain loop beats a call to memmove here.
         let h = &mut buf[hist.clone()];
-        h.copy_within(d.., 0);
+        for i in 0..(rows - 1) * d {
+            h[i] = h[i + d];
+        }
         h[(rows - 1) * d..].copy_from_slice(&work.z);
     }
     let at = |back: usize, k: usize| hist.start + (rows - 1 - back) * d + k;
@@ -933,6 +936,7 @@ fn stack_step<S: Scalar>(
     // Each step's stacking cell learns from the forecast whose step-h component this event completes.
     let fl = sl.forecast_len();
     let e = sl.experts;
+    let (pending, cells) = (sl.expert_pending().start, sl.stack_cells().start);
     if sl.learning {
         for h in 0..hz.min(seen as usize) {
             let made = seen - 1 - h as u64;
@@ -940,10 +944,10 @@ fn stack_step<S: Scalar>(
             for (j, &k) in target_idx.iter().enumerate() {
                 let c = h * nt + j;
                 let y = buf[at(0, k)].f64() - buf[at(h + 1, k)].f64();
-                let ex = sl.expert_pending().start + (slot * fl + c) * e;
+                let ex = pending + (slot * fl + c) * e;
                 let mut experts = [S::zero(); EXPERTS];
                 experts.copy_from_slice(&buf[ex..ex + e]);
-                let cell = sl.stack_cells().start + c * stack::CELL;
+                let cell = cells + c * stack::CELL;
                 stack::update(&mut buf[cell..cell + stack::CELL], &experts, y, &cfg.stack);
             }
         }
@@ -963,9 +967,12 @@ fn stack_step<S: Scalar>(
     };
     for c in 0..fl {
         let experts = [S::of(work.lin[c]), work.out[c]];
-        let ex = sl.expert_pending().start + (slot * fl + c) * e;
-        buf[ex..ex + e].copy_from_slice(&experts);
-        let cell = sl.stack_cells().start + c * stack::CELL;
+        if sl.learning {
+            // Kept for the cell's update once the target arrives.
+            let ex = pending + (slot * fl + c) * e;
+            buf[ex..ex + e].copy_from_slice(&experts);
+        }
+        let cell = cells + c * stack::CELL;
         work.out[c] = S::of(stack::predict(&buf[cell..cell + stack::CELL], &experts));
     }
 }
