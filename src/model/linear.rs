@@ -227,7 +227,12 @@ impl Rls {
 /// `history(j)` is the row `j` steps back (`j = 0` the newest), for
 /// `j < lags`; `phi` gets `history(j)[k] − history(0)[k]` for `j = 1..lags`,
 /// column `k` fastest, then the bias `1`.
-pub fn lag_features<'a>(lags: usize, width: usize, history: impl Fn(usize) -> &'a [f64], phi: &mut [f64]) {
+pub fn lag_features<'a>(
+    lags: usize,
+    width: usize,
+    history: impl Fn(usize) -> &'a [f64],
+    phi: &mut [f64],
+) {
     let last = history(0);
     for j in 1..lags {
         let row = history(j);
