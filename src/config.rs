@@ -446,6 +446,7 @@ impl Config {
                 k.input_topic
             ));
         }
+        self.backtest.linear.validate("backtest.linear")?;
         if self.window.max_events == 0 {
             return Err("window.max_events = 0: must be at least 1".into());
         }
