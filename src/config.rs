@@ -484,6 +484,22 @@ mod tests {
     fn defaults_parse_and_match_the_struct_defaults() {
         let cfg = Config::load(None).unwrap();
         assert_eq!(cfg.model, ModelConfig::default());
+        assert_eq!(
+            cfg.backtest.linear,
+            crate::model::linear::LinearConfig::default()
+        );
+        assert_eq!(cfg.backtest.season, 0, "the season is inferred by default");
+    }
+
+    #[test]
+    fn bad_linear_baseline_settings_are_named() {
+        for (key, value) in [("lags", "1"), ("forgetting", "1.5"), ("ridge", "0.0")] {
+            let flags = format!("[backtest.linear]\n{key} = {value}\n");
+            let err = Config::load_with(None, flags.parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("backtest.linear.{key}")), "{err}");
+        }
     }
 
     #[test]
