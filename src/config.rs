@@ -446,6 +446,7 @@ impl Config {
                 k.input_topic
             ));
         }
+        self.backtest.linear.validate("backtest.linear")?;
         if self.window.max_events == 0 {
             return Err("window.max_events = 0: must be at least 1".into());
         }
@@ -483,6 +484,22 @@ mod tests {
     fn defaults_parse_and_match_the_struct_defaults() {
         let cfg = Config::load(None).unwrap();
         assert_eq!(cfg.model, ModelConfig::default());
+        assert_eq!(
+            cfg.backtest.linear,
+            crate::model::linear::LinearConfig::default()
+        );
+        assert_eq!(cfg.backtest.season, 0, "the season is inferred by default");
+    }
+
+    #[test]
+    fn bad_linear_baseline_settings_are_named() {
+        for (key, value) in [("lags", "1"), ("forgetting", "1.5"), ("ridge", "0.0")] {
+            let flags = format!("[backtest.linear]\n{key} = {value}\n");
+            let err = Config::load_with(None, flags.parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("backtest.linear.{key}")), "{err}");
+        }
     }
 
     #[test]

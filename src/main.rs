@@ -311,9 +311,18 @@ struct BacktestArgs {
     /// Time column name, or `none` for the row index.
     #[arg(long)]
     time_column: Option<String>,
-    /// Season length (rows) of the seasonal-naive baseline.
+    /// Season length (rows) of the seasonal-naive baseline (0: one day of rows, from the time column).
     #[arg(long)]
     season: Option<usize>,
+    /// Rows of history the linear baseline regresses on.
+    #[arg(long)]
+    linear_lags: Option<usize>,
+    /// Forgetting factor of the linear baseline, in (0, 1].
+    #[arg(long)]
+    linear_forgetting: Option<f64>,
+    /// Ridge prior of the linear baseline (> 0).
+    #[arg(long)]
+    linear_ridge: Option<f64>,
     /// Repeat with N seeds and report mean and standard deviation.
     #[arg(long)]
     seeds: Option<usize>,
@@ -364,6 +373,7 @@ impl BacktestArgs {
         let mut model = toml::Table::new();
         let mut optimizer = toml::Table::new();
         let mut backtest = toml::Table::new();
+        let mut linear = toml::Table::new();
         let int = |v: usize| Value::Integer(v as i64);
         let list = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
         let put = |t: &mut toml::Table, k: &str, v: Option<Value>| {
@@ -397,6 +407,16 @@ impl BacktestArgs {
             "report_span",
             self.report_span.clone().map(Value::String),
         );
+        put(&mut linear, "lags", self.linear_lags.map(int));
+        put(
+            &mut linear,
+            "forgetting",
+            self.linear_forgetting.map(Value::Float),
+        );
+        put(&mut linear, "ridge", self.linear_ridge.map(Value::Float));
+        if !linear.is_empty() {
+            backtest.insert("linear".into(), Value::Table(linear));
+        }
         put(&mut model, "horizon", self.horizon.map(int));
         put(&mut model, "inputs", self.inputs.map(int));
         put(
@@ -502,7 +522,14 @@ fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
             "  naive           MSE {:.4}  MAE {:.4}",
             summary.naive_mse, summary.naive_mae
         );
-        println!("  seasonal naive  MSE {:.4}", summary.seasonal_mse);
+        println!(
+            "  seasonal naive  MSE {:.4}  (season {} rows)",
+            summary.seasonal_mse, summary.season
+        );
+        println!(
+            "  linear          MSE {:.4}  MAE {:.4}",
+            summary.linear_mse, summary.linear_mae
+        );
         println!(
             "  {:.2} s, {:.0} events/s",
             summary.elapsed_s, summary.events_per_sec

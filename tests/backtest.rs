@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+use recur::backtest::engine::{self, Keep, Outcome, Protocol, Replay, Scaling};
 use recur::backtest::job::{self, ProgressBar};
 use recur::config::Config;
+use recur::model::ModelConfig;
+use recur::model::linear::LinearConfig;
 
 fn data(file: &str) -> PathBuf {
     let shared = std::env::var_os("RECUR_SHARED_DIR")
@@ -45,6 +48,13 @@ fn etth2_one_step_beats_naive_and_matches_published_figures() {
     );
     assert!(s.mse < s.naive_mse);
     assert!(s.mse <= 0.37, "MSE {} misses the 0.37 goal", s.mse);
+    // The linear baseline as an independent NumPy implementation scores it.
+    assert!(
+        (s.linear_mse - 0.3638).abs() <= 0.0005,
+        "linear MSE {}",
+        s.linear_mse
+    );
+    assert_eq!(s.season, 24, "one day of hourly rows");
 }
 
 #[test]
@@ -60,6 +70,28 @@ fn etth2_24_steps_without_look_ahead_beats_naive() {
     );
     assert!(s.mse < s.naive_mse);
     assert!(s.mse <= 1.70, "MSE {} misses the 1.70 goal", s.mse);
+    assert!(
+        (s.linear_mse - 1.7631).abs() <= 0.0005,
+        "linear MSE {}",
+        s.linear_mse
+    );
+}
+
+#[test]
+fn ettm2_season_is_a_day_of_15_minute_rows_and_linear_matches_numpy() {
+    let s = job::run_file(&protocol(1), &data("ETTm2.csv"), None, ProgressBar::Off).unwrap();
+    eprintln!("ETTm2 H=1: {s:?}");
+    assert_eq!(s.season, 96);
+    assert!(
+        (s.naive_mse - 0.4090).abs() <= 0.0005,
+        "naive MSE {}",
+        s.naive_mse
+    );
+    assert!(
+        (s.linear_mse - 0.3269).abs() <= 0.0005,
+        "linear MSE {}",
+        s.linear_mse
+    );
 }
 
 #[test]
@@ -134,8 +166,13 @@ fn every_preset_loads() {
     assert!(n >= 2, "presets missing from {}", dir.display());
 }
 
-/// `recur backtest --json` over a short stretch of ETTh1, with extra environment and flags.
+/// `recur backtest --json` over a short stretch of ETTh1, with extra environment and flags: its MSE.
 fn cli_mse(env: &[(&str, &str)], flags: &[&str]) -> f64 {
+    cli_json(env, flags)["mse"].as_f64().expect("an mse field")
+}
+
+/// `recur backtest --json` over a short stretch of ETTh1, with extra environment and flags.
+fn cli_json(env: &[(&str, &str)], flags: &[&str]) -> serde_json::Value {
     let csv = data("ETTh1.csv");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
         .args(["backtest", "--csv"])
@@ -151,8 +188,7 @@ fn cli_mse(env: &[(&str, &str)], flags: &[&str]) -> f64 {
         "recur backtest failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    v["mse"].as_f64().expect("an mse field")
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
 }
 
 #[test]
@@ -167,4 +203,326 @@ fn backtests_read_recur_variables_under_their_flags_as_the_stage_does() {
         &["--update-every", "1"],
     );
     assert_eq!(flag_wins, default, "a flag overrides the environment");
+}
+
+#[test]
+fn json_prints_the_linear_baseline_and_its_flags_reach_it() {
+    let v = cli_json(&[], &[]);
+    let (linear, naive) = (
+        v["linear_mse"].as_f64().unwrap(),
+        v["naive_mse"].as_f64().unwrap(),
+    );
+    assert!(v["linear_mae"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        linear > 0.0 && linear < naive,
+        "linear {linear} against naive {naive}"
+    );
+    assert_eq!(v["season"], 24, "{v}");
+    let stiff = cli_json(&[], &["--linear-ridge", "1e6", "--linear-lags", "3"]);
+    let stiff = stiff["linear_mse"].as_f64().unwrap();
+    assert_ne!(stiff, linear, "the linear flags changed nothing");
+    assert!(
+        (stiff - naive).abs() < (linear - naive).abs(),
+        "a huge ridge keeps the baseline near naive: {stiff}"
+    );
+    let by_env = cli_json(
+        &[("RECUR_BACKTEST__LINEAR__RIDGE", "1e6")],
+        &["--linear-lags", "3"],
+    );
+    assert_eq!(by_env["linear_mse"].as_f64().unwrap(), stiff);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["backtest", "--csv"])
+        .arg(data("ETTh1.csv"))
+        .args(["--quiet", "--linear-lags", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backtest.linear.lags"), "{err}");
+}
+
+/// One stream of `values` (rows × `columns`), hourly.
+fn replay(columns: usize, values: Vec<f64>) -> Replay {
+    let n = values.len() / columns;
+    Replay {
+        columns: (0..columns).map(|k| format!("v{k}")).collect(),
+        streams: vec!["s".into()],
+        stream: vec![0; n],
+        ts_ms: (0..n as i64).map(|i| i * 3_600_000).collect(),
+        values,
+        ..Replay::default()
+    }
+}
+
+fn small_model(horizon: usize) -> ModelConfig {
+    ModelConfig {
+        hidden: 8,
+        horizon,
+        ..ModelConfig::default()
+    }
+}
+
+fn run(replay: &Replay, horizon: usize, protocol: &Protocol) -> Outcome {
+    engine::run(
+        replay,
+        &small_model(horizon),
+        protocol,
+        Keep::Predictions,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+/// Solves `A X = B` (A `p × p`, B `p × q`, row-major) by Gauss-Jordan elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    let p = a.len();
+    for c in 0..p {
+        let piv = (c..p)
+            .max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs()))
+            .unwrap();
+        a.swap(c, piv);
+        b.swap(c, piv);
+        for r in 0..p {
+            if r == c {
+                continue;
+            }
+            let f = a[r][c] / a[c][c];
+            let (ac, bc) = (a[c].clone(), b[c].clone());
+            for (x, y) in a[r].iter_mut().zip(&ac) {
+                *x -= f * y;
+            }
+            for (x, y) in b[r].iter_mut().zip(&bc) {
+                *x -= f * y;
+            }
+        }
+    }
+    b.iter()
+        .zip(&a)
+        .enumerate()
+        .map(|(i, (row, ai))| row.iter().map(|v| v / ai[i]).collect())
+        .collect()
+}
+
+#[test]
+fn the_linear_baseline_is_the_ridge_solution_of_the_forecasts_learned_so_far() {
+    let (n, d, hz, lags, ridge, warmup) = (300, 2, 2, 4, 0.5, 60);
+    let mut rng = recur::model::rng::Rng::new(11);
+    let mut values = Vec::new();
+    for t in 0..n {
+        let a = 5.0 + 2.0 * (t as f64 / 7.0).sin() + 0.3 * rng.normal();
+        let b = -1.0 + 0.5 * a + (t as f64 / 13.0).cos() + 0.2 * rng.normal();
+        values.extend([a, b]);
+    }
+    let rep = replay(d, values.clone());
+    let protocol = Protocol {
+        warmup_rows: warmup,
+        // Two pretraining passes: the baseline must see the warm-up rows once.
+        epochs: 2,
+        eval: warmup..n,
+        scaling: Scaling::Warmup,
+        season: 24,
+        linear: LinearConfig {
+            lags,
+            forgetting: 1.0,
+            ridge,
+        },
+    };
+    let out = run(&rep, hz, &protocol);
+
+    // The same computation, written out: z-scores of the warm-up rows'
+    // population statistics, features and targets of every forecast.
+    let stats: Vec<(f64, f64)> = (0..d)
+        .map(|k| {
+            let col: Vec<f64> = (0..warmup).map(|t| values[t * d + k]).collect();
+            let mean = col.iter().sum::<f64>() / warmup as f64;
+            let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / warmup as f64;
+            (mean, var.sqrt())
+        })
+        .collect();
+    let z = |t: usize, k: usize| (values[t * d + k] - stats[k].0) / stats[k].1;
+    let phi = |m: usize| -> Vec<f64> {
+        let mut f: Vec<f64> = (1..lags)
+            .flat_map(|j| (0..d).map(move |k| (j, k)))
+            .map(|(j, k)| z(m - j, k) - z(m, k))
+            .collect();
+        f.push(1.0);
+        f
+    };
+    let p = (lags - 1) * d + 1;
+    let mut checked = 0;
+    for row in [100, 101, 187, 298] {
+        for pr in out.predictions.iter().filter(|pr| pr.row == row) {
+            let (step, j) = (pr.step as usize, pr.target as usize);
+            let made = row - step;
+            // Learned from: forecasts made at m whose rows m+1..=m+hz were all observed by `made`.
+            let mut a = vec![vec![0.0; p]; p];
+            let mut b = vec![vec![0.0; hz * d]; p];
+            for (i, ai) in a.iter_mut().enumerate() {
+                ai[i] = ridge;
+            }
+            for m in lags - 1..=made - hz {
+                let f = phi(m);
+                for h in 0..hz {
+                    for k in 0..d {
+                        let y = z(m + 1 + h, k) - z(m, k);
+                        for i in 0..p {
+                            b[i][h * d + k] += f[i] * y;
+                        }
+                    }
+                }
+                for i in 0..p {
+                    for l in 0..p {
+                        a[i][l] += f[i] * f[l];
+                    }
+                }
+            }
+            let w = solve(a, b);
+            let f = phi(made);
+            let delta: f64 = (0..p).map(|i| f[i] * w[i][(step - 1) * d + j]).sum();
+            let want = (z(made, j) + delta) * stats[j].1 + stats[j].0;
+            assert!(
+                (pr.linear - want).abs() <= 1e-8 * want.abs().max(1.0),
+                "row {row} step {step} target {j}: {} against {want}",
+                pr.linear
+            );
+            assert_ne!(pr.linear, pr.naive, "the baseline learned something");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4 * hz * d);
+}
+
+/// A noiseless AR(2), `x_t = 2 cos ω x_{t-1} − x_{t-2}` plus a level: a sine.
+fn ar2(n: usize, omega: f64, amplitude: f64, level: f64) -> Vec<f64> {
+    let c = 2.0 * omega.cos();
+    let mut x = vec![0.0, amplitude * omega.sin()];
+    while x.len() < n {
+        let t = x.len();
+        x.push(c * x[t - 1] - x[t - 2]);
+    }
+    x.iter().map(|v| v + level).collect()
+}
+
+fn protocol_of(warmup_rows: usize, eval: std::ops::Range<usize>, scaling: Scaling) -> Protocol {
+    Protocol {
+        warmup_rows,
+        epochs: 1,
+        eval,
+        scaling,
+        season: 24,
+        linear: LinearConfig::default(),
+    }
+}
+
+#[test]
+fn a_noiseless_ar2_is_forecast_exactly_by_the_linear_baseline() {
+    let rep = replay(1, ar2(1500, std::f64::consts::TAU / 17.0, 3.0, 10.0));
+    let out = run(&rep, 3, &protocol_of(0, 500..1500, Scaling::None));
+    let all = &out.overall;
+    eprintln!(
+        "AR(2): linear MSE {} naive {} recur {}",
+        all.linear_raw.mse, all.naive_raw.mse, all.model_raw.mse
+    );
+    assert!(all.naive_raw.mse > 0.5, "naive MSE {}", all.naive_raw.mse);
+    for (h, step) in out.per_step.iter().enumerate() {
+        assert!(
+            step.linear_raw.mse < 1e-6 * step.naive_raw.mse,
+            "step {}: linear MSE {} against naive {}",
+            h + 1,
+            step.linear_raw.mse,
+            step.naive_raw.mse
+        );
+    }
+}
+
+#[test]
+fn each_stream_has_its_own_baseline_and_its_own_scores() {
+    // Two interleaved noiseless AR(2) streams at very different scales: one
+    // regression for both could not forecast either exactly.
+    let n = 1200;
+    let (a, b) = (
+        ar2(n, std::f64::consts::TAU / 17.0, 3.0, 10.0),
+        ar2(n, std::f64::consts::TAU / 5.5, 40.0, -200.0),
+    );
+    let mut rep = Replay {
+        columns: vec!["v".into()],
+        streams: vec!["slow".into(), "fast".into()],
+        ..Replay::default()
+    };
+    for t in 0..n {
+        for (s, x) in [&a, &b].iter().enumerate() {
+            rep.stream.push(s as u32);
+            rep.ts_ms.push(t as i64 * 3_600_000);
+            rep.values.push(x[t]);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("recur-backtest-streams-{}", std::process::id()));
+    let cfg = Config::load_with(
+        None,
+        "[backtest]\nwarmup_rows = 200\neval_rows = \"1000..2400\"\nnormalize = \"running\"\n[model]\nhidden = 8\n"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let (s, outcomes) = job::run_replay(&cfg, &rep, Some(&dir), ProgressBar::Off).unwrap();
+    let o = &outcomes[0];
+    assert_eq!(o.per_stream.len(), 2);
+    for (name, st) in ["slow", "fast"].iter().zip(&o.per_stream) {
+        assert!(
+            st.linear_raw.mse < 1e-5 * st.naive_raw.mse,
+            "{name}: linear MSE {} against naive {}",
+            st.linear_raw.mse,
+            st.naive_raw.mse
+        );
+    }
+    assert_eq!(
+        o.per_stream.iter().map(|st| st.model_raw.n).sum::<u64>(),
+        o.overall.model_raw.n
+    );
+    assert!(o.per_stream[1].naive_raw.mse > 100.0 * o.per_stream[0].naive_raw.mse);
+
+    // `running` scaling: no normalised units, so the summary reports original ones.
+    assert_eq!(s.units, "original");
+    assert_eq!(s.mse, o.overall.model_raw.mse);
+    assert_eq!(s.linear_mse, o.overall.linear_raw.mse);
+    assert_ne!(
+        s.naive_mse, o.overall.naive.mse,
+        "warm-up z-scores are not the units"
+    );
+
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    let per_stream = metrics["per_stream"].as_array().unwrap();
+    assert_eq!(per_stream.len(), 2);
+    assert_eq!(per_stream[1]["stream"], "fast");
+    let fast = &per_stream[1]["metrics"]["original"];
+    assert_eq!(
+        fast["linear"]["mse"].as_f64().unwrap(),
+        o.per_stream[1].linear_raw.mse
+    );
+    assert_eq!(metrics["summary"]["units"], "original");
+    assert!(
+        metrics["overall"]["original"]["linear"]["mae"]
+            .as_f64()
+            .is_some()
+    );
+    assert_eq!(metrics["protocol"]["season"], 24);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Per stream</h2>") && html.contains("<td class=\"l\">fast</td>"));
+    assert!(html.contains("linear, overall"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_season_comes_from_the_time_column_unless_it_is_the_row_index() {
+    let mut cfg = protocol(1);
+    let by_date = job::load_replay(&cfg, &data("ETTm2.csv")).unwrap();
+    assert_eq!(engine::infer_season(&by_date).rows, 96);
+    cfg.backtest.time_column = "none".into();
+    let by_index = job::load_replay(&cfg, &data("ETTm2.csv")).unwrap();
+    assert_eq!(by_index.time, engine::TimeBase::RowIndex);
+    let guess = engine::infer_season(&by_index);
+    assert_eq!(guess.rows, 24);
+    assert!(guess.why.contains("row index"), "{}", guess.why);
 }

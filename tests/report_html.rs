@@ -236,6 +236,7 @@ fn sample() -> ReportData {
             model: rolling(&forecast),
             naive: rolling(&naive),
             seasonal: Some(rolling(&seasonal)),
+            linear: None,
         }),
         by_step: (1..=24)
             .map(|step| StepError {
@@ -248,6 +249,7 @@ fn sample() -> ReportData {
                             .abs()
                             * 8.0),
                 seasonal_mse: Some(0.2),
+                linear_mse: None,
             })
             .collect(),
         metrics: vec![
@@ -255,6 +257,7 @@ fn sample() -> ReportData {
             metric("naive, all streams", 0.61124, 0.6604, 6.12, 1.0),
             metric("seasonal, all streams", 0.20031, 0.3511, 3.3, 0.54),
         ],
+        per_stream: Vec::new(),
         notes: vec![
             "cell = lstm, hidden = 64, layers = 1".to_string(),
             "tbptt = 48, horizon = 24, optimiser = adam (lr 0.001)".to_string(),

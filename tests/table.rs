@@ -14,6 +14,7 @@ use polars::prelude::{
 };
 use recur::backtest::table::{
     LoadOptions, PredictionRow, Table, TableError, TimeColumn, load, parse_time, write_predictions,
+    write_predictions_with,
 };
 
 const ROWS: usize = 17_420;
@@ -363,4 +364,58 @@ fn predictions_round_trip() {
     }
     // The CLI's --from/--to go through the same parser.
     assert_eq!(parse_time("2016-07-01T01:00:00Z"), Ok(ts[2]));
+}
+
+#[test]
+fn baseline_columns_follow_actual() {
+    let rows: Vec<PredictionRow> = (0..20u64)
+        .map(|i| PredictionRow {
+            row: i,
+            ts_ms: i as i64 * HOUR_MS,
+            stream: "s".into(),
+            step: 1,
+            target: "OT".into(),
+            forecast: i as f64,
+            actual: i as f64 + 0.5,
+        })
+        .collect();
+    let naive: Vec<f64> = (0..20).map(|i| i as f64 - 1.0).collect();
+    let linear: Vec<f64> = (0..20).map(|i| i as f64 * 0.25).collect();
+    let dir = TempDir::new("baselines");
+    let path = dir.0.join("predictions.parquet");
+    write_predictions_with(
+        &path,
+        &rows,
+        &[("naive", naive.clone()), ("linear", linear.clone())],
+    )
+    .unwrap();
+    let df = ParquetReader::new(fs::File::open(&path).unwrap())
+        .finish()
+        .unwrap();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "row", "ts", "stream", "step", "target", "forecast", "actual", "naive", "linear"
+        ]
+    );
+    let col = |name: &str| -> Vec<f64> {
+        df.column(name)
+            .unwrap()
+            .as_materialized_series()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect()
+    };
+    assert_eq!(col("naive"), naive);
+    assert_eq!(col("linear"), linear);
+
+    // A column of another length is refused.
+    let short = write_predictions_with(&path, &rows, &[("linear", vec![0.0; 3])]);
+    assert!(short.is_err());
 }

@@ -153,6 +153,7 @@ fn a_live_run_and_a_topic_backtest_make_the_same_forecasts() {
         eval: 0..t.replay.rows(),
         scaling: Scaling::Running,
         season: 24,
+        linear: recur::model::linear::LinearConfig::default(),
     };
     let out = engine::run(
         &t.replay,

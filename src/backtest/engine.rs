@@ -1,16 +1,19 @@
 //! The backtest engine: replays events through the live learner and scores
-//! every forecast against the naive and seasonal-naive baselines.
+//! every forecast against the naive, seasonal-naive and linear baselines.
 //!
 //! Events are processed in order exactly as `recur run` would process them
 //! ([`Forecaster::observe`], one event at a time). The forecast made after a
 //! stream's event at row `r` covers that stream's next `horizon` events; it is
-//! scored when every one of them lies in the evaluation rows.
+//! scored when every one of them lies in the evaluation rows, and each
+//! baseline's forecast made after the same event is scored on the same values.
 
 use std::ops::Range;
 use std::time::Instant;
 
 use serde::Serialize;
 
+use super::baseline::LinearBaseline;
+use crate::model::linear::LinearConfig;
 use crate::model::normalize::Normalizer;
 use crate::model::{Forecaster, ModelConfig, Normalize};
 
@@ -30,6 +33,19 @@ pub struct Replay {
     /// Learner of each event (empty: one learner for all). A topic replay uses
     /// one per partition, exactly as `recur run` does.
     pub group: Vec<u32>,
+    /// What `ts_ms` holds.
+    pub time: TimeBase,
+}
+
+/// What a replay's event times are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeBase {
+    /// Epoch milliseconds from a time column or message timestamps.
+    #[default]
+    Epoch,
+    /// The row index (no time column): spacing says nothing about the clock.
+    RowIndex,
 }
 
 impl Replay {
@@ -67,8 +83,70 @@ pub struct Protocol {
     pub eval: Range<usize>,
     /// Scaling of values.
     pub scaling: Scaling,
-    /// Season length (in events) of the seasonal-naive baseline.
+    /// Season length (in events, at least 1) of the seasonal-naive baseline.
     pub season: usize,
+    /// The linear baseline's settings.
+    pub linear: LinearConfig,
+}
+
+/// A season length inferred from a replay's event times, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeasonGuess {
+    /// Events per season.
+    pub rows: usize,
+    /// How it was found (for the report's notes).
+    pub why: String,
+}
+
+/// Season when the event times say nothing: a day of hourly data.
+pub const FALLBACK_SEASON: usize = 24;
+
+/// One day of events: a day divided by the median spacing of consecutive
+/// events of the first stream (24 for hourly data, 96 for 15-minute data, 1 for
+/// daily data). Falls back to [`FALLBACK_SEASON`] when the times are row
+/// indices, there are fewer than two events, or the spacing does not divide a day.
+pub fn infer_season(replay: &Replay) -> SeasonGuess {
+    const DAY_MS: i64 = 86_400_000;
+    let fallback = |why: String| SeasonGuess {
+        rows: FALLBACK_SEASON,
+        why: format!("season {FALLBACK_SEASON} rows (fallback): {why}"),
+    };
+    if replay.time == TimeBase::RowIndex {
+        return fallback("the time column is the row index".into());
+    }
+    let first: Vec<i64> = (0..replay.rows())
+        .filter(|&r| replay.stream[r] == 0)
+        .map(|r| replay.ts_ms[r])
+        .collect();
+    let mut gaps: Vec<i64> = first.windows(2).map(|w| w[1] - w[0]).collect();
+    if gaps.is_empty() {
+        return fallback("fewer than two events in the first stream".into());
+    }
+    let mid = gaps.len() / 2;
+    let spacing = *gaps.select_nth_unstable(mid).1;
+    if spacing <= 0 || DAY_MS % spacing != 0 {
+        return fallback(format!(
+            "the median spacing of events, {spacing} ms, does not divide a day"
+        ));
+    }
+    SeasonGuess {
+        rows: (DAY_MS / spacing) as usize,
+        why: format!(
+            "season {} rows: one day at the median spacing of {}",
+            DAY_MS / spacing,
+            spacing_text(spacing)
+        ),
+    }
+}
+
+/// `3600000` as `1 h`, `900000` as `15 min`.
+fn spacing_text(ms: i64) -> String {
+    for (unit, name) in [(3_600_000, "h"), (60_000, "min"), (1000, "s")] {
+        if ms % unit == 0 {
+            return format!("{} {name}", ms / unit);
+        }
+    }
+    format!("{ms} ms")
 }
 
 /// Error sums of one forecaster over some slice of the predictions.
@@ -131,7 +209,7 @@ impl Metrics {
     }
 }
 
-/// Metrics of the model and both baselines on one slice, in both unit systems.
+/// Metrics of the model and the baselines on one slice, in both unit systems.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Scored {
     /// recur's forecasts, scaled units.
@@ -146,6 +224,10 @@ pub struct Scored {
     pub naive_raw: Metrics,
     /// Seasonal naive, original units.
     pub seasonal_raw: Metrics,
+    /// The linear baseline, scaled units.
+    pub linear: Metrics,
+    /// The linear baseline, original units.
+    pub linear_raw: Metrics,
 }
 
 /// One scored forecast component.
@@ -169,6 +251,8 @@ pub struct Prediction {
     pub naive: f64,
     /// The seasonal-naive forecast.
     pub seasonal: f64,
+    /// The linear baseline's forecast.
+    pub linear: f64,
 }
 
 /// What a backtest produced.
@@ -187,6 +271,8 @@ pub struct Outcome {
     pub per_step: Vec<Scored>,
     /// Per target.
     pub per_target: Vec<Scored>,
+    /// Per stream (index as in [`Replay::streams`]), each baseline on its own stream's values.
+    pub per_stream: Vec<Scored>,
     /// Every scored forecast component, if requested.
     pub predictions: Vec<Prediction>,
     /// Every forecast made, with the row of the event it was made after (online part), if requested.
@@ -223,8 +309,20 @@ pub enum BacktestError {
 struct Pending {
     /// Rows of this stream's events so far, in order.
     rows: Vec<usize>,
-    /// Forecasts (original units, `horizon × targets`) made after each event, newest last, with the row they were made at.
-    made: std::collections::VecDeque<(usize, usize, Vec<f64>)>,
+    /// Forecasts made after each event, newest last.
+    made: std::collections::VecDeque<Made>,
+}
+
+/// The forecasts made after one event, original units, `horizon × targets` each.
+struct Made {
+    /// Index of the event within its stream.
+    k: usize,
+    /// Its row.
+    row: usize,
+    /// recur's forecast.
+    model: Vec<f64>,
+    /// The linear baseline's.
+    linear: Vec<f64>,
 }
 
 /// Progress callback: `(events done, events total)`.
@@ -258,6 +356,15 @@ pub fn run(
             protocol.eval.start, protocol.eval.end
         )));
     }
+    if protocol.season == 0 {
+        return Err(BacktestError::Protocol(
+            "the season of the seasonal-naive baseline must be at least 1 row".into(),
+        ));
+    }
+    protocol
+        .linear
+        .validate("backtest.linear")
+        .map_err(BacktestError::Protocol)?;
     if protocol.eval.start < protocol.warmup_rows {
         return Err(BacktestError::Protocol(format!(
             "--eval-rows starts at {}, inside the warm-up rows 0..{}",
@@ -284,7 +391,10 @@ pub fn run(
     // `warmup`), the scale of the reported normalised errors, and MASE's scale.
     let ns = replay.streams.len();
     let warm = warmup_stats(replay, protocol.warmup_rows.max(1).min(rows));
-    let mase_scale = naive_mae(replay, protocol.warmup_rows.max(2).min(rows), &targets);
+    let (mase_scale, stream_mase_scale) =
+        naive_mae(replay, protocol.warmup_rows.max(2).min(rows), &targets);
+    // One pass over every row, from row 0: the warm-up rows in the first epoch.
+    let mut linear = LinearBaseline::new(&protocol.linear, d, &targets, hz, &warm);
     if protocol.scaling == Scaling::Warmup {
         for f in fs.iter_mut() {
             for (s, name) in replay.streams.iter().enumerate() {
@@ -307,7 +417,7 @@ pub fn run(
     };
 
     // Pretraining: `epochs` passes over the warm-up rows, each from a fresh state.
-    for _ in 0..protocol.epochs {
+    for epoch in 0..protocol.epochs {
         for f in fs.iter_mut() {
             for name in &replay.streams {
                 if let Some(mut s) = f.remove_stream(name) {
@@ -323,6 +433,9 @@ pub fn run(
         }
         for r in 0..protocol.warmup_rows {
             feed(&mut fs[group(r)], r, &mut x);
+            if epoch == 0 {
+                linear.observe(replay.stream[r] as usize, replay.row(r));
+            }
             done += 1;
             if done.is_multiple_of(4096) {
                 progress(done, total);
@@ -342,7 +455,7 @@ pub fn run(
             made: Default::default(),
         })
         .collect();
-    let mut sums = Sums::new(hz, nt);
+    let mut sums = Sums::new(hz, nt, ns);
     let mut out = Outcome::default();
     for r in online_from..rows {
         let s = replay.stream[r] as usize;
@@ -350,12 +463,9 @@ pub fn run(
         p.rows.push(r);
         let k = p.rows.len() - 1; // this event's index within its stream
         // Score forecasts that are now complete: made after event k - hz.
-        while let Some(&(mk, made_row, _)) = p.made.front() {
-            if mk + hz > k {
-                break;
-            }
-            let (_, _, fc) = p.made.pop_front().expect("front exists");
-            let cover = &p.rows[mk + 1..=mk + hz];
+        while p.made.front().is_some_and(|m| m.k + hz <= k) {
+            let made = p.made.pop_front().expect("front exists");
+            let cover = &p.rows[made.k + 1..=made.k + hz];
             if cover.iter().all(|c| protocol.eval.contains(c)) {
                 out.forecasts += 1;
                 score(
@@ -363,9 +473,7 @@ pub fn run(
                     &warm[s],
                     protocol.season,
                     &p.rows,
-                    mk,
-                    made_row,
-                    &fc,
+                    &made,
                     &targets,
                     &mut sums,
                     keep,
@@ -374,11 +482,17 @@ pub fn run(
                 );
             }
         }
+        let lin = linear.observe(s, replay.row(r));
         if let Some(fc) = feed(&mut fs[group(r)], r, &mut x) {
             if keep == Keep::Predictions {
                 out.made.push((r, fc.clone()));
             }
-            p.made.push_back((k, r, fc));
+            p.made.push_back(Made {
+                k,
+                row: r,
+                model: fc,
+                linear: lin,
+            });
         }
         done += 1;
         if done.is_multiple_of(4096) {
@@ -401,28 +515,62 @@ pub fn run(
         .enumerate()
         .map(|(j, s)| s.finish(&mase_scale, Some(j)))
         .collect();
+    out.per_stream = sums
+        .stream
+        .iter()
+        .zip(&stream_mase_scale)
+        .map(|(s, scale)| s.finish(scale, None))
+        .collect();
     out.elapsed_s = start.elapsed().as_secs_f64();
     out.events_per_sec = done as f64 / out.elapsed_s.max(1e-9);
     Ok(out)
 }
 
-/// Sums for model, naive and seasonal in both unit systems.
+/// Index of each forecaster in a [`Slice`]'s arrays.
+const MODEL: usize = 0;
+const NAIVE: usize = 1;
+const SEASONAL: usize = 2;
+const LINEAR: usize = 3;
+/// Forecasters scored: the model and three baselines.
+const FORECASTERS: usize = 4;
+
+/// Error sums of every forecaster over one slice, in both unit systems.
 #[derive(Clone, Default)]
-struct Six {
-    e: [ErrorSums; 6],
-    /// Per target absolute error sums for MASE, original units: (model, naive, seasonal).
-    by_target_ae: Vec<[f64; 3]>,
+struct Slice {
+    /// Per forecaster, scaled units.
+    scaled: [ErrorSums; FORECASTERS],
+    /// Per forecaster, original units.
+    raw: [ErrorSums; FORECASTERS],
+    /// Per target, absolute error sums for MASE, original units, per forecaster.
+    by_target_ae: Vec<[f64; FORECASTERS]>,
     by_target_n: Vec<u64>,
 }
 
-impl Six {
+impl Slice {
     fn new(nt: usize) -> Self {
-        Six {
-            e: Default::default(),
-            by_target_ae: vec![[0.0; 3]; nt],
+        Slice {
+            by_target_ae: vec![[0.0; FORECASTERS]; nt],
             by_target_n: vec![0; nt],
+            ..Default::default()
         }
     }
+
+    /// Adds one scored value: `forecasts` in forecaster order, scaled by `z`.
+    fn add(
+        &mut self,
+        j: usize,
+        forecasts: &[f64; FORECASTERS],
+        actual: f64,
+        z: impl Fn(f64) -> f64,
+    ) {
+        for (w, &f) in forecasts.iter().enumerate() {
+            self.scaled[w].add(z(f), z(actual));
+            self.raw[w].add(f, actual);
+            self.by_target_ae[j][w] += (f - actual).abs();
+        }
+        self.by_target_n[j] += 1;
+    }
+
     fn finish(&self, mase_scale: &[f64], only: Option<usize>) -> Scored {
         // MASE: each target's MAE over its own scale, averaged over targets.
         let mase = |which: usize| {
@@ -438,47 +586,50 @@ impl Six {
             }
             if n > 0.0 { acc / n } else { f64::NAN }
         };
-        let with = |m: Metrics, which: usize| Metrics {
+        let with = |s: &ErrorSums, which: usize| Metrics {
             mase: mase(which),
-            ..m
+            ..Metrics::from(s, 0.0)
         };
         Scored {
-            model: with(Metrics::from(&self.e[0], 0.0), 0),
-            naive: with(Metrics::from(&self.e[1], 0.0), 1),
-            seasonal: with(Metrics::from(&self.e[2], 0.0), 2),
-            model_raw: with(Metrics::from(&self.e[3], 0.0), 0),
-            naive_raw: with(Metrics::from(&self.e[4], 0.0), 1),
-            seasonal_raw: with(Metrics::from(&self.e[5], 0.0), 2),
+            model: with(&self.scaled[MODEL], MODEL),
+            naive: with(&self.scaled[NAIVE], NAIVE),
+            seasonal: with(&self.scaled[SEASONAL], SEASONAL),
+            linear: with(&self.scaled[LINEAR], LINEAR),
+            model_raw: with(&self.raw[MODEL], MODEL),
+            naive_raw: with(&self.raw[NAIVE], NAIVE),
+            seasonal_raw: with(&self.raw[SEASONAL], SEASONAL),
+            linear_raw: with(&self.raw[LINEAR], LINEAR),
         }
     }
 }
 
+/// The slices every value is scored into.
 struct Sums {
-    all: Six,
-    step: Vec<Six>,
-    target: Vec<Six>,
+    all: Slice,
+    step: Vec<Slice>,
+    target: Vec<Slice>,
+    stream: Vec<Slice>,
 }
 
 impl Sums {
-    fn new(hz: usize, nt: usize) -> Self {
+    fn new(hz: usize, nt: usize, streams: usize) -> Self {
         Sums {
-            all: Six::new(nt),
-            step: vec![Six::new(nt); hz],
-            target: vec![Six::new(nt); nt],
+            all: Slice::new(nt),
+            step: vec![Slice::new(nt); hz],
+            target: vec![Slice::new(nt); nt],
+            stream: vec![Slice::new(nt); streams],
         }
     }
 }
 
-/// Scores the forecast made after stream event `mk` (at row `made_row`).
+/// Scores the forecasts made after stream event `made.k`.
 #[allow(clippy::too_many_arguments)]
 fn score(
     replay: &Replay,
     warm: &(Vec<f64>, Vec<f64>),
     season: usize,
     rows: &[usize],
-    mk: usize,
-    made_row: usize,
-    fc: &[f64],
+    made: &Made,
     targets: &[usize],
     sums: &mut Sums,
     keep: Keep,
@@ -486,8 +637,13 @@ fn score(
     stream: usize,
 ) {
     let nt = targets.len();
-    let last = replay.row(made_row);
-    for (h, &r) in rows[mk + 1..].iter().take(fc.len() / nt).enumerate() {
+    let mk = made.k;
+    let last = replay.row(made.row);
+    for (h, &r) in rows[mk + 1..]
+        .iter()
+        .take(made.model.len() / nt)
+        .enumerate()
+    {
         let actual_row = replay.row(r);
         // Seasonal naive: the latest observed event of the same phase.
         let back = season * (h / season.max(1) + 1);
@@ -496,20 +652,18 @@ fn score(
             let (mean, std) = (warm.0[t], warm.1[t]);
             let z = |v: f64| (v - mean) / std;
             let a = actual_row[t];
-            let m = fc[h * nt + j];
+            let m = made.model[h * nt + j];
             let nv = last[t];
             let sv = seasonal_row.map_or(nv, |row| row[t]);
-            for six in [&mut sums.all, &mut sums.step[h], &mut sums.target[j]] {
-                six.e[0].add(z(m), z(a));
-                six.e[1].add(z(nv), z(a));
-                six.e[2].add(z(sv), z(a));
-                six.e[3].add(m, a);
-                six.e[4].add(nv, a);
-                six.e[5].add(sv, a);
-                six.by_target_ae[j][0] += (m - a).abs();
-                six.by_target_ae[j][1] += (nv - a).abs();
-                six.by_target_ae[j][2] += (sv - a).abs();
-                six.by_target_n[j] += 1;
+            let lv = made.linear[h * nt + j];
+            let forecasts = [m, nv, sv, lv];
+            for slice in [
+                &mut sums.all,
+                &mut sums.step[h],
+                &mut sums.target[j],
+                &mut sums.stream[stream],
+            ] {
+                slice.add(j, &forecasts, a, z);
             }
             if keep == Keep::Predictions {
                 out.predictions.push(Prediction {
@@ -522,6 +676,7 @@ fn score(
                     actual: a,
                     naive: nv,
                     seasonal: sv,
+                    linear: lv,
                 });
             }
         }
@@ -555,20 +710,92 @@ fn warmup_stats(replay: &Replay, n: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
         .collect()
 }
 
-/// Per target: mean |x_t - x_{t-1}| over rows `[0, n)` (each stream's own consecutive events).
-fn naive_mae(replay: &Replay, n: usize, targets: &[usize]) -> Vec<f64> {
-    let mut last: Vec<Option<usize>> = vec![None; replay.streams.len()];
-    let mut sum = vec![0.0; targets.len()];
-    let mut cnt = 0u64;
+/// Per target: mean |x_t - x_{t-1}| over rows `[0, n)` (each stream's own
+/// consecutive events), over all streams and per stream.
+fn naive_mae(replay: &Replay, n: usize, targets: &[usize]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let ns = replay.streams.len();
+    let mut last: Vec<Option<usize>> = vec![None; ns];
+    let (mut all, mut all_n) = (vec![0.0; targets.len()], 0u64);
+    let mut sum = vec![vec![0.0; targets.len()]; ns];
+    let mut cnt = vec![0u64; ns];
     for r in 0..n {
         let s = replay.stream[r] as usize;
         if let Some(p) = last[s] {
             for (j, &t) in targets.iter().enumerate() {
-                sum[j] += (replay.row(r)[t] - replay.row(p)[t]).abs();
+                let e = (replay.row(r)[t] - replay.row(p)[t]).abs();
+                all[j] += e;
+                sum[s][j] += e;
             }
-            cnt += 1;
+            all_n += 1;
+            cnt[s] += 1;
         }
         last[s] = Some(r);
     }
-    sum.iter().map(|s| s / cnt.max(1) as f64).collect()
+    let overall = all.iter().map(|v| v / all_n.max(1) as f64).collect();
+    let per_stream = sum
+        .iter()
+        .zip(&cnt)
+        .map(|(s, &c)| s.iter().map(|v| v / c.max(1) as f64).collect())
+        .collect();
+    (overall, per_stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One stream with events `step_ms` apart.
+    fn spaced(step_ms: i64, time: TimeBase) -> Replay {
+        let n = 50;
+        Replay {
+            columns: vec!["v".into()],
+            streams: vec!["s".into()],
+            stream: vec![0; n],
+            ts_ms: (0..n as i64)
+                .map(|i| 1_467_331_200_000 + i * step_ms)
+                .collect(),
+            values: vec![0.0; n],
+            group: Vec::new(),
+            time,
+        }
+    }
+
+    #[test]
+    fn the_season_is_a_day_of_rows() {
+        let hour = 3_600_000;
+        assert_eq!(infer_season(&spaced(hour, TimeBase::Epoch)).rows, 24);
+        let quarter = infer_season(&spaced(hour / 4, TimeBase::Epoch));
+        assert_eq!(quarter.rows, 96);
+        assert!(quarter.why.contains("15 min"), "{}", quarter.why);
+        assert_eq!(infer_season(&spaced(24 * hour, TimeBase::Epoch)).rows, 1);
+        let index = infer_season(&Replay {
+            ts_ms: (0..50).collect(),
+            ..spaced(1, TimeBase::RowIndex)
+        });
+        assert_eq!(index.rows, 24);
+        assert!(index.why.contains("row index"), "{}", index.why);
+        // Seven minutes do not divide a day.
+        let odd = infer_season(&spaced(7 * 60_000, TimeBase::Epoch));
+        assert_eq!(odd.rows, 24);
+        assert!(odd.why.contains("does not divide"), "{}", odd.why);
+    }
+
+    #[test]
+    fn the_median_spacing_ignores_gaps_and_other_streams() {
+        let quarter = 900_000;
+        let mut r = spaced(quarter, TimeBase::Epoch);
+        // A missing day in the first stream (the mean spacing would not divide
+        // a day), and a second stream every minute.
+        for ts in r.ts_ms.iter_mut().skip(30) {
+            *ts += 96 * quarter;
+        }
+        let t0 = r.ts_ms[0];
+        r.streams.push("fast".into());
+        for i in 0..200 {
+            r.stream.push(1);
+            r.ts_ms.push(t0 + i * 60_000);
+            r.values.push(0.0);
+        }
+        assert_eq!(infer_season(&r).rows, 96);
+    }
 }

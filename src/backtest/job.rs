@@ -7,10 +7,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::engine::{self, Keep, Metrics, Outcome, Prediction, Protocol, Replay, Scaling, Scored};
-use super::report::{MetricRow, ReportData, RollingPanel, SeriesPanel, StepError};
+use super::engine::{
+    self, Keep, Metrics, Outcome, Prediction, Protocol, Replay, Scaling, Scored, TimeBase,
+};
+use super::report::{MetricRow, ReportData, RollingPanel, SeriesPanel, StepError, StreamRow};
 use super::table::{self, LoadOptions, PredictionRow, Table, TimeColumn};
 use crate::config::Config;
+use crate::model::linear::LinearConfig;
 
 /// The `[backtest]` section of the configuration (defaults in `config/default.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,7 +27,8 @@ pub struct BacktestConfig {
     pub eval_rows: String,
     /// `auto`, `warmup`, `running` or `none`.
     pub normalize: String,
-    /// Season (rows) of the seasonal-naive baseline.
+    /// Season (rows) of the seasonal-naive baseline; 0 infers one day of rows
+    /// from the event times ([`engine::infer_season`]).
     pub season: usize,
     /// Time column, `none` (row index) or `auto`.
     pub time_column: String,
@@ -36,6 +40,8 @@ pub struct BacktestConfig {
     pub seeds: usize,
     /// Rows shown in the report's forecast chart: `"A..B"`, or empty for the last 500 scored rows.
     pub report_span: String,
+    /// The linear baseline (`[backtest.linear]`).
+    pub linear: LinearConfig,
 }
 
 /// Why a backtest failed.
@@ -69,7 +75,8 @@ pub enum ProgressBar {
     Off,
 }
 
-/// The one-line summary `--json` prints (errors in scaled units when scaling is on).
+/// The one-line summary `--json` prints (errors in normalised units under the
+/// `warmup` scaling, else in original units; `units` says which).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     /// Rows replayed after pretraining.
@@ -86,6 +93,12 @@ pub struct Summary {
     pub naive_mae: f64,
     /// Seasonal-naive MSE.
     pub seasonal_mse: f64,
+    /// The linear baseline's MSE.
+    pub linear_mse: f64,
+    /// The linear baseline's MAE.
+    pub linear_mae: f64,
+    /// Season (rows) of the seasonal-naive baseline, as given or inferred.
+    pub season: usize,
     /// Wall-clock seconds (all seeds).
     pub elapsed_s: f64,
     /// Events per second (pretraining included).
@@ -185,6 +198,7 @@ pub fn replay_of(t: &Table) -> Replay {
         ts_ms: Vec::with_capacity(order.len()),
         values: Vec::with_capacity(order.len() * d),
         group: Vec::new(),
+        time: TimeBase::Epoch,
     };
     for (ts, s, i) in order {
         r.stream.push(s);
@@ -217,7 +231,11 @@ pub fn load_replay(cfg: &Config, path: &Path) -> Result<Replay, JobError> {
             Some(b.columns.clone())
         },
     };
-    Ok(replay_of(&table::load(path, &opts)?))
+    let mut replay = replay_of(&table::load(path, &opts)?);
+    if opts.time_column == TimeColumn::RowIndex {
+        replay.time = TimeBase::RowIndex;
+    }
+    Ok(replay)
 }
 
 /// Trains on a file exactly as a backtest replays it, then saves the learner's
@@ -310,17 +328,29 @@ pub fn run_replay(
     } else {
         parse_range(&b.eval_rows, "backtest.eval_rows")?
     };
-    if b.seeds == 0 || b.season == 0 {
+    if b.seeds == 0 {
         return Err(JobError::Invalid(
-            "backtest.seeds and backtest.season must be at least 1".into(),
+            "backtest.seeds must be at least 1".into(),
         ));
     }
+    let season = if b.season == 0 {
+        engine::infer_season(replay)
+    } else {
+        engine::SeasonGuess {
+            rows: b.season,
+            why: format!(
+                "season {} rows: set by backtest.season (--season)",
+                b.season
+            ),
+        }
+    };
     let protocol = Protocol {
         warmup_rows: b.warmup_rows,
         epochs: b.epochs,
         eval,
         scaling,
-        season: b.season,
+        season: season.rows,
+        linear: b.linear,
     };
 
     let start = Instant::now();
@@ -352,30 +382,32 @@ pub fn run_replay(
         eprintln!();
     }
     let elapsed_s = start.elapsed().as_secs_f64();
-    let scaled = scaling != Scaling::None;
-    let pick = |s: &Scored| {
-        if scaled {
-            (s.model, s.naive, s.seasonal)
-        } else {
-            (s.model_raw, s.naive_raw, s.seasonal_raw)
-        }
-    };
-    let mses: Vec<f64> = outcomes.iter().map(|o| pick(&o.overall).0.mse).collect();
-    let maes: Vec<f64> = outcomes.iter().map(|o| pick(&o.overall).0.mae).collect();
+    let units = Units::of(scaling);
+    let mses: Vec<f64> = outcomes
+        .iter()
+        .map(|o| units.pick(&o.overall).model.mse)
+        .collect();
+    let maes: Vec<f64> = outcomes
+        .iter()
+        .map(|o| units.pick(&o.overall).model.mae)
+        .collect();
     let first = &outcomes[0];
-    let (_, naive, seasonal) = pick(&first.overall);
+    let all = units.pick(&first.overall);
     let events: u64 = outcomes.iter().map(|o| o.events).sum();
     let summary = Summary {
         rows: first.rows,
         predictions: first.forecasts,
         mse: mean(&mses),
         mae: mean(&maes),
-        naive_mse: naive.mse,
-        naive_mae: naive.mae,
-        seasonal_mse: seasonal.mse,
+        naive_mse: all.naive.mse,
+        naive_mae: all.naive.mae,
+        seasonal_mse: all.seasonal.mse,
+        linear_mse: all.linear.mse,
+        linear_mae: all.linear.mae,
+        season: season.rows,
         elapsed_s,
         events_per_sec: events as f64 / elapsed_s.max(1e-9),
-        units: if scaled { "normalized" } else { "original" },
+        units: units.name(),
         seeds: b.seeds,
         mse_std: std_dev(&mses),
         mae_std: std_dev(&maes),
@@ -387,11 +419,63 @@ pub fn run_replay(
             replay,
             &model.target_indices(),
             &protocol,
+            &season.why,
             &outcomes,
             &summary,
         )?;
     }
     Ok((summary, outcomes))
+}
+
+/// Which of [`Scored`]'s unit systems a summary reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Units {
+    /// z-scores of the warm-up rows (`Scaling::Warmup`, the published protocol).
+    Normalized,
+    /// The data's own units. The scaled sums of the other scalings use the
+    /// statistics of row 0 alone when there is no warm-up: not a normalisation.
+    Original,
+}
+
+/// One slice's metrics in one unit system.
+struct Picked {
+    model: Metrics,
+    naive: Metrics,
+    seasonal: Metrics,
+    linear: Metrics,
+}
+
+impl Units {
+    fn of(scaling: Scaling) -> Units {
+        match scaling {
+            Scaling::Warmup => Units::Normalized,
+            Scaling::Running | Scaling::None => Units::Original,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Units::Normalized => "normalized",
+            Units::Original => "original",
+        }
+    }
+
+    fn pick(self, s: &Scored) -> Picked {
+        match self {
+            Units::Normalized => Picked {
+                model: s.model,
+                naive: s.naive,
+                seasonal: s.seasonal,
+                linear: s.linear,
+            },
+            Units::Original => Picked {
+                model: s.model_raw,
+                naive: s.naive_raw,
+                seasonal: s.seasonal_raw,
+                linear: s.linear_raw,
+            },
+        }
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -436,8 +520,14 @@ fn metrics_json(m: &Metrics) -> serde_json::Value {
 
 fn scored_json(s: &Scored) -> serde_json::Value {
     json!({
-        "normalized": {"model": metrics_json(&s.model), "naive": metrics_json(&s.naive), "seasonal": metrics_json(&s.seasonal)},
-        "original": {"model": metrics_json(&s.model_raw), "naive": metrics_json(&s.naive_raw), "seasonal": metrics_json(&s.seasonal_raw)},
+        "normalized": {
+            "model": metrics_json(&s.model), "naive": metrics_json(&s.naive),
+            "seasonal": metrics_json(&s.seasonal), "linear": metrics_json(&s.linear),
+        },
+        "original": {
+            "model": metrics_json(&s.model_raw), "naive": metrics_json(&s.naive_raw),
+            "seasonal": metrics_json(&s.seasonal_raw), "linear": metrics_json(&s.linear_raw),
+        },
     })
 }
 
@@ -448,6 +538,7 @@ fn write_outputs(
     replay: &Replay,
     targets: &[usize],
     protocol: &Protocol,
+    season_why: &str,
     outcomes: &[Outcome],
     summary: &Summary,
 ) -> Result<(), JobError> {
@@ -472,7 +563,16 @@ fn write_outputs(
             actual: p.actual,
         })
         .collect();
-    table::write_predictions(&dir.join("predictions.parquet"), &rows)?;
+    let baseline = |f: fn(&Prediction) -> f64| o.predictions.iter().map(f).collect::<Vec<_>>();
+    table::write_predictions_with(
+        &dir.join("predictions.parquet"),
+        &rows,
+        &[
+            ("naive", baseline(|p| p.naive)),
+            ("seasonal", baseline(|p| p.seasonal)),
+            ("linear", baseline(|p| p.linear)),
+        ],
+    )?;
 
     // metrics.json
     let per_seed: Vec<serde_json::Value> =
@@ -482,12 +582,14 @@ fn write_outputs(
         "protocol": {
             "warmup_rows": protocol.warmup_rows, "epochs": protocol.epochs,
             "eval_rows": [protocol.eval.start, protocol.eval.end], "scaling": protocol.scaling,
-            "season": protocol.season, "horizon": cfg.model.horizon,
+            "season": protocol.season, "season_note": season_why, "horizon": cfg.model.horizon,
+            "linear": protocol.linear,
         },
         "model": cfg.model,
         "overall": scored_json(&o.overall),
         "per_step": o.per_step.iter().enumerate().map(|(h, s)| json!({"step": h + 1, "metrics": scored_json(s)})).collect::<Vec<_>>(),
         "per_target": o.per_target.iter().zip(&target_names).map(|(s, n)| json!({"target": n, "metrics": scored_json(s)})).collect::<Vec<_>>(),
+        "per_stream": o.per_stream.iter().zip(&replay.streams).map(|(s, n)| json!({"stream": n, "metrics": scored_json(s)})).collect::<Vec<_>>(),
         "per_seed": per_seed,
     });
     let path = dir.join("metrics.json");
@@ -498,29 +600,26 @@ fn write_outputs(
     .map_err(io_err(&path))?;
 
     // report.html
-    let report = report_data(cfg, replay, &target_names, protocol, o, summary);
+    let report = report_data(cfg, replay, &target_names, protocol, season_why, o, summary);
     let path = dir.join("report.html");
     super::report::write(&report, &path).map_err(io_err(&path))?;
     Ok(())
 }
+
+/// Streams the report's per-stream table lists at most (metrics.json has all).
+const REPORT_STREAMS: usize = 100;
 
 fn report_data(
     cfg: &Config,
     replay: &Replay,
     target_names: &[&str],
     protocol: &Protocol,
+    season_why: &str,
     o: &Outcome,
     summary: &Summary,
 ) -> ReportData {
-    let scaled = protocol.scaling != Scaling::None;
-    let units = if scaled { "normalized" } else { "original" };
-    let pick = |s: &Scored| {
-        if scaled {
-            (s.model, s.naive, s.seasonal)
-        } else {
-            (s.model_raw, s.naive_raw, s.seasonal_raw)
-        }
-    };
+    let units = Units::of(protocol.scaling);
+    let unit_name = units.name();
     // Forecast vs actual, one-step-ahead, first stream, each target, over the chosen span.
     let one_step: Vec<_> = o
         .predictions
@@ -544,13 +643,13 @@ fn report_data(
         });
     }
     // Rolling MSE (original units, all targets, one step ahead) over a window of
-    // forecasts, for the model and both baselines.
+    // forecasts, for the model and the baselines.
     let window = 168.min(one_step.len().max(1));
     let nt = target_names.len().max(1);
     let mse_of = |chunk: &[&Prediction], f: fn(&Prediction) -> f64| {
         chunk.iter().map(|p| (f(p) - p.actual).powi(2)).sum::<f64>() / chunk.len() as f64
     };
-    let by_row: Vec<(usize, [f64; 3])> = one_step
+    let by_row: Vec<(usize, [f64; 4])> = one_step
         .chunks(nt)
         .map(|c| {
             (
@@ -559,16 +658,17 @@ fn report_data(
                     mse_of(c, |p| p.forecast),
                     mse_of(c, |p| p.naive),
                     mse_of(c, |p| p.seasonal),
+                    mse_of(c, |p| p.linear),
                 ],
             )
         })
         .collect();
     let rolling = (by_row.len() >= window && window > 0).then(|| {
         let mut x = Vec::new();
-        let mut lines: [Vec<f64>; 3] = Default::default();
-        let mut sums = [0.0; 3];
+        let mut lines: [Vec<f64>; 4] = Default::default();
+        let mut sums = [0.0; 4];
         for (i, (row, errs)) in by_row.iter().enumerate() {
-            for k in 0..3 {
+            for k in 0..4 {
                 sums[k] += errs[k];
                 if i >= window {
                     sums[k] -= by_row[i - window].1[k];
@@ -576,18 +676,19 @@ fn report_data(
             }
             if i + 1 >= window {
                 x.push(*row as f64);
-                for k in 0..3 {
+                for k in 0..4 {
                     lines[k].push(sums[k] / window as f64);
                 }
             }
         }
-        let [model, naive, seasonal] = lines;
+        let [model, naive, seasonal, linear] = lines;
         RollingPanel {
             window,
             x,
             model,
             naive,
             seasonal: Some(seasonal),
+            linear: Some(linear),
         }
     });
     let by_step = o
@@ -595,12 +696,13 @@ fn report_data(
         .iter()
         .enumerate()
         .map(|(h, s)| {
-            let (m, n, se) = pick(s);
+            let p = units.pick(s);
             StepError {
                 step: h + 1,
-                model_mse: m.mse,
-                naive_mse: n.mse,
-                seasonal_mse: Some(se.mse),
+                model_mse: p.model.mse,
+                naive_mse: p.naive.mse,
+                seasonal_mse: Some(p.seasonal.mse),
+                linear_mse: Some(p.linear.mse),
             }
         })
         .collect();
@@ -619,34 +721,112 @@ fn report_data(
         ("recur", &all.model, &all.model_raw),
         ("naive", &all.naive, &all.naive_raw),
         ("seasonal naive", &all.seasonal, &all.seasonal_raw),
+        ("linear", &all.linear, &all.linear_raw),
     ] {
-        metrics.push(row(format!("{who}, overall"), "normalized", scaled));
+        // Only the warm-up scaling has normalised units worth showing.
+        if units == Units::Normalized {
+            metrics.push(row(format!("{who}, overall"), "normalized", scaled));
+        }
         metrics.push(row(format!("{who}, overall"), "original", raw));
     }
     for (s, name) in o.per_target.iter().zip(target_names) {
-        let (m, n, _) = pick(s);
-        metrics.push(row(format!("recur, {name}"), units, &m));
-        metrics.push(row(format!("naive, {name}"), units, &n));
+        let p = units.pick(s);
+        metrics.push(row(format!("recur, {name}"), unit_name, &p.model));
+        metrics.push(row(format!("naive, {name}"), unit_name, &p.naive));
+        metrics.push(row(format!("linear, {name}"), unit_name, &p.linear));
     }
+    let per_stream = if o.per_stream.len() > 1 {
+        o.per_stream
+            .iter()
+            .zip(&replay.streams)
+            .take(REPORT_STREAMS)
+            .map(|(s, name)| {
+                let p = units.pick(s);
+                StreamRow {
+                    stream: name.clone(),
+                    units: unit_name.into(),
+                    n: p.model.n,
+                    model: (p.model.mse, p.model.mae),
+                    naive: (p.naive.mse, p.naive.mae),
+                    linear: (p.linear.mse, p.linear.mae),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let m = &cfg.model;
+    let lin = &protocol.linear;
+    let mut notes = vec![
+        format!(
+            "model: {} hidden={} layers={} tbptt={} horizon={} optimizer={:?} lr={} predict={:?} seed={}",
+            m.cell.name(),
+            m.hidden,
+            m.layers,
+            m.tbptt,
+            m.horizon,
+            m.optimizer.kind,
+            m.optimizer.lr,
+            m.predict,
+            m.seed
+        ),
+        format!(
+            "protocol: warm-up rows 0..{} ({} epochs), scored rows {}..{}, scaling {:?}, season {}",
+            protocol.warmup_rows,
+            protocol.epochs,
+            protocol.eval.start,
+            protocol.eval.end,
+            protocol.scaling,
+            protocol.season
+        ),
+        season_why.to_string(),
+        format!(
+            "linear baseline: per stream, ridge regression of each step's change on the last {} rows \
+             of every column (recursive least squares, forgetting {}, ridge {}), learning from a \
+             forecast once its rows are observed",
+            lin.lags, lin.forgetting, lin.ridge
+        ),
+        match units {
+            Units::Normalized => {
+                "units: errors z-scored with each stream's warm-up mean and standard deviation"
+                    .into()
+            }
+            Units::Original => "units: errors in the data's original units".into(),
+        },
+    ];
+    if o.per_stream.len() > REPORT_STREAMS {
+        notes.push(format!(
+            "per-stream table: the first {REPORT_STREAMS} of {} streams; metrics.json lists all",
+            o.per_stream.len()
+        ));
+    }
     ReportData {
         title: "recur backtest".into(),
         summary: vec![
             ("rows replayed".into(), summary.rows.to_string()),
             ("forecasts scored".into(), summary.predictions.to_string()),
-            (format!("MSE ({units})"), format!("{:.4}", summary.mse)),
+            ("units".into(), unit_name.into()),
+            (format!("MSE ({unit_name})"), format!("{:.4}", summary.mse)),
             (
-                format!("naive MSE ({units})"),
+                format!("naive MSE ({unit_name})"),
                 format!("{:.4}", summary.naive_mse),
             ),
             (
-                format!("seasonal-naive MSE ({units})"),
+                format!("seasonal-naive MSE ({unit_name})"),
                 format!("{:.4}", summary.seasonal_mse),
             ),
-            (format!("MAE ({units})"), format!("{:.4}", summary.mae)),
             (
-                format!("naive MAE ({units})"),
+                format!("linear MSE ({unit_name})"),
+                format!("{:.4}", summary.linear_mse),
+            ),
+            (format!("MAE ({unit_name})"), format!("{:.4}", summary.mae)),
+            (
+                format!("naive MAE ({unit_name})"),
                 format!("{:.4}", summary.naive_mae),
+            ),
+            (
+                format!("linear MAE ({unit_name})"),
+                format!("{:.4}", summary.linear_mae),
             ),
             ("elapsed".into(), format!("{:.2} s", summary.elapsed_s)),
         ],
@@ -654,29 +834,8 @@ fn report_data(
         rolling,
         by_step,
         metrics,
-        notes: vec![
-            format!(
-                "model: {} hidden={} layers={} tbptt={} horizon={} optimizer={:?} lr={} predict={:?} seed={}",
-                m.cell.name(),
-                m.hidden,
-                m.layers,
-                m.tbptt,
-                m.horizon,
-                m.optimizer.kind,
-                m.optimizer.lr,
-                m.predict,
-                m.seed
-            ),
-            format!(
-                "protocol: warm-up rows 0..{} ({} epochs), scored rows {}..{}, scaling {:?}, season {}",
-                protocol.warmup_rows,
-                protocol.epochs,
-                protocol.eval.start,
-                protocol.eval.end,
-                protocol.scaling,
-                protocol.season
-            ),
-        ],
+        per_stream,
+        notes,
     }
 }
 

@@ -4,10 +4,12 @@
 //! * [`table`]: reading CSV/Parquet files (wide or long) into per-stream rows,
 //!   and writing `predictions.parquet`.
 //! * [`engine`]: the replay and the scoring against baselines.
+//! * [`baseline`]: the per-stream linear baseline (online ridge regression on lags).
 //! * [`job`]: `recur backtest` over a file: options, outputs, summary.
 //! * [`topic`]: reading a topic's time range (partitions assigned directly, nothing committed).
 //! * [`report`]: the self-contained `report.html` with SVG charts.
 
+pub mod baseline;
 pub mod engine;
 pub mod job;
 pub mod report;

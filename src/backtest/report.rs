@@ -30,6 +30,8 @@ pub struct ReportData {
     pub by_step: Vec<StepError>,
     /// Rows of the metrics table.
     pub metrics: Vec<MetricRow>,
+    /// Rows of the per-stream table; shown when there are at least two.
+    pub per_stream: Vec<StreamRow>,
     /// Free text lines (the settings used), shown at the bottom.
     pub notes: Vec<String>,
 }
@@ -64,6 +66,8 @@ pub struct RollingPanel {
     pub naive: Vec<f64>,
     /// The seasonal baseline's rolling MSE, if computed.
     pub seasonal: Option<Vec<f64>>,
+    /// The linear baseline's rolling MSE, if computed.
+    pub linear: Option<Vec<f64>>,
 }
 
 /// Error at one horizon step.
@@ -77,6 +81,8 @@ pub struct StepError {
     pub naive_mse: f64,
     /// The seasonal baseline's MSE at this step, if computed.
     pub seasonal_mse: Option<f64>,
+    /// The linear baseline's MSE at this step, if computed.
+    pub linear_mse: Option<f64>,
 }
 
 /// One row of the metrics table.
@@ -96,6 +102,23 @@ pub struct MetricRow {
     pub smape: f64,
     /// Mean absolute scaled error.
     pub mase: f64,
+}
+
+/// One stream's errors: the model against the naive and linear baselines.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamRow {
+    /// The stream key.
+    pub stream: String,
+    /// Units the errors are in.
+    pub units: String,
+    /// Values scored.
+    pub n: u64,
+    /// The model's (MSE, MAE).
+    pub model: (f64, f64),
+    /// The naive baseline's (MSE, MAE).
+    pub naive: (f64, f64),
+    /// The linear baseline's (MSE, MAE).
+    pub linear: (f64, f64),
 }
 
 /// Most points one chart line is drawn with.
@@ -118,6 +141,7 @@ const ACTUAL: &str = "#222222";
 const MODEL: &str = "#0072b2";
 const NAIVE: &str = "#e69f00";
 const SEASONAL: &str = "#009e73";
+const LINEAR: &str = "#cc79a7";
 
 const STYLE: &str = "\
 body{font:14px/1.45 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;color:#1a1a1a;\
@@ -161,6 +185,9 @@ fn page(out: &mut String, data: &ReportData) -> fmt::Result {
         out.push_str("</dl>\n");
     }
     metrics_section(out, &data.metrics)?;
+    if data.per_stream.len() > 1 {
+        streams_section(out, &data.per_stream)?;
+    }
 
     out.push_str("<h2>Error by horizon step</h2>\n");
     bar_chart(out, &data.by_step)?;
@@ -175,6 +202,9 @@ fn page(out: &mut String, data: &ReportData) -> fmt::Result {
         ];
         if let Some(s) = &r.seasonal {
             lines.push(Line::new("seasonal", SEASONAL, s));
+        }
+        if let Some(l) = &r.linear {
+            lines.push(Line::new("linear", LINEAR, l));
         }
         line_chart(out, "rolling", &title, ("row", "MSE"), &r.x, &lines)?;
     }
@@ -288,6 +318,9 @@ impl Verdict {
             if let Some(s) = finite_mean(steps.iter().filter_map(|s| s.seasonal_mse)) {
                 baselines.push(("seasonal", s));
             }
+            if let Some(l) = finite_mean(steps.iter().filter_map(|s| s.linear_mse)) {
+                baselines.push(("linear", l));
+            }
             let basis = match steps.len() {
                 1 => "MSE of the one horizon step.".to_string(),
                 n => format!("MSE averaged over {n} horizon steps."),
@@ -310,6 +343,13 @@ impl Verdict {
             .and_then(|s| finite_mean(s.iter().copied()))
         {
             baselines.push(("seasonal", s));
+        }
+        if let Some(l) = r
+            .linear
+            .as_ref()
+            .and_then(|l| finite_mean(l.iter().copied()))
+        {
+            baselines.push(("linear", l));
         }
         let basis = format!("Mean of the rolling MSE over {} predictions.", r.window);
         (!baselines.is_empty()).then_some(Verdict {
@@ -348,6 +388,32 @@ fn metrics_section(out: &mut String, rows: &[MetricRow]) -> fmt::Result {
             Esc(&r.units)
         )?;
         for v in [r.mse, r.mae, r.rmse, r.smape, r.mase] {
+            write!(out, "<td>{}</td>", fmt_num(v))?;
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+    Ok(())
+}
+
+fn streams_section(out: &mut String, rows: &[StreamRow]) -> fmt::Result {
+    out.push_str(
+        "<h2>Per stream</h2>\n<p class=\"hint\">Each baseline forecasts each stream from that stream's own values.</p>\n\
+         <table class=\"streams\">\n<thead><tr><th class=\"l\">stream</th><th class=\"l\">units</th><th>values</th>\
+         <th>recur MSE</th><th>naive MSE</th><th>linear MSE</th>\
+         <th>recur MAE</th><th>naive MAE</th><th>linear MAE</th></tr></thead>\n<tbody>\n",
+    );
+    for r in rows {
+        write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td>",
+            Esc(&r.stream),
+            Esc(&r.units),
+            r.n
+        )?;
+        for v in [
+            r.model.0, r.naive.0, r.linear.0, r.model.1, r.naive.1, r.linear.1,
+        ] {
             write!(out, "<td>{}</td>", fmt_num(v))?;
         }
         out.push_str("</tr>\n");
@@ -660,18 +726,20 @@ fn line_chart(
     out.write_str("</svg>\n")
 }
 
-/// Bars of MSE per horizon step: model, naive and (when present) seasonal side by side.
+/// Bars of MSE per horizon step: model, naive and (when present) seasonal and linear side by side.
 fn bar_chart(out: &mut String, steps: &[StepError]) -> fmt::Result {
-    let with_seasonal = steps.iter().any(|s| s.seasonal_mse.is_some());
-    let mut series = vec![("model", MODEL), ("naive", NAIVE)];
-    if with_seasonal {
-        series.push(("seasonal", SEASONAL));
+    type Value = fn(&StepError) -> f64;
+    let mut series: Vec<(&str, &str, Value)> = vec![
+        ("model", MODEL, |s| s.model_mse),
+        ("naive", NAIVE, |s| s.naive_mse),
+    ];
+    if steps.iter().any(|s| s.seasonal_mse.is_some()) {
+        series.push(("seasonal", SEASONAL, |s| s.seasonal_mse.unwrap_or(f64::NAN)));
     }
-    let value = |s: &StepError, k: usize| match k {
-        0 => s.model_mse,
-        1 => s.naive_mse,
-        _ => s.seasonal_mse.unwrap_or(f64::NAN),
-    };
+    if steps.iter().any(|s| s.linear_mse.is_some()) {
+        series.push(("linear", LINEAR, |s| s.linear_mse.unwrap_or(f64::NAN)));
+    }
+    let value = |s: &StepError, k: usize| (series[k].2)(s);
     let mut bounds = Bounds::default();
     for s in steps {
         for k in 0..series.len() {
@@ -707,7 +775,7 @@ fn bar_chart(out: &mut String, steps: &[StepError]) -> fmt::Result {
     for (i, s) in steps.iter().enumerate() {
         let centre = LEFT + group * (i as f64 + 0.5);
         let left = centre - bar * series.len() as f64 / 2.0;
-        for (k, (name, colour)) in series.iter().enumerate() {
+        for (k, (name, colour, _)) in series.iter().enumerate() {
             let v = value(s, k);
             if !v.is_finite() {
                 continue;
@@ -734,7 +802,7 @@ fn bar_chart(out: &mut String, steps: &[StepError]) -> fmt::Result {
             x_tick(out, centre, &s.step.to_string())?;
         }
     }
-    let entries: Vec<_> = series.iter().map(|&(l, c)| (l, c, None)).collect();
+    let entries: Vec<_> = series.iter().map(|&(l, c, _)| (l, c, None)).collect();
     legend(out, &entries)?;
     out.write_str("</svg>\n")
 }
@@ -857,6 +925,7 @@ mod tests {
                 model: vec![0.01; n],
                 naive: vec![0.02; n],
                 seasonal: Some(vec![0.015; n]),
+                linear: None,
             }),
             by_step: (1..=24)
                 .map(|step| StepError {
@@ -864,6 +933,7 @@ mod tests {
                     model_mse: 0.01 * step as f64,
                     naive_mse: 0.02 * step as f64,
                     seasonal_mse: Some(0.015 * step as f64),
+                    linear_mse: None,
                 })
                 .collect(),
             metrics: vec![MetricRow {
@@ -875,6 +945,7 @@ mod tests {
                 smape: 12.5,
                 mase: 0.8,
             }],
+            per_stream: Vec::new(),
             notes: vec!["cell = lstm".into()],
         }
     }
@@ -1034,6 +1105,7 @@ mod tests {
             model_mse: 0.0,
             naive_mse: 0.0,
             seasonal_mse: None,
+            linear_mse: None,
         };
         let html = render(&data);
         let charts = svgs(&html);
@@ -1059,6 +1131,50 @@ mod tests {
         let html = render(&data);
         assert!(html.contains("Mean of the rolling MSE over 50 predictions."));
         assert!(html.contains("class=\"verdict win\""));
+    }
+
+    #[test]
+    fn the_linear_baseline_has_bars_a_line_and_a_verdict() {
+        let mut data = sample(300);
+        for s in &mut data.by_step {
+            s.linear_mse = Some(0.001 * s.step as f64);
+        }
+        data.rolling.as_mut().unwrap().linear = Some(vec![0.005; 300]);
+        let html = render(&data);
+        assert_eq!(html.matches("<rect ").count(), 24 * 4);
+        assert!(html.contains("step 3, linear: MSE 0.003000"));
+        let rolling = svgs(&html)
+            .into_iter()
+            .find(|s| s.contains("chart rolling"))
+            .unwrap();
+        assert!(rolling.contains(&format!("stroke=\"{LINEAR}\"")));
+        assert!(html.contains(
+            "The model beats the naive and seasonal baseline but not the linear baseline."
+        ));
+        assert!(html.contains("against linear"));
+    }
+
+    #[test]
+    fn the_per_stream_table_needs_two_streams() {
+        let mut data = sample(10);
+        let row = |name: &str| StreamRow {
+            stream: name.into(),
+            units: "original".into(),
+            n: 7,
+            model: (0.25, 0.5),
+            naive: (0.5, 0.75),
+            linear: (0.125, 0.375),
+        };
+        data.per_stream = vec![row("only")];
+        assert!(!render(&data).contains("<h2>Per stream</h2>"));
+        data.per_stream.push(row("<second>"));
+        let html = render(&data);
+        assert!(html.contains("<h2>Per stream</h2>"));
+        assert!(html.contains("<td class=\"l\">&lt;second&gt;</td>"));
+        assert!(
+            html.contains("<td>0.1250</td><td>0.5000</td>"),
+            "linear MSE, then recur MAE"
+        );
     }
 
     #[test]

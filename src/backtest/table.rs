@@ -790,6 +790,17 @@ pub struct PredictionRow {
 
 /// Writes predictions.parquet with columns row (u64), ts (datetime ms, UTC), stream (str), step (u32), target (str), forecast (f64), actual (f64).
 pub fn write_predictions(path: &Path, rows: &[PredictionRow]) -> Result<(), TableError> {
+    write_predictions_with(path, rows, &[])
+}
+
+/// [`write_predictions`] with more f64 columns after `actual` (e.g. the
+/// baselines' forecasts), each `(name, one value per row)`; a column of
+/// another length is an error.
+pub fn write_predictions_with(
+    path: &Path,
+    rows: &[PredictionRow],
+    extra: &[(&str, Vec<f64>)],
+) -> Result<(), TableError> {
     let file = path.display().to_string();
     let ts = Int64Chunked::from_vec("ts".into(), rows.iter().map(|r| r.ts_ms).collect())
         .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
@@ -818,6 +829,14 @@ pub fn write_predictions(path: &Path, rows: &[PredictionRow]) -> Result<(), Tabl
             rows.iter().map(|r| r.actual).collect::<Vec<_>>(),
         ),
     ];
+    let columns = columns
+        .into_iter()
+        .chain(
+            extra
+                .iter()
+                .map(|(name, values)| Column::new((*name).into(), values.clone())),
+        )
+        .collect();
     let mut df = DataFrame::new(rows.len(), columns).map_err(|source| polars_err(&file, source))?;
     let out = File::create(path).map_err(|source| TableError::Io {
         path: file.clone(),
