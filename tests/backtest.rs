@@ -526,3 +526,47 @@ fn the_season_comes_from_the_time_column_unless_it_is_the_row_index() {
     assert_eq!(guess.rows, 24);
     assert!(guess.why.contains("row index"), "{}", guess.why);
 }
+
+/// Default settings on data of another kind than the tuning's ETTh2: the
+/// stacked learner beats naive and is at most the linear baseline, seed by seed.
+#[test]
+fn etth1_24_steps_defaults_beat_naive_and_the_linear_baseline() {
+    for seed in [42, 43] {
+        let mut cfg = protocol(24);
+        cfg.model.seed = seed;
+        let s = job::run_file(&cfg, &data("ETTh1.csv"), None, ProgressBar::Off).unwrap();
+        eprintln!("ETTh1 H=24 seed {seed}: {s:?}");
+        assert!(
+            s.mse < s.naive_mse,
+            "seed {seed}: {} vs naive {}",
+            s.mse,
+            s.naive_mse
+        );
+        assert!(
+            s.mse <= s.linear_mse,
+            "seed {seed}: {} vs linear {}",
+            s.mse,
+            s.linear_mse
+        );
+    }
+}
+
+/// ETTh2's goals at every horizon, with the linear baseline beaten too.
+#[test]
+fn etth2_defaults_meet_the_goals_at_1_24_and_48_steps() {
+    for (horizon, goal) in [(1, 0.350), (24, 1.65), (48, 2.75)] {
+        let s = job::run_file(
+            &protocol(horizon),
+            &data("ETTh2.csv"),
+            None,
+            ProgressBar::Off,
+        )
+        .unwrap();
+        eprintln!("ETTh2 H={horizon}: {s:?}");
+        assert!(s.mse <= goal, "H={horizon}: MSE {} misses {goal}", s.mse);
+        assert!(
+            s.mse < s.naive_mse && s.mse <= s.linear_mse,
+            "H={horizon}: {s:?}"
+        );
+    }
+}

@@ -77,7 +77,7 @@ impl LinearConfig {
 }
 
 /// Recursive least squares with forgetting, `p` features to `q` outputs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Rls {
     p: usize,
     q: usize,
@@ -94,6 +94,16 @@ pub struct Rls {
     pphi: Vec<f64>,
     /// Scratch residual.
     resid: Vec<f64>,
+}
+
+/// Equal state: the scratch buffers do not count.
+impl PartialEq for Rls {
+    fn eq(&self, other: &Self) -> bool {
+        (self.p, self.q, self.forgetting, self.updates)
+            == (other.p, other.q, other.forgetting, other.updates)
+            && self.cov == other.cov
+            && self.weight == other.weight
+    }
 }
 
 impl Rls {

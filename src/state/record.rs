@@ -292,3 +292,37 @@ impl Cursor<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Forecaster, ModelConfig, WeightScope};
+
+    /// A stream with its own weights, linear expert and stacking cells comes
+    /// back from its record exactly as it was.
+    #[test]
+    fn a_per_stream_model_with_its_linear_expert_round_trips() {
+        let cfg = ModelConfig {
+            weight_scope: WeightScope::PerStream,
+            hidden: 4,
+            horizon: 2,
+            linear: crate::model::linear::LinearConfig {
+                lags: 3,
+                ..Default::default()
+            },
+            ..ModelConfig::default()
+        };
+        let mut f = Forecaster::<f32>::new(cfg).unwrap();
+        for t in 0..40 {
+            f.observe("s", &[(t as f32 * 0.3).sin()]).unwrap();
+        }
+        let s = f.stream("s").unwrap();
+        let linear = s.model.as_ref().unwrap().linear.as_ref().unwrap();
+        assert!(linear.updates > 0, "the linear expert learned");
+        let mut bytes = Vec::new();
+        encode_stream(&mut bytes, 7, s);
+        let mut back = f.new_stream();
+        assert_eq!(decode_stream("s", &bytes, &mut back).unwrap().seq, 7);
+        assert_eq!(&back, s);
+    }
+}
