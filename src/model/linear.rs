@@ -55,25 +55,28 @@ impl LinearConfig {
                 self.lags
             ));
         }
-        if !(self.forgetting > 0.0 && self.forgetting <= 1.0) {
-            return Err(format!(
-                "{section}.forgetting = {}: must be in (0, 1]",
-                self.forgetting
-            ));
-        }
-        if !(self.ridge > 0.0 && self.ridge.is_finite()) {
-            return Err(format!(
-                "{section}.ridge = {}: must be a positive number",
-                self.ridge
-            ));
-        }
-        Ok(())
+        validate_rls(section, self.forgetting, self.ridge)
     }
 
     /// Features of `width` columns: `(L − 1)` lags each plus the bias.
     pub fn features(&self, width: usize) -> usize {
         (self.lags - 1) * width + 1
     }
+}
+
+/// Checks an RLS forgetting factor (in (0, 1]) and ridge prior (> 0), naming `section`'s keys.
+pub fn validate_rls(section: &str, forgetting: f64, ridge: f64) -> Result<(), String> {
+    if !(forgetting > 0.0 && forgetting <= 1.0) {
+        return Err(format!(
+            "{section}.forgetting = {forgetting}: must be in (0, 1]"
+        ));
+    }
+    if !(ridge > 0.0 && ridge.is_finite()) {
+        return Err(format!(
+            "{section}.ridge = {ridge}: must be a positive number"
+        ));
+    }
+    Ok(())
 }
 
 /// Recursive least squares with forgetting, `p` features to `q` outputs.
@@ -277,6 +280,7 @@ mod tests {
     use super::*;
 
     /// Solves the ridge normal equations `(Σ φφᵀ + ρI) w = Σ φ y` directly.
+    #[allow(clippy::needless_range_loop)]
     fn ridge_solve(rows: &[Vec<f64>], ys: &[f64], ridge: f64) -> Vec<f64> {
         let p = rows[0].len();
         let mut a = vec![vec![0.0; p + 1]; p];

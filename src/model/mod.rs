@@ -8,6 +8,9 @@
 //! * [`network`]: cell equations, stacked forward pass, hand-written BPTT.
 //! * [`loss`], [`optim`]: MSE/Huber; clipping, SGD, Adam, AdamW.
 //! * [`normalize`]: per-stream input scaling (fixed or running Welford).
+//! * [`linear`]: online ridge regression by recursive least squares (the
+//!   linear expert and the backtests' linear baseline).
+//! * [`stack`]: the per-stream blend of the linear and recurrent experts.
 //! * [`learner`]: the online learner that owns weights and per-stream state.
 //! * [`checkpoint`]: safetensors files that `torch` can read.
 //! * [`rng`]: the seeded generator behind initialisation and synthetic data.

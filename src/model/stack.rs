@@ -47,19 +47,7 @@ impl Default for StackConfig {
 impl StackConfig {
     /// Checks the settings, naming the first bad key and value.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.forgetting > 0.0 && self.forgetting <= 1.0) {
-            return Err(format!(
-                "model.stack.forgetting = {}: must be in (0, 1]",
-                self.forgetting
-            ));
-        }
-        if !(self.ridge > 0.0 && self.ridge.is_finite()) {
-            return Err(format!(
-                "model.stack.ridge = {}: must be a positive number",
-                self.ridge
-            ));
-        }
-        Ok(())
+        super::linear::validate_rls("model.stack", self.forgetting, self.ridge)
     }
 }
 
@@ -137,15 +125,17 @@ pub fn update<S: Scalar>(cell: &mut [S], experts: &[S], y: f64, cfg: &StackConfi
     }
     let grow = cfg.forgetting < 1.0 && trace / cfg.forgetting <= EXPERTS as f64 / cfg.ridge;
     let scale = if grow { 1.0 / cfg.forgetting } else { 1.0 };
-    for i in 0..EXPERTS {
-        // A diagonal that rounding drove to zero or below would stop learning
-        // or make P indefinite: start that cell's P again from the prior.
-        if !(next[i][i] > 0.0) {
-            let w: Vec<S> = cell[..EXPERTS].to_vec();
-            init(cell, cfg.ridge);
-            cell[..EXPERTS].copy_from_slice(&w);
-            return true;
-        }
+    // A diagonal that rounding drove to zero or below would stop learning or
+    // make P indefinite: start that cell's P again from the prior.
+    if next
+        .iter()
+        .enumerate()
+        .any(|(i, row)| row[i].is_nan() || row[i] <= 0.0)
+    {
+        let w: Vec<S> = cell[..EXPERTS].to_vec();
+        init(cell, cfg.ridge);
+        cell[..EXPERTS].copy_from_slice(&w);
+        return true;
     }
     for i in 0..EXPERTS {
         for j in i..EXPERTS {
