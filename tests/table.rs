@@ -292,6 +292,19 @@ fn missing_columns_are_named() {
     assert!(err.to_string().contains("`txt`"), "{err}");
 }
 
+/// A predictions file and its column names, in order.
+fn read_predictions(path: &Path) -> (DataFrame, Vec<String>) {
+    let df = ParquetReader::new(fs::File::open(path).unwrap())
+        .finish()
+        .unwrap();
+    let names = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    (df, names)
+}
+
 #[test]
 fn predictions_round_trip() {
     let rows: Vec<PredictionRow> = (0..50u64)
@@ -315,14 +328,7 @@ fn predictions_round_trip() {
     let path = dir.0.join("predictions.parquet");
     write_predictions(&path, &rows).unwrap();
 
-    let df = ParquetReader::new(fs::File::open(&path).unwrap())
-        .finish()
-        .unwrap();
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    let (df, names) = read_predictions(&path);
     assert_eq!(
         names,
         [
@@ -386,17 +392,10 @@ fn baseline_columns_follow_actual() {
     write_predictions_with(
         &path,
         &rows,
-        &[("naive", naive.clone()), ("linear", linear.clone())],
+        vec![("naive", naive.clone()), ("linear", linear.clone())],
     )
     .unwrap();
-    let df = ParquetReader::new(fs::File::open(&path).unwrap())
-        .finish()
-        .unwrap();
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    let (df, names) = read_predictions(&path);
     assert_eq!(
         names,
         [
@@ -416,6 +415,6 @@ fn baseline_columns_follow_actual() {
     assert_eq!(col("linear"), linear);
 
     // A column of another length is refused.
-    let short = write_predictions_with(&path, &rows, &[("linear", vec![0.0; 3])]);
+    let short = write_predictions_with(&path, &rows, vec![("linear", vec![0.0; 3])]);
     assert!(short.is_err());
 }

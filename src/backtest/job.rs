@@ -567,7 +567,7 @@ fn write_outputs(
     table::write_predictions_with(
         &dir.join("predictions.parquet"),
         &rows,
-        &[
+        vec![
             ("naive", baseline(|p| p.naive)),
             ("seasonal", baseline(|p| p.seasonal)),
             ("linear", baseline(|p| p.linear)),

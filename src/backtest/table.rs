@@ -790,7 +790,7 @@ pub struct PredictionRow {
 
 /// Writes predictions.parquet with columns row (u64), ts (datetime ms, UTC), stream (str), step (u32), target (str), forecast (f64), actual (f64).
 pub fn write_predictions(path: &Path, rows: &[PredictionRow]) -> Result<(), TableError> {
-    write_predictions_with(path, rows, &[])
+    write_predictions_with(path, rows, Vec::new())
 }
 
 /// [`write_predictions`] with more f64 columns after `actual` (e.g. the
@@ -799,7 +799,7 @@ pub fn write_predictions(path: &Path, rows: &[PredictionRow]) -> Result<(), Tabl
 pub fn write_predictions_with(
     path: &Path,
     rows: &[PredictionRow],
-    extra: &[(&str, Vec<f64>)],
+    extra: Vec<(&str, Vec<f64>)>,
 ) -> Result<(), TableError> {
     let file = path.display().to_string();
     let ts = Int64Chunked::from_vec("ts".into(), rows.iter().map(|r| r.ts_ms).collect())
@@ -833,8 +833,8 @@ pub fn write_predictions_with(
         .into_iter()
         .chain(
             extra
-                .iter()
-                .map(|(name, values)| Column::new((*name).into(), values.clone())),
+                .into_iter()
+                .map(|(name, values)| Column::new(name.into(), values)),
         )
         .collect();
     let mut df = DataFrame::new(rows.len(), columns).map_err(|source| polars_err(&file, source))?;

@@ -132,7 +132,8 @@ pub fn update<S: Scalar>(cell: &mut [S], experts: &[S], y: f64, cfg: &StackConfi
         .enumerate()
         .any(|(i, row)| row[i].is_nan() || row[i] <= 0.0)
     {
-        let w: Vec<S> = cell[..EXPERTS].to_vec();
+        let mut w = [S::zero(); EXPERTS];
+        w.copy_from_slice(&cell[..EXPERTS]);
         init(cell, cfg.ridge);
         cell[..EXPERTS].copy_from_slice(&w);
         return true;
