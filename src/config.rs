@@ -16,8 +16,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backtest::job::BacktestConfig;
 use crate::model::ModelConfig;
+use crate::model::linear::LinearConfig;
 
 /// The built-in defaults, compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -44,6 +44,17 @@ pub struct Config {
     pub state: StateConfig,
     /// Checkpoints to the changelog topic.
     pub checkpoint: CheckpointConfig,
+    /// Log lines.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: how log lines are written (`RUST_LOG` filters them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one object per line).
+    pub format: crate::log::Format,
 }
 
 /// `[state]`: learner state at start, idle streams, hot swap.
@@ -204,9 +215,7 @@ impl KafkaConfig {
         self.properties
             .iter()
             .map(|(k, v)| {
-                let secret = ["password", "secret", "key"]
-                    .iter()
-                    .any(|w| k.to_lowercase().contains(w));
+                let secret = is_secret(k);
                 (
                     k.clone(),
                     if secret {
@@ -218,6 +227,44 @@ impl KafkaConfig {
             })
             .collect()
     }
+}
+
+/// The `[backtest]` section of the configuration (defaults in `config/default.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestConfig {
+    /// Rows `[0, warmup_rows)` pretrain the model before the online run.
+    pub warmup_rows: usize,
+    /// Passes over the warm-up rows.
+    pub epochs: usize,
+    /// Scored rows as `"A..B"`; empty scores every row after the warm-up.
+    pub eval_rows: String,
+    /// `auto`, `warmup`, `running` or `none`.
+    pub normalize: String,
+    /// Season (rows) of the seasonal-naive baseline; 0 infers one day of rows
+    /// from the event times ([`crate::backtest::engine::infer_season`]).
+    pub season: usize,
+    /// Time column, `none` (row index) or `auto`.
+    pub time_column: String,
+    /// Value columns to read; empty reads every numeric column.
+    pub columns: Vec<String>,
+    /// Columns to forecast; empty forecasts every column read.
+    pub targets: Vec<String>,
+    /// Runs with seeds `seed, seed+1, …`.
+    pub seeds: usize,
+    /// Rows shown in the report's forecast chart: `"A..B"`, or empty for the last 500 scored rows.
+    pub report_span: String,
+    /// The linear baseline (`[backtest.linear]`).
+    pub linear: LinearConfig,
+}
+
+/// Property names whose values are secrets (matched case-insensitively, anywhere in the name).
+const SECRET_WORDS: [&str; 3] = ["password", "secret", "key"];
+
+/// Whether a `kafka.properties` value is a secret (redacted in logs and `recur config`).
+pub fn is_secret(property: &str) -> bool {
+    let k = property.to_lowercase();
+    SECRET_WORDS.iter().any(|w| k.contains(w))
 }
 
 /// `[events]`: the input JSON.
@@ -376,6 +423,30 @@ impl Config {
         Self::load_with(file, over)
     }
 
+    /// The layers of [`Config::load_layered`], each as given, lowest first,
+    /// named: for `recur config`, which says which layer set each key.
+    pub fn layers(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Vec<(String, toml::Table)>, ConfigError> {
+        let mut layers = vec![(
+            "default".to_string(),
+            parse_table(DEFAULT_TOML, "built-in defaults")?,
+        )];
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let name = path.display().to_string();
+            layers.push((format!("file {name}"), parse_table(&text, &name)?));
+        }
+        layers.push(("env".to_string(), env_table(env)?));
+        layers.push(("flag".to_string(), flags));
+        Ok(layers)
+    }
+
     /// The defaults < a file < `overrides` (e.g. from command-line flags).
     pub fn load_with(file: Option<&Path>, overrides: toml::Table) -> Result<Self, ConfigError> {
         let mut table = parse_table(DEFAULT_TOML, "built-in defaults")?;
@@ -412,10 +483,10 @@ impl Config {
 
 impl Config {
     /// How the stage (and a topic backtest) decodes input messages.
-    pub fn decode_config(&self) -> crate::decode::DecodeConfig {
+    pub fn decode_config(&self) -> crate::stage::decode::DecodeConfig {
         let e = &self.events;
-        crate::decode::DecodeConfig {
-            fields: crate::decode::Fields {
+        crate::stage::decode::DecodeConfig {
+            fields: crate::stage::decode::Fields {
                 stream: e.stream_field.clone(),
                 ts: e.ts_field.clone(),
                 values: e.values_field.clone(),

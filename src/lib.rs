@@ -5,45 +5,45 @@
 //! The stage's data flows one way:
 //!
 //! ```text
-//! source (consumer) -> decode -> window (Arrow) -> model -> encode -> sink (producer)
-//!   -> offsets (commit only what was delivered)  checkpoint (state) / telemetry / backtest beside it
+//! stage::source (consumer) -> stage::feed -> stage::worker: decode -> window (Arrow) -> model -> encode
+//!   -> stage::sink (producer) -> stage::offsets (commit only what was delivered)
+//!   beside it: stage::checkpoint -> state (changelog), telemetry + health (HTTP), log
 //! ```
 //!
-//! * [`source`]: the Kafka consumer: rebalances, each partition's queue split off for its worker, commits.
-//! * [`decode`]: message bytes to events, or a dead-letter reason.
-//! * [`window`]: per-partition Arrow record batches, flushed on size or time.
-//! * [`worker`]: one thread per partition running decode → window → model → encode.
-//! * [`encode`]: prediction JSON and dead-letter headers.
-//! * [`sink`]: the Kafka producer and its delivery reports.
-//! * [`offsets`]: which input offsets are safe to commit.
-//! * [`telemetry`]: Prometheus metrics and the HTTP endpoint.
-//! * [`stage`]: `recur run` wiring, the embedded demo cluster, shutdown.
-//! * [`state`]: per-partition checkpoints to the changelog topic, restore,
-//!   idle-stream eviction, hot swap.
-//! * [`tools`]: `recur produce` and `recur tail`.
-//!
+//! * [`stage`]: `recur run`: the consumer, partition feeds and workers,
+//!   decode, windows, encode, the producer, offsets, the worker's checkpoint
+//!   protocol, hot swap and the embedded demo cluster.
+//! * [`state`]: checkpoint bookkeeping (what to write, what is evicted),
+//!   restore from the changelog, record formats, changelog reading.
 //! * [`model`]: the recurrent networks (Elman RNN, LSTM, GRU), truncated BPTT,
-//!   optimisers and the online learner that keeps one hidden state per stream.
-//!   Pure computation: no I/O, no async, no logging.
-//! * [`backtest`]: file replays scored against baselines, with reports.
+//!   optimisers, the linear expert and the blend, and the online learner that
+//!   keeps one hidden state per stream. Pure computation: no I/O, no async,
+//!   no logging.
+//! * [`backtest`]: file and topic replays scored against baselines, with reports.
+//! * [`config`]: every configuration section, layered
+//!   (`config/default.toml` < file < `RECUR_*` < flags) and validated at load.
+//! * [`kafka`]: client configuration, recur's librdkafka defaults, and the
+//!   client context that routes librdkafka's logs into `tracing`.
+//! * [`telemetry`]: Prometheus metrics and the HTTP endpoint; [`health`]:
+//!   readiness and the fatal error the endpoint reports.
+//! * [`log`]: the `tracing` subscriber (`RUST_LOG`, `log.format`) and rate limits.
+//! * [`time`]: time values (ISO 8601, epoch, US forms) as epoch milliseconds.
+//! * [`tools`]: `recur produce` and `recur tail`.
 //! * [`synth`]: deterministic synthetic series (sine, AR(2), seasonal streams)
 //!   for tests, benchmarks and the demo.
-//! * [`bench`]: the `recur bench` measurements behind the README's numbers.
-//! * [`config`]: layered configuration (`config/default.toml` < file < `RECUR_*` < flags).
+//!
+//! The binary's arguments, subcommand glue and `recur bench` live in the
+//! binary (`src/cli/`), not in this library.
 
 pub mod backtest;
-pub mod bench;
 pub mod config;
-pub mod decode;
-pub mod encode;
+pub mod health;
+pub mod kafka;
+pub mod log;
 pub mod model;
-pub mod offsets;
-pub mod sink;
-pub mod source;
 pub mod stage;
 pub mod state;
 pub mod synth;
 pub mod telemetry;
+pub mod time;
 pub mod tools;
-pub mod window;
-pub mod worker;

@@ -1,18 +1,19 @@
 //! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoint.
 //!
-//! Names follow `recur_<thing>_<unit>`; the only labels are `partition` and
-//! `reason`, never a stream id (unbounded cardinality).
+//! Names follow `recur_<thing>_<unit>`; the only labels are `partition`,
+//! `reason` and `model`, never a stream id (unbounded cardinality).
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::health::Health;
 
 /// Every metric recur exports.
 pub struct Metrics {
@@ -66,11 +67,13 @@ pub struct Metrics {
     pub streams_returned: IntCounter,
     /// Hot swaps applied (partitions that loaded a new checkpoint).
     pub model_swaps: IntCounter,
-    /// Set once the stage consumes (it has joined its group).
-    pub ready: AtomicBool,
-    /// An error that stops the stage (e.g. a changelog that does not fit the model).
-    fatal: Mutex<Option<String>>,
-    failed: AtomicBool,
+    /// Summed one-step squared errors, `model` = `recur` or `naive`: with
+    /// [`Metrics::scored`], an MSE that sums and averages across instances.
+    pub squared_error: CounterVec,
+    /// Summed one-step absolute errors, by `model`.
+    pub absolute_error: CounterVec,
+    /// One-step forecast components scored, by `model`.
+    pub scored: IntCounterVec,
 }
 
 #[derive(Default)]
@@ -86,176 +89,142 @@ const EWMA_ALPHA: f64 = 0.05;
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Arc<Self> {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = Gauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
-        };
-        let dead_letters = IntCounterVec::new(
-            Opts::new(
-                "recur_dead_letters_total",
-                "Dead-letter records delivered, by reason",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(dead_letters.clone()))
-            .expect("unique metric");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "recur_consumer_lag_messages",
-                "Messages between the consumer position and the partition end",
-            ),
-            &["partition"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(consumer_lag.clone()))
-            .expect("unique metric");
-        let streams_active = IntGauge::new(
-            "recur_streams_active",
-            "Streams with state on this instance",
-        )
-        .expect("valid");
-        registry
-            .register(Box::new(streams_active.clone()))
-            .expect("unique metric");
-        let partitions_assigned = IntGauge::new(
-            "recur_partitions_assigned",
-            "Input partitions assigned to this instance",
-        )
-        .expect("valid");
-        registry
-            .register(Box::new(partitions_assigned.clone()))
-            .expect("unique metric");
-        let latency = prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let r = Reg(Registry::new());
+        register_build_info(&r.0);
+        register_process(&r.0);
+        let latency = || prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let slow = |n| prometheus::exponential_buckets(0.001, 2.0, n).expect("valid buckets");
+        let by_model = "by model: recur or naive";
         Arc::new(Metrics {
-            events: counter("recur_events_total", "Good input events decoded"),
-            predictions: counter(
+            events: r.counter("recur_events_total", "Good input events decoded"),
+            predictions: r.counter(
                 "recur_predictions_total",
                 "Predictions acknowledged by the broker",
             ),
-            model_updates: counter("recur_model_updates_total", "TBPTT weight updates applied"),
-            nonfinite: counter(
+            dead_letters: r.counters(
+                "recur_dead_letters_total",
+                "Dead-letter records delivered, by reason",
+                "reason",
+            ),
+            model_updates: r.counter("recur_model_updates_total", "TBPTT weight updates applied"),
+            nonfinite: r.counter(
                 "recur_nonfinite_total",
                 "Non-finite inputs, losses or gradients stopped by the guard",
             ),
-            delivery_errors: counter(
+            delivery_errors: r.counter(
                 "recur_delivery_errors_total",
                 "Records the broker never acknowledged",
             ),
-            window_events: hist(
+            window_events: r.hist(
                 "recur_window_events",
                 "Events per flushed window",
                 prometheus::exponential_buckets(1.0, 2.0, 14).expect("valid buckets"),
             ),
-            processing: hist(
+            processing: r.hist(
                 "recur_processing_seconds",
                 "Seconds to run a window through the model and hand it to the producer",
-                latency.clone(),
+                latency(),
             ),
-            event_lag: hist(
+            event_lag: r.hist(
                 "recur_event_lag_seconds",
                 "Seconds from event time to prediction produced",
-                latency,
+                latency(),
             ),
-            online_mse: gauge(
+            streams_active: r.int_gauge(
+                "recur_streams_active",
+                "Streams with state on this instance",
+            ),
+            consumer_lag: r.int_gauges(
+                "recur_consumer_lag_messages",
+                "Messages between the consumer position and the partition end",
+                "partition",
+            ),
+            partitions_assigned: r.int_gauge(
+                "recur_partitions_assigned",
+                "Input partitions assigned to this instance",
+            ),
+            online_mse: r.gauge(
                 "recur_online_mse",
                 "Exponentially weighted one-step squared error (original units)",
             ),
-            online_mae: gauge(
+            online_mae: r.gauge(
                 "recur_online_mae",
                 "Exponentially weighted one-step absolute error (original units)",
             ),
-            naive_mse: gauge(
+            naive_mse: r.gauge(
                 "recur_naive_mse",
                 "The same squared error for the naive last-value forecast",
             ),
-            restore_seconds: hist(
+            ewma: Mutex::new(Ewma::default()),
+            restore_seconds: r.hist(
                 "recur_restore_seconds",
                 "Seconds to restore one partition's state from the changelog",
-                prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets"),
+                slow(18),
             ),
-            restore_records: counter(
+            restore_records: r.counter(
                 "recur_restore_records_total",
                 "Changelog records read while restoring state",
             ),
-            checkpoints: counter(
+            checkpoints: r.counter(
                 "recur_checkpoints_total",
                 "Partition checkpoints completed (head record acknowledged)",
             ),
-            checkpoint_failures: counter(
+            checkpoint_failures: r.counter(
                 "recur_checkpoint_failures_total",
                 "Partition checkpoints that failed and wait for the next interval",
             ),
-            checkpoint_seconds: hist(
+            checkpoint_seconds: r.hist(
                 "recur_checkpoint_seconds",
                 "Seconds from a checkpoint's first record to its head acknowledged",
-                prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets"),
+                slow(16),
             ),
-            streams_evicted: counter(
+            streams_evicted: r.counter(
                 "recur_streams_evicted_total",
                 "Idle streams evicted from memory to the changelog",
             ),
-            streams_returned: counter(
+            streams_returned: r.counter(
                 "recur_streams_returned_total",
                 "Evicted streams fetched back from the changelog",
             ),
-            model_swaps: counter(
+            model_swaps: r.counter(
                 "recur_model_swaps_total",
                 "Partitions that loaded a hot-swapped checkpoint",
             ),
-            dead_letters,
-            consumer_lag,
-            streams_active,
-            partitions_assigned,
-            registry,
-            ewma: Mutex::new(Ewma::default()),
-            ready: AtomicBool::new(false),
-            fatal: Mutex::new(None),
-            failed: AtomicBool::new(false),
+            squared_error: r.float_counters(
+                "recur_forecast_squared_error_total",
+                &format!("Summed one-step squared errors (original units), {by_model}"),
+                "model",
+            ),
+            absolute_error: r.float_counters(
+                "recur_forecast_absolute_error_total",
+                &format!("Summed one-step absolute errors (original units), {by_model}"),
+                "model",
+            ),
+            scored: r.counters(
+                "recur_forecasts_scored_total",
+                &format!("One-step forecast components scored, {by_model}"),
+                "model",
+            ),
+            registry: r.0,
         })
     }
 
-    /// Records an error that must stop the stage (the first one wins).
-    pub fn fail(&self, message: String) {
-        eprintln!("recur: {message}");
-        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        f.get_or_insert(message);
-        self.failed.store(true, Ordering::Release);
+    /// Folds one window's one-step errors into the counters and the
+    /// weighted averages.
+    pub fn observe_errors(&self, e: &WindowErrors) {
+        if e.n == 0 {
+            return;
+        }
+        let n = e.n as f64;
+        for (model, sq, abs) in [("recur", e.sq, e.abs), ("naive", e.naive_sq, e.naive_abs)] {
+            self.squared_error.with_label_values(&[model]).inc_by(sq);
+            self.absolute_error.with_label_values(&[model]).inc_by(abs);
+            self.scored.with_label_values(&[model]).inc_by(e.n);
+        }
+        self.fold(e.sq / n, e.abs / n, e.naive_sq / n);
     }
 
-    /// Whether an error stops the stage (cheap: for loops).
-    pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
-
-    /// The error that stops the stage, if any.
-    pub fn fatal(&self) -> Option<String> {
-        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Folds one window's mean one-step errors into the weighted averages.
-    pub fn observe_errors(&self, mse: f64, mae: f64, naive_mse: f64) {
+    fn fold(&self, mse: f64, mae: f64, naive_mse: f64) {
         let mut e = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
         let fold =
             |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + EWMA_ALPHA * (new - o)));
@@ -277,13 +246,28 @@ impl Metrics {
     }
 }
 
+/// One window's summed one-step errors (original units).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct WindowErrors {
+    /// recur's squared errors.
+    pub sq: f64,
+    /// recur's absolute errors.
+    pub abs: f64,
+    /// The naive forecast's squared errors.
+    pub naive_sq: f64,
+    /// The naive forecast's absolute errors.
+    pub naive_abs: f64,
+    /// Components scored.
+    pub n: u64,
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let n =
@@ -297,13 +281,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                "/healthz" => match metrics.fatal() {
+                "/healthz" => match health.fatal() {
                     None => ("200 OK", "text/plain", "ok\n".to_string()),
                     Some(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
                 },
-                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
-                    ("200 OK", "text/plain", "ready\n".to_string())
-                }
+                "/readyz" if health.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
                 "/readyz" => (
                     "503 Service Unavailable",
                     "text/plain",
@@ -324,4 +306,73 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let _ = sock.shutdown().await;
         });
     }
+}
+
+/// Registers metrics as they are made.
+struct Reg(Registry);
+
+impl Reg {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> M {
+        self.0.register(Box::new(m.clone())).expect("unique metric");
+        m
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, label: &str) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    }
+
+    fn float_counters(&self, name: &str, help: &str, label: &str) -> CounterVec {
+        self.add(CounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauges(&self, name: &str, help: &str, label: &str) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    }
+
+    fn hist(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        self.add(
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric"),
+        )
+    }
+}
+
+/// `recur_build_info{version, librdkafka} 1`.
+fn register_build_info(registry: &Registry) {
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "recur_build_info",
+            "Always 1; the labels name recur's and librdkafka's versions",
+        ),
+        &["version", "librdkafka"],
+    )
+    .expect("valid metric");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), librdkafka.as_str()])
+        .set(1);
+    registry.register(Box::new(info)).expect("unique metric");
+}
+
+/// The standard `process_*` metrics (resident memory, CPU, open files), on Linux.
+fn register_process(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
+    #[cfg(not(target_os = "linux"))]
+    let _ = registry;
 }

@@ -5,34 +5,69 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
+use crate::kafka::Logged;
 use crate::synth::Seasonal;
 
-fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .with_context(|| format!("connecting a producer to {brokers}"))
+/// Where a tool connects: a bootstrap list (`"host:9092"`), or a full client
+/// configuration (brokers and `[kafka.properties]`, for secured clusters).
+pub trait Connect {
+    /// The client configuration to start from.
+    fn client_config(&self) -> ClientConfig;
+}
+
+impl Connect for str {
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self);
+        c
+    }
+}
+
+impl Connect for String {
+    fn client_config(&self) -> ClientConfig {
+        self.as_str().client_config()
+    }
+}
+
+impl Connect for ClientConfig {
+    fn client_config(&self) -> ClientConfig {
+        self.clone()
+    }
+}
+
+fn brokers_of(c: &ClientConfig) -> String {
+    c.get("bootstrap.servers").unwrap_or("?").to_owned()
+}
+
+/// The tools' producer type.
+pub type ToolProducer = ThreadedProducer<Logged>;
+
+fn producer(to: &(impl Connect + ?Sized)) -> anyhow::Result<ToolProducer> {
+    let mut c = to.client_config();
+    for (k, v) in [
+        ("linger.ms", "5"),
+        ("queue.buffering.max.messages", "1000000"),
+    ] {
+        if c.get(k).is_none() {
+            c.set(k, v);
+        }
+    }
+    c.create_with_context(Logged::new(&c))
+        .with_context(|| format!("connecting a producer to {}", brokers_of(&c)))
 }
 
 /// Sends one event, waiting while the local queue is full.
-fn send(
-    p: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    key: &str,
-    value: &str,
-) -> anyhow::Result<()> {
+fn send(p: &ToolProducer, topic: &str, key: &str, value: &str) -> anyhow::Result<()> {
     send_at(p, topic, key, value, None)
 }
 
 /// Sends one event with an explicit message timestamp (the event time), if given.
 fn send_at(
-    p: &ThreadedProducer<DefaultProducerContext>,
+    p: &ToolProducer,
     topic: &str,
     key: &str,
     value: &str,
@@ -50,7 +85,7 @@ pub fn send_waiting<
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 >(
-    p: &ThreadedProducer<DefaultProducerContext>,
+    p: &ToolProducer,
     mut rec: BaseRecord<'_, K, P>,
 ) -> anyhow::Result<()> {
     loop {
@@ -92,7 +127,7 @@ impl Pace {
 /// Produces synthetic seasonal events for `streams` streams round-robin, one
 /// hour of synthetic time per event, until `events` are sent or `stop` is set.
 pub fn produce_synthetic(
-    brokers: &str,
+    brokers: &(impl Connect + ?Sized),
     topic: &str,
     streams: usize,
     rate: u64,
@@ -116,10 +151,37 @@ pub fn produce_synthetic(
     })
 }
 
+/// [`produce_synthetic`]'s streams stamped with the wall clock (each stream's
+/// times strictly increasing), as the embedded demo sends them: event lag
+/// then measures something real.
+pub fn produce_synthetic_live(
+    brokers: &(impl Connect + ?Sized),
+    topic: &str,
+    streams: usize,
+    rate: u64,
+    events: Option<u64>,
+    stop: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let p = producer(brokers)?;
+    let mut gens: Vec<Seasonal> = (0..streams as u64).map(|s| Seasonal::new(s, 1)).collect();
+    let keys: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
+    let mut last = vec![i64::MIN; streams];
+    produce_paced(&p, topic, rate, events, stop, |sent| {
+        let s = (sent % streams as u64) as usize;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        last[s] = now.max(last[s].saturating_add(1));
+        let v = gens[s].next().unwrap_or(0.0);
+        let value = format!(r#"{{"stream":"{}","ts":{},"value":{v}}}"#, keys[s], last[s]);
+        (keys[s].clone(), value)
+    })
+}
+
 /// Sends `make(i)` (key, value) for i = 0.. at `rate` per second until `events`
 /// are sent (or forever when `None`) or `stop` is set, then flushes.
 fn produce_paced(
-    p: &ThreadedProducer<DefaultProducerContext>,
+    p: &ToolProducer,
     topic: &str,
     rate: u64,
     events: Option<u64>,
@@ -145,7 +207,7 @@ fn produce_paced(
 /// Produces one event for each of `streams` streams named `once-<n>`, event
 /// time advancing `step_ms` per event: streams that speak once and go idle.
 pub fn produce_one_shot(
-    brokers: &str,
+    brokers: &(impl Connect + ?Sized),
     topic: &str,
     streams: u64,
     step_ms: i64,
@@ -167,7 +229,7 @@ pub fn produce_one_shot(
 /// Produces `events` events for `streams` streams named `lat-<n>` at `rate` per
 /// second, stamped with the wall clock, for latency measurements.
 pub fn produce_latency(
-    brokers: &str,
+    brokers: &(impl Connect + ?Sized),
     topic: &str,
     streams: usize,
     rate: u64,
@@ -193,7 +255,7 @@ pub fn produce_latency(
 /// Produces a CSV file as events: one event per row with every numeric column as
 /// `values`, the first column parsed as the time if it is one.
 pub fn produce_csv(
-    brokers: &str,
+    brokers: &(impl Connect + ?Sized),
     topic: &str,
     path: &std::path::Path,
     stream: Option<&str>,
@@ -250,27 +312,60 @@ pub fn produce_csv(
 
 /// Prints the values of `topic` from the beginning, one per line, until `max`
 /// messages or `idle` without new ones.
-pub fn tail(brokers: &str, topic: &str, max: Option<u64>, idle: Duration) -> anyhow::Result<u64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("recur-tail-{}", std::process::id()))
+/// With `headers`, each line is a JSON object with the value, key, partition,
+/// offset and headers (dead letters carry their reason there).
+pub fn tail(
+    brokers: &(impl Connect + ?Sized),
+    topic: &str,
+    max: Option<u64>,
+    idle: Duration,
+    headers: bool,
+) -> anyhow::Result<u64> {
+    let mut cc = brokers.client_config();
+    cc.set("group.id", format!("recur-tail-{}", std::process::id()))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .with_context(|| format!("connecting a consumer to {brokers}"))?;
+        .set("auto.offset.reset", "earliest");
+    let c = crate::kafka::consumer(&cc)
+        .with_context(|| format!("connecting a consumer to {}", brokers_of(&cc)))?;
     c.subscribe(&[topic])?;
     let mut seen = 0u64;
     let mut last = Instant::now();
     while max.is_none_or(|m| seen < m) && last.elapsed() < idle {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
-            let m = m?;
-            println!(
-                "{}",
-                String::from_utf8_lossy(m.payload().unwrap_or_default())
-            );
+            // Broker errors are logged by the client's context; tail keeps
+            // waiting (until --idle-s) rather than dying on a transient one.
+            let Ok(m) = m else { continue };
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+            if headers {
+                println!("{}", described(&m, &value));
+            } else {
+                println!("{value}");
+            }
             seen += 1;
             last = Instant::now();
         }
     }
     Ok(seen)
+}
+
+/// One consumed message as a JSON line: value (parsed when it is JSON), key,
+/// partition, offset and headers.
+fn described(m: &rdkafka::message::BorrowedMessage<'_>, value: &str) -> String {
+    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+    let mut hs = serde_json::Map::new();
+    if let Some(h) = m.headers() {
+        for h in h.iter() {
+            hs.insert(h.key.to_owned(), text(h.value).into());
+        }
+    }
+    let value = serde_json::from_str::<serde_json::Value>(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    serde_json::json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "key": text(m.key()),
+        "headers": hs,
+        "value": value,
+    })
+    .to_string()
 }

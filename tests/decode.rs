@@ -2,7 +2,7 @@
 //! and single-byte mutation of valid messages each give an event that keeps
 //! the contract or a dead-letter reason.
 
-use recur::decode::{
+use recur::stage::decode::{
     DecodeConfig, DecodeError, Event, Fields, MAX_DETAIL_BYTES, MAX_TS_MS, decode,
 };
 

@@ -13,9 +13,10 @@ use polars::prelude::{
     ParquetWriter, SerReader, TimeUnit, TimeZone,
 };
 use recur::backtest::table::{
-    LoadOptions, PredictionRow, Table, TableError, TimeColumn, load, parse_time, write_predictions,
+    LoadOptions, PredictionRow, Table, TableError, TimeColumn, load, write_predictions,
     write_predictions_with,
 };
+use recur::time::parse_time;
 
 const ROWS: usize = 17_420;
 const COLUMNS: [&str; 7] = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"];

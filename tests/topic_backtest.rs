@@ -60,7 +60,7 @@ fn a_topic_backtest_equals_the_file_backtest_of_the_same_rows() {
 
     cfg.model.inputs = 7;
     let hour = 3_600_000i64;
-    let t0 = recur::backtest::table::parse_time("2016-07-01 00:00:00").unwrap();
+    let t0 = recur::time::parse_time("2016-07-01 00:00:00").unwrap();
     let (from, to) = (Bound::At(t0 + 1000 * hour), Bound::At(t0 + 2999 * hour));
     let tp = job::run_topic(&cfg, &brokers, &topic, from, to, None, ProgressBar::Off).unwrap();
 

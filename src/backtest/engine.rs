@@ -57,6 +57,10 @@ impl Replay {
         let d = self.columns.len();
         &self.values[r * d..(r + 1) * d]
     }
+    /// The learner (group) of event `r`.
+    fn group_of(&self, r: usize) -> usize {
+        self.group.get(r).map_or(0, |&g| g as usize)
+    }
 }
 
 /// How values are scaled in a backtest.
@@ -175,7 +179,7 @@ impl ErrorSums {
 
 /// The five metrics of one forecaster on one slice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Metrics {
+pub struct Scores {
     /// Scored values.
     pub n: u64,
     /// Mean squared error.
@@ -190,11 +194,11 @@ pub struct Metrics {
     pub mase: f64,
 }
 
-impl Metrics {
+impl Scores {
     fn from(s: &ErrorSums, mase_scale: f64) -> Self {
         let n = s.n.max(1) as f64;
         let mae = s.ae / n;
-        Metrics {
+        Scores {
             n: s.n,
             mse: s.se / n,
             mae,
@@ -209,25 +213,25 @@ impl Metrics {
     }
 }
 
-/// Metrics of the model and the baselines on one slice, in both unit systems.
+/// Scores of the model and the baselines on one slice, in both unit systems.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Scored {
     /// recur's forecasts, scaled units.
-    pub model: Metrics,
+    pub model: Scores,
     /// Naive (last value), scaled units.
-    pub naive: Metrics,
+    pub naive: Scores,
     /// Seasonal naive, scaled units.
-    pub seasonal: Metrics,
+    pub seasonal: Scores,
     /// recur's forecasts, original units.
-    pub model_raw: Metrics,
+    pub model_raw: Scores,
     /// Naive, original units.
-    pub naive_raw: Metrics,
+    pub naive_raw: Scores,
     /// Seasonal naive, original units.
-    pub seasonal_raw: Metrics,
+    pub seasonal_raw: Scores,
     /// The linear baseline, scaled units.
-    pub linear: Metrics,
+    pub linear: Scores,
     /// The linear baseline, original units.
-    pub linear_raw: Metrics,
+    pub linear_raw: Scores,
 }
 
 /// One scored forecast component.
@@ -337,6 +341,35 @@ pub fn run(
     progress: Progress<'_>,
 ) -> Result<Outcome, BacktestError> {
     let start = Instant::now();
+    validate(replay, protocol)?;
+    let mut engine = Engine::new(replay, cfg, protocol, keep)?;
+    engine.pretrain(progress);
+    // With no pretraining the warm-up rows still pass through the learner online.
+    let online_from = if protocol.epochs == 0 {
+        0
+    } else {
+        protocol.warmup_rows
+    };
+
+    let ns = replay.streams.len();
+    let mut pend: Vec<Pending> = (0..ns)
+        .map(|_| Pending {
+            rows: Vec::new(),
+            made: Default::default(),
+        })
+        .collect();
+    let mut sums = Sums::new(engine.hz, engine.targets.len(), ns);
+    let mut out = Outcome::default();
+    for r in online_from..replay.rows() {
+        engine.step(r, &mut pend, &mut sums, &mut out);
+        engine.tick(progress);
+    }
+    progress(engine.total, engine.total);
+    Ok(engine.outcome(&sums, out, online_from, start))
+}
+
+/// Checks that the protocol fits the replay.
+fn validate(replay: &Replay, protocol: &Protocol) -> Result<(), BacktestError> {
     let rows = replay.rows();
     let d = replay.columns.len();
     if rows == 0 || d == 0 {
@@ -371,54 +404,134 @@ pub fn run(
             protocol.eval.start, protocol.warmup_rows
         )));
     }
-    let mut cfg = cfg.clone();
-    cfg.inputs = d;
-    cfg.normalize = match protocol.scaling {
-        Scaling::Running => Normalize::Running,
-        Scaling::Warmup | Scaling::None => Normalize::None,
-    };
-    let targets = cfg.target_indices();
-    let nt = targets.len();
-    let hz = cfg.horizon;
-    let groups = replay.group.iter().max().map_or(1, |&g| g as usize + 1);
-    let group = |r: usize| replay.group.get(r).map_or(0, |&g| g as usize);
-    let mut fs: Vec<Forecaster<f32>> = (0..groups)
-        .map(|_| Forecaster::<f32>::new(cfg.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(BacktestError::Model)?;
+    Ok(())
+}
 
-    // Per-stream statistics of the warm-up rows: the fixed scaling (protocol
-    // `warmup`), the scale of the reported normalised errors, and MASE's scale.
-    let ns = replay.streams.len();
-    let warm = warmup_stats(replay, protocol.warmup_rows.max(1).min(rows));
-    let (mase_scale, stream_mase_scale) =
-        naive_mae(replay, protocol.warmup_rows.max(2).min(rows), &targets);
-    // One pass over every row, from row 0: the warm-up rows in the first epoch.
-    let mut linear = LinearBaseline::new(&protocol.linear, d, &targets, hz, &warm);
-    if protocol.scaling == Scaling::Warmup {
-        for f in fs.iter_mut() {
-            for (s, name) in replay.streams.iter().enumerate() {
-                f.set_normalizer(name, Normalizer::fixed(&warm[s].0, &warm[s].1));
+/// One backtest in progress: the learners, the linear baseline, the warm-up
+/// statistics and the count of events processed.
+struct Engine<'a> {
+    replay: &'a Replay,
+    protocol: &'a Protocol,
+    keep: Keep,
+    /// Target column indices.
+    targets: Vec<usize>,
+    /// Forecast horizon, in events.
+    hz: usize,
+    /// One learner per group.
+    fs: Vec<Forecaster<f32>>,
+    /// Per stream: warm-up mean and standard deviation of each column.
+    warm: Vec<(Vec<f64>, Vec<f64>)>,
+    /// MASE's scale per target, over all streams and per stream.
+    mase_scale: Vec<f64>,
+    stream_mase_scale: Vec<Vec<f64>>,
+    linear: LinearBaseline,
+    /// Scratch: one row in the learner's scalar type.
+    x: Vec<f32>,
+    /// Events processed so far, and in all (pretraining included).
+    done: u64,
+    total: u64,
+}
+
+impl<'a> Engine<'a> {
+    /// Sets up the learners (one per group), the warm-up statistics, the
+    /// linear baseline and, for protocol `warmup`, the fixed scaling.
+    fn new(
+        replay: &'a Replay,
+        cfg: &ModelConfig,
+        protocol: &'a Protocol,
+        keep: Keep,
+    ) -> Result<Self, BacktestError> {
+        let rows = replay.rows();
+        let d = replay.columns.len();
+        let mut cfg = cfg.clone();
+        cfg.inputs = d;
+        cfg.normalize = match protocol.scaling {
+            Scaling::Running => Normalize::Running,
+            Scaling::Warmup | Scaling::None => Normalize::None,
+        };
+        let targets = cfg.target_indices();
+        let hz = cfg.horizon;
+        let groups = replay.group.iter().max().map_or(1, |&g| g as usize + 1);
+        let mut fs: Vec<Forecaster<f32>> = (0..groups)
+            .map(|_| Forecaster::<f32>::new(cfg.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(BacktestError::Model)?;
+
+        // Per-stream statistics of the warm-up rows: the fixed scaling (protocol
+        // `warmup`), the scale of the reported normalised errors, and MASE's scale.
+        let warm = warmup_stats(replay, protocol.warmup_rows.max(1).min(rows));
+        let (mase_scale, stream_mase_scale) =
+            naive_mae(replay, protocol.warmup_rows.max(2).min(rows), &targets);
+        // One pass over every row, from row 0: the warm-up rows in the first epoch.
+        let linear = LinearBaseline::new(&protocol.linear, d, &targets, hz, &warm);
+        if protocol.scaling == Scaling::Warmup {
+            for f in fs.iter_mut() {
+                for (s, name) in replay.streams.iter().enumerate() {
+                    f.set_normalizer(name, Normalizer::fixed(&warm[s].0, &warm[s].1));
+                }
+            }
+        }
+
+        let total = (protocol.warmup_rows * protocol.epochs + rows - protocol.warmup_rows) as u64;
+        Ok(Engine {
+            replay,
+            protocol,
+            keep,
+            targets,
+            hz,
+            fs,
+            warm,
+            mase_scale,
+            stream_mase_scale,
+            linear,
+            x: vec![0f32; d],
+            done: 0,
+            total,
+        })
+    }
+
+    /// Feeds row `r` to its group's learner; returns the forecast it made, if any.
+    fn feed(&mut self, r: usize) -> Option<Vec<f64>> {
+        let replay = self.replay;
+        for (xi, &v) in self.x.iter_mut().zip(replay.row(r)) {
+            *xi = v as f32;
+        }
+        let name = &replay.streams[replay.stream[r] as usize];
+        self.fs[replay.group_of(r)]
+            .observe(name, &self.x)
+            .ok()
+            .map(|o| o.forecast.iter().map(|&v| v as f64).collect())
+    }
+
+    /// Counts one processed event, reporting progress every 4096.
+    fn tick(&mut self, progress: Progress<'_>) {
+        self.done += 1;
+        if self.done.is_multiple_of(4096) {
+            progress(self.done, self.total);
+        }
+    }
+
+    /// Pretraining: `epochs` passes over the warm-up rows, each from a fresh state.
+    fn pretrain(&mut self, progress: Progress<'_>) {
+        let replay = self.replay;
+        for epoch in 0..self.protocol.epochs {
+            self.reset_streams();
+            for r in 0..self.protocol.warmup_rows {
+                self.feed(r);
+                if epoch == 0 {
+                    self.linear
+                        .observe(replay.stream[r] as usize, replay.row(r));
+                }
+                self.tick(progress);
             }
         }
     }
 
-    let total = (protocol.warmup_rows * protocol.epochs + rows - protocol.warmup_rows) as u64;
-    let mut done = 0u64;
-    let mut x = vec![0f32; d];
-    let feed = |f: &mut Forecaster<f32>, r: usize, x: &mut [f32]| -> Option<Vec<f64>> {
-        for (xi, &v) in x.iter_mut().zip(replay.row(r)) {
-            *xi = v as f32;
-        }
-        let name = &replay.streams[replay.stream[r] as usize];
-        f.observe(name, x)
-            .ok()
-            .map(|o| o.forecast.iter().map(|&v| v as f64).collect())
-    };
-
-    // Pretraining: `epochs` passes over the warm-up rows, each from a fresh state.
-    for epoch in 0..protocol.epochs {
-        for f in fs.iter_mut() {
+    /// Resets every learner's stream states (keeping their normalisers) for a
+    /// new pretraining epoch.
+    fn reset_streams(&mut self) {
+        let replay = self.replay;
+        for f in self.fs.iter_mut() {
             for name in &replay.streams {
                 if let Some(mut s) = f.remove_stream(name) {
                     let fresh = f.new_stream();
@@ -431,60 +544,20 @@ pub fn run(
                 }
             }
         }
-        for r in 0..protocol.warmup_rows {
-            feed(&mut fs[group(r)], r, &mut x);
-            if epoch == 0 {
-                linear.observe(replay.stream[r] as usize, replay.row(r));
-            }
-            done += 1;
-            if done.is_multiple_of(4096) {
-                progress(done, total);
-            }
-        }
     }
-    // With no pretraining the warm-up rows still pass through the learner online.
-    let online_from = if protocol.epochs == 0 {
-        0
-    } else {
-        protocol.warmup_rows
-    };
 
-    let mut pend: Vec<Pending> = (0..ns)
-        .map(|_| Pending {
-            rows: Vec::new(),
-            made: Default::default(),
-        })
-        .collect();
-    let mut sums = Sums::new(hz, nt, ns);
-    let mut out = Outcome::default();
-    for r in online_from..rows {
+    /// Processes row `r` online: scores its stream's forecasts that it
+    /// completes, then feeds it to the linear baseline and the learner.
+    fn step(&mut self, r: usize, pend: &mut [Pending], sums: &mut Sums, out: &mut Outcome) {
+        let replay = self.replay;
         let s = replay.stream[r] as usize;
         let p = &mut pend[s];
         p.rows.push(r);
         let k = p.rows.len() - 1; // this event's index within its stream
-        // Score forecasts that are now complete: made after event k - hz.
-        while p.made.front().is_some_and(|m| m.k + hz <= k) {
-            let made = p.made.pop_front().expect("front exists");
-            let cover = &p.rows[made.k + 1..=made.k + hz];
-            if cover.iter().all(|c| protocol.eval.contains(c)) {
-                out.forecasts += 1;
-                score(
-                    replay,
-                    &warm[s],
-                    protocol.season,
-                    &p.rows,
-                    &made,
-                    &targets,
-                    &mut sums,
-                    keep,
-                    &mut out,
-                    s,
-                );
-            }
-        }
-        let lin = linear.observe(s, replay.row(r));
-        if let Some(fc) = feed(&mut fs[group(r)], r, &mut x) {
-            if keep == Keep::Predictions {
+        self.score_matured(p, k, s, sums, out);
+        let lin = self.linear.observe(s, replay.row(r));
+        if let Some(fc) = self.feed(r) {
+            if self.keep == Keep::Predictions {
                 out.made.push((r, fc.clone()));
             }
             p.made.push_back(Made {
@@ -494,36 +567,68 @@ pub fn run(
                 linear: lin,
             });
         }
-        done += 1;
-        if done.is_multiple_of(4096) {
-            progress(done, total);
+    }
+
+    /// Scores stream `s`'s forecasts that are now complete, `k` being the
+    /// index of its latest event: those made after event `k - hz` or earlier.
+    fn score_matured(
+        &self,
+        p: &mut Pending,
+        k: usize,
+        s: usize,
+        sums: &mut Sums,
+        out: &mut Outcome,
+    ) {
+        let hz = self.hz;
+        while p.made.front().is_some_and(|m| m.k + hz <= k) {
+            let made = p.made.pop_front().expect("front exists");
+            let cover = &p.rows[made.k + 1..=made.k + hz];
+            if cover.iter().all(|c| self.protocol.eval.contains(c)) {
+                out.forecasts += 1;
+                score(
+                    self.replay,
+                    &self.warm[s],
+                    self.protocol.season,
+                    &p.rows,
+                    &made,
+                    &self.targets,
+                    sums,
+                    self.keep,
+                    out,
+                    s,
+                );
+            }
         }
     }
-    progress(total, total);
-    out.learner = fs.into_iter().next();
-    out.rows = rows - online_from;
-    out.events = done;
-    out.overall = sums.all.finish(&mase_scale, None);
-    out.per_step = sums
-        .step
-        .iter()
-        .map(|s| s.finish(&mase_scale, None))
-        .collect();
-    out.per_target = sums
-        .target
-        .iter()
-        .enumerate()
-        .map(|(j, s)| s.finish(&mase_scale, Some(j)))
-        .collect();
-    out.per_stream = sums
-        .stream
-        .iter()
-        .zip(&stream_mase_scale)
-        .map(|(s, scale)| s.finish(scale, None))
-        .collect();
-    out.elapsed_s = start.elapsed().as_secs_f64();
-    out.events_per_sec = done as f64 / out.elapsed_s.max(1e-9);
-    Ok(out)
+
+    /// Assembles the outcome: the first learner, the counts, every slice's
+    /// metrics and the timing since `start`.
+    fn outcome(self, sums: &Sums, mut out: Outcome, online_from: usize, start: Instant) -> Outcome {
+        out.learner = self.fs.into_iter().next();
+        out.rows = self.replay.rows() - online_from;
+        out.events = self.done;
+        out.overall = sums.all.finish(&self.mase_scale, None);
+        out.per_step = sums
+            .step
+            .iter()
+            .map(|s| s.finish(&self.mase_scale, None))
+            .collect();
+        out.per_target = sums
+            .target
+            .iter()
+            .enumerate()
+            .map(|(j, s)| s.finish(&self.mase_scale, Some(j)))
+            .collect();
+        out.per_stream = sums
+            .stream
+            .iter()
+            .zip(&self.stream_mase_scale)
+            .map(|(s, scale)| s.finish(scale, None))
+            .collect();
+        out.elapsed_s = start.elapsed().as_secs_f64();
+        out.events_per_sec = self.done as f64 / out.elapsed_s.max(1e-9);
+        out
+    }
 }
 
 /// Index of each forecaster in a [`Slice`]'s arrays.
@@ -586,9 +691,9 @@ impl Slice {
             }
             if n > 0.0 { acc / n } else { f64::NAN }
         };
-        let with = |s: &ErrorSums, which: usize| Metrics {
+        let with = |s: &ErrorSums, which: usize| Scores {
             mase: mase(which),
-            ..Metrics::from(s, 0.0)
+            ..Scores::from(s, 0.0)
         };
         Scored {
             model: with(&self.scaled[MODEL], MODEL),

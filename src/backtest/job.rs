@@ -4,67 +4,17 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
+use super::Error;
 use super::engine::{
-    self, Keep, Metrics, Outcome, Prediction, Protocol, Replay, Scaling, Scored, TimeBase,
+    self, Keep, Outcome, Prediction, Protocol, Replay, Scaling, Scored, Scores, TimeBase,
 };
 use super::report::{MetricRow, ReportData, RollingPanel, SeriesPanel, StepError, StreamRow};
 use super::table::{self, LoadOptions, PredictionRow, Table, TimeColumn};
 use crate::config::Config;
-use crate::model::linear::LinearConfig;
-
-/// The `[backtest]` section of the configuration (defaults in `config/default.toml`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BacktestConfig {
-    /// Rows `[0, warmup_rows)` pretrain the model before the online run.
-    pub warmup_rows: usize,
-    /// Passes over the warm-up rows.
-    pub epochs: usize,
-    /// Scored rows as `"A..B"`; empty scores every row after the warm-up.
-    pub eval_rows: String,
-    /// `auto`, `warmup`, `running` or `none`.
-    pub normalize: String,
-    /// Season (rows) of the seasonal-naive baseline; 0 infers one day of rows
-    /// from the event times ([`engine::infer_season`]).
-    pub season: usize,
-    /// Time column, `none` (row index) or `auto`.
-    pub time_column: String,
-    /// Value columns to read; empty reads every numeric column.
-    pub columns: Vec<String>,
-    /// Columns to forecast; empty forecasts every column read.
-    pub targets: Vec<String>,
-    /// Runs with seeds `seed, seed+1, …`.
-    pub seeds: usize,
-    /// Rows shown in the report's forecast chart: `"A..B"`, or empty for the last 500 scored rows.
-    pub report_span: String,
-    /// The linear baseline (`[backtest.linear]`).
-    pub linear: LinearConfig,
-}
-
-/// Why a backtest failed.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// A setting is invalid (the message names it).
-    #[error("{0}")]
-    Invalid(String),
-    /// The input file could not be read.
-    #[error(transparent)]
-    Table(#[from] table::TableError),
-    /// The replay failed.
-    #[error(transparent)]
-    Engine(#[from] engine::BacktestError),
-    /// An output could not be written.
-    #[error("{path}: {source}")]
-    Write {
-        /// The output file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
+use crate::model::ModelConfig;
 
 /// Whether to draw a progress bar on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +64,9 @@ pub struct Summary {
 }
 
 /// Parses `"A..B"`.
-pub fn parse_range(s: &str, key: &str) -> Result<std::ops::Range<usize>, JobError> {
+pub fn parse_range(s: &str, key: &str) -> Result<std::ops::Range<usize>, Error> {
     let bad = || {
-        JobError::Invalid(format!(
+        Error::Invalid(format!(
             "{key} = {s:?}: expected A..B with whole numbers A < B"
         ))
     };
@@ -131,7 +81,7 @@ pub fn parse_range(s: &str, key: &str) -> Result<std::ops::Range<usize>, JobErro
     Ok(a..b)
 }
 
-fn time_column(name: &str, path: &Path) -> Result<TimeColumn, JobError> {
+fn time_column(name: &str, path: &Path) -> Result<TimeColumn, Error> {
     Ok(match name {
         "none" => TimeColumn::RowIndex,
         "auto" => {
@@ -215,13 +165,13 @@ pub fn run_file(
     path: &Path,
     out: Option<&Path>,
     bar: ProgressBar,
-) -> Result<Summary, JobError> {
+) -> Result<Summary, Error> {
     let replay = load_replay(cfg, path)?;
     Ok(run_replay(cfg, &replay, out, bar)?.0)
 }
 
 /// Loads a file with the `[backtest]` column and time settings, in replay order.
-pub fn load_replay(cfg: &Config, path: &Path) -> Result<Replay, JobError> {
+pub fn load_replay(cfg: &Config, path: &Path) -> Result<Replay, Error> {
     let b = &cfg.backtest;
     let opts = LoadOptions {
         time_column: time_column(&b.time_column, path)?,
@@ -245,17 +195,17 @@ pub fn train_file(
     path: &Path,
     model_out: &Path,
     bar: ProgressBar,
-) -> Result<Summary, JobError> {
+) -> Result<Summary, Error> {
     let replay = load_replay(cfg, path)?;
     let (summary, outcomes) = run_replay(cfg, &replay, None, bar)?;
     let learner = outcomes
         .into_iter()
         .next()
         .and_then(|o| o.learner)
-        .ok_or_else(|| JobError::Invalid("the run produced no model".into()))?;
+        .ok_or_else(|| Error::Invalid("the run produced no model".into()))?;
     learner
         .save(model_out)
-        .map_err(|e| JobError::Invalid(e.to_string()))?;
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(summary)
 }
 
@@ -268,11 +218,11 @@ pub fn run_topic(
     to: super::topic::Bound,
     out: Option<&Path>,
     bar: ProgressBar,
-) -> Result<Summary, JobError> {
+) -> Result<Summary, Error> {
     let t = super::topic::read(cfg, brokers, topic, from, to)?;
     if t.bad > 0 {
-        eprintln!(
-            "recur: {} messages in range could not be decoded and were skipped",
+        tracing::warn!(
+            "{} messages in range could not be decoded and were skipped",
             t.bad
         );
     }
@@ -286,64 +236,24 @@ pub fn run_replay(
     replay: &Replay,
     out: Option<&Path>,
     bar: ProgressBar,
-) -> Result<(Summary, Vec<Outcome>), JobError> {
+) -> Result<(Summary, Vec<Outcome>), Error> {
     let b = &cfg.backtest;
     if replay.rows() == 0 {
-        return Err(JobError::Invalid(
+        return Err(Error::Invalid(
             "nothing to replay: the input has no events".into(),
         ));
     }
-    let mut model = cfg.model.clone();
-    model.inputs = replay.columns.len();
-    model.targets =
-        b.targets
-            .iter()
-            .map(|name| {
-                replay.columns.iter().position(|c| c == name).ok_or_else(|| {
-                JobError::Invalid(format!(
-                    "backtest.targets names `{name}`, which is not among the columns read: {}",
-                    replay.columns.join(", ")
-                ))
-            })
-            })
-            .collect::<Result<_, _>>()?;
-    let scaling = match b.normalize.as_str() {
-        "auto" if b.warmup_rows > 0 => Scaling::Warmup,
-        "auto" | "running" => Scaling::Running,
-        "warmup" if b.warmup_rows == 0 => {
-            return Err(JobError::Invalid(
-                "backtest.normalize = \"warmup\" needs backtest.warmup_rows > 0".into(),
-            ));
-        }
-        "warmup" => Scaling::Warmup,
-        "none" => Scaling::None,
-        other => {
-            return Err(JobError::Invalid(format!(
-                "backtest.normalize = {other:?}: expected warmup, running, none or auto"
-            )));
-        }
-    };
+    let model = replay_model(cfg, replay)?;
+    let scaling = scaling_of(&b.normalize, b.warmup_rows)?;
     let eval = if b.eval_rows.trim().is_empty() {
         b.warmup_rows..replay.rows()
     } else {
         parse_range(&b.eval_rows, "backtest.eval_rows")?
     };
     if b.seeds == 0 {
-        return Err(JobError::Invalid(
-            "backtest.seeds must be at least 1".into(),
-        ));
+        return Err(Error::Invalid("backtest.seeds must be at least 1".into()));
     }
-    let season = if b.season == 0 {
-        engine::infer_season(replay)
-    } else {
-        engine::SeasonGuess {
-            rows: b.season,
-            why: format!(
-                "season {} rows: set by backtest.season (--season)",
-                b.season
-            ),
-        }
-    };
+    let season = season_of(cfg, replay);
     let protocol = Protocol {
         warmup_rows: b.warmup_rows,
         epochs: b.epochs,
@@ -354,64 +264,15 @@ pub fn run_replay(
     };
 
     let start = Instant::now();
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(b.seeds);
-    let show = bar == ProgressBar::Auto && std::io::stderr().is_terminal();
-    for k in 0..b.seeds {
-        let mut m = model.clone();
-        m.seed = model.seed + k as u64;
-        let keep = if k == 0 && out.is_some() {
-            Keep::Predictions
-        } else {
-            Keep::MetricsOnly
-        };
-        let label = if b.seeds > 1 {
-            format!("seed {}/{}", k + 1, b.seeds)
-        } else {
-            String::new()
-        };
-        let mut last_draw = Instant::now();
-        let mut progress = |done: u64, total: u64| {
-            if show && (done == total || last_draw.elapsed().as_millis() >= 100) {
-                last_draw = Instant::now();
-                draw_bar(&label, done, total);
-            }
-        };
-        outcomes.push(engine::run(replay, &m, &protocol, keep, &mut progress)?);
-    }
-    if show {
-        eprintln!();
-    }
+    let outcomes = run_seeds(replay, &model, &protocol, b.seeds, out.is_some(), bar)?;
     let elapsed_s = start.elapsed().as_secs_f64();
-    let units = Units::of(scaling);
-    let mses: Vec<f64> = outcomes
-        .iter()
-        .map(|o| units.pick(&o.overall).model.mse)
-        .collect();
-    let maes: Vec<f64> = outcomes
-        .iter()
-        .map(|o| units.pick(&o.overall).model.mae)
-        .collect();
-    let first = &outcomes[0];
-    let all = units.pick(&first.overall);
-    let events: u64 = outcomes.iter().map(|o| o.events).sum();
-    let summary = Summary {
-        rows: first.rows,
-        predictions: first.forecasts,
-        mse: mean(&mses),
-        mae: mean(&maes),
-        naive_mse: all.naive.mse,
-        naive_mae: all.naive.mae,
-        seasonal_mse: all.seasonal.mse,
-        linear_mse: all.linear.mse,
-        linear_mae: all.linear.mae,
-        season: season.rows,
+    let summary = summarize(
+        &outcomes,
+        Units::of(scaling),
+        season.rows,
+        b.seeds,
         elapsed_s,
-        events_per_sec: events as f64 / elapsed_s.max(1e-9),
-        units: units.name(),
-        seeds: b.seeds,
-        mse_std: std_dev(&mses),
-        mae_std: std_dev(&maes),
-    };
+    );
     if let Some(dir) = out {
         write_outputs(
             dir,
@@ -427,6 +288,162 @@ pub fn run_replay(
     Ok((summary, outcomes))
 }
 
+/// `[model]` fitted to a replay: one input per column read, and the targets
+/// `backtest.targets` names, as column indices.
+fn replay_model(cfg: &Config, replay: &Replay) -> Result<ModelConfig, Error> {
+    let mut model = cfg.model.clone();
+    model.inputs = replay.columns.len();
+    model.targets =
+        cfg.backtest
+            .targets
+            .iter()
+            .map(|name| {
+                replay.columns.iter().position(|c| c == name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "backtest.targets names `{name}`, which is not among the columns read: {}",
+                    replay.columns.join(", ")
+                ))
+            })
+            })
+            .collect::<Result<_, _>>()?;
+    Ok(model)
+}
+
+/// The scaling `backtest.normalize` asks for (`auto` picks `warmup` when there
+/// are warm-up rows, else `running`).
+fn scaling_of(normalize: &str, warmup_rows: usize) -> Result<Scaling, Error> {
+    match normalize {
+        "auto" if warmup_rows > 0 => Ok(Scaling::Warmup),
+        "auto" | "running" => Ok(Scaling::Running),
+        "warmup" if warmup_rows == 0 => Err(Error::Invalid(
+            "backtest.normalize = \"warmup\" needs backtest.warmup_rows > 0".into(),
+        )),
+        "warmup" => Ok(Scaling::Warmup),
+        "none" => Ok(Scaling::None),
+        other => Err(Error::Invalid(format!(
+            "backtest.normalize = {other:?}: expected warmup, running, none or auto"
+        ))),
+    }
+}
+
+/// The seasonal-naive baseline's season: `backtest.season`, or inferred from
+/// the replay's event times when that is 0.
+fn season_of(cfg: &Config, replay: &Replay) -> engine::SeasonGuess {
+    let b = &cfg.backtest;
+    if b.season == 0 {
+        engine::infer_season(replay)
+    } else {
+        engine::SeasonGuess {
+            rows: b.season,
+            why: format!(
+                "season {} rows: set by backtest.season (--season)",
+                b.season
+            ),
+        }
+    }
+}
+
+/// Runs seeds `model.seed, model.seed + 1, …` one after the other, with a
+/// progress bar on stderr when `bar` allows and stderr is a terminal. Only the
+/// first seed keeps its predictions, and only if `keep_first`.
+fn run_seeds(
+    replay: &Replay,
+    model: &ModelConfig,
+    protocol: &Protocol,
+    seeds: usize,
+    keep_first: bool,
+    bar: ProgressBar,
+) -> Result<Vec<Outcome>, Error> {
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(seeds);
+    let show = bar == ProgressBar::Auto && std::io::stderr().is_terminal();
+    for k in 0..seeds {
+        let keep = if k == 0 && keep_first {
+            Keep::Predictions
+        } else {
+            Keep::MetricsOnly
+        };
+        let label = if seeds > 1 {
+            format!("seed {}/{}", k + 1, seeds)
+        } else {
+            String::new()
+        };
+        outcomes.push(run_seed(replay, model, protocol, k, keep, &label, show)?);
+    }
+    if show {
+        eprintln!();
+    }
+    Ok(outcomes)
+}
+
+/// One seed's run: `model` with its seed advanced by `k`.
+fn run_seed(
+    replay: &Replay,
+    model: &ModelConfig,
+    protocol: &Protocol,
+    k: usize,
+    keep: Keep,
+    label: &str,
+    show: bool,
+) -> Result<Outcome, Error> {
+    let mut m = model.clone();
+    m.seed = model.seed + k as u64;
+    let mut progress = progress_bar(label, show);
+    engine::run(replay, &m, protocol, keep, &mut progress).map_err(Error::from)
+}
+
+/// A progress callback that redraws the bar (if `show`) at most every 100 ms,
+/// and always at the end.
+fn progress_bar(label: &str, show: bool) -> impl FnMut(u64, u64) + '_ {
+    let mut last_draw = Instant::now();
+    move |done: u64, total: u64| {
+        if show && (done == total || last_draw.elapsed().as_millis() >= 100) {
+            last_draw = Instant::now();
+            draw_bar(label, done, total);
+        }
+    }
+}
+
+/// The summary of a run: the model's errors averaged over the seeds (with their
+/// spread), rows, forecasts and baselines from the first seed, events per second
+/// over all seeds.
+fn summarize(
+    outcomes: &[Outcome],
+    units: Units,
+    season: usize,
+    seeds: usize,
+    elapsed_s: f64,
+) -> Summary {
+    let mses: Vec<f64> = outcomes
+        .iter()
+        .map(|o| units.pick(&o.overall).model.mse)
+        .collect();
+    let maes: Vec<f64> = outcomes
+        .iter()
+        .map(|o| units.pick(&o.overall).model.mae)
+        .collect();
+    let first = &outcomes[0];
+    let all = units.pick(&first.overall);
+    let events: u64 = outcomes.iter().map(|o| o.events).sum();
+    Summary {
+        rows: first.rows,
+        predictions: first.forecasts,
+        mse: mean(&mses),
+        mae: mean(&maes),
+        naive_mse: all.naive.mse,
+        naive_mae: all.naive.mae,
+        seasonal_mse: all.seasonal.mse,
+        linear_mse: all.linear.mse,
+        linear_mae: all.linear.mae,
+        season,
+        elapsed_s,
+        events_per_sec: events as f64 / elapsed_s.max(1e-9),
+        units: units.name(),
+        seeds,
+        mse_std: std_dev(&mses),
+        mae_std: std_dev(&maes),
+    }
+}
+
 /// Which of [`Scored`]'s unit systems a summary reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Units {
@@ -439,10 +456,10 @@ enum Units {
 
 /// One slice's metrics in one unit system.
 struct Picked {
-    model: Metrics,
-    naive: Metrics,
-    seasonal: Metrics,
-    linear: Metrics,
+    model: Scores,
+    naive: Scores,
+    seasonal: Scores,
+    linear: Scores,
 }
 
 impl Units {
@@ -507,14 +524,14 @@ fn draw_bar(label: &str, done: u64, total: u64) {
     let _ = err.flush();
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> JobError + '_ {
-    move |source| JobError::Write {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Write {
         path: path.display().to_string(),
         source,
     }
 }
 
-fn metrics_json(m: &Metrics) -> serde_json::Value {
+fn metrics_json(m: &Scores) -> serde_json::Value {
     json!({"n": m.n, "mse": m.mse, "mae": m.mae, "rmse": m.rmse, "smape": m.smape, "mase": m.mase})
 }
 
@@ -541,7 +558,7 @@ fn write_outputs(
     season_why: &str,
     outcomes: &[Outcome],
     summary: &Summary,
-) -> Result<(), JobError> {
+) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let o = &outcomes[0];
     let target_names: Vec<&str> = targets
@@ -619,7 +636,6 @@ fn report_data(
     summary: &Summary,
 ) -> ReportData {
     let units = Units::of(protocol.scaling);
-    let unit_name = units.name();
     // Forecast vs actual, one-step-ahead, first stream, each target, over the chosen span.
     let one_step: Vec<_> = o
         .predictions
@@ -627,10 +643,62 @@ fn report_data(
         .filter(|p| p.step == 1 && p.stream == 0)
         .collect();
     let span = parse_range(&cfg.backtest.report_span, "").ok();
+    ReportData {
+        title: "recur backtest".into(),
+        summary: summary_rows(summary, units.name()),
+        series: series_panels(replay, target_names, &one_step, span.as_ref()),
+        rolling: rolling_panel(&one_step, target_names.len().max(1)),
+        by_step: step_errors(o, units),
+        metrics: metric_rows(o, target_names, units),
+        per_stream: stream_rows(o, replay, units),
+        notes: report_notes(cfg, protocol, season_why, units, o.per_stream.len()),
+    }
+}
+
+/// The report's headline figures.
+fn summary_rows(summary: &Summary, unit_name: &str) -> Vec<(String, String)> {
+    vec![
+        ("rows replayed".into(), summary.rows.to_string()),
+        ("forecasts scored".into(), summary.predictions.to_string()),
+        ("units".into(), unit_name.into()),
+        (format!("MSE ({unit_name})"), format!("{:.4}", summary.mse)),
+        (
+            format!("naive MSE ({unit_name})"),
+            format!("{:.4}", summary.naive_mse),
+        ),
+        (
+            format!("seasonal-naive MSE ({unit_name})"),
+            format!("{:.4}", summary.seasonal_mse),
+        ),
+        (
+            format!("linear MSE ({unit_name})"),
+            format!("{:.4}", summary.linear_mse),
+        ),
+        (format!("MAE ({unit_name})"), format!("{:.4}", summary.mae)),
+        (
+            format!("naive MAE ({unit_name})"),
+            format!("{:.4}", summary.naive_mae),
+        ),
+        (
+            format!("linear MAE ({unit_name})"),
+            format!("{:.4}", summary.linear_mae),
+        ),
+        ("elapsed".into(), format!("{:.2} s", summary.elapsed_s)),
+    ]
+}
+
+/// Forecast vs actual charts, one per target, of the first stream's one-step-ahead
+/// forecasts (`one_step`) over `span`, or the last 500 of them.
+fn series_panels(
+    replay: &Replay,
+    target_names: &[&str],
+    one_step: &[&Prediction],
+    span: Option<&std::ops::Range<usize>>,
+) -> Vec<SeriesPanel> {
     let mut series = Vec::new();
     for (j, name) in target_names.iter().enumerate() {
         let pts: Vec<_> = one_step.iter().filter(|p| p.target as usize == j).collect();
-        let pts: Vec<_> = match &span {
+        let pts: Vec<_> = match span {
             Some(r) => pts.into_iter().filter(|p| r.contains(&p.row)).collect(),
             None => pts[pts.len().saturating_sub(500)..].to_vec(),
         };
@@ -642,10 +710,13 @@ fn report_data(
             naive: Some(pts.iter().map(|p| p.naive).collect()),
         });
     }
-    // Rolling MSE (original units, all targets, one step ahead) over a window of
-    // forecasts, for the model and the baselines.
+    series
+}
+
+/// Rolling MSE (original units, all `nt` targets, one step ahead) over a window of
+/// forecasts, for the model and the baselines; `None` when there are too few rows.
+fn rolling_panel(one_step: &[&Prediction], nt: usize) -> Option<RollingPanel> {
     let window = 168.min(one_step.len().max(1));
-    let nt = target_names.len().max(1);
     let mse_of = |chunk: &[&Prediction], f: fn(&Prediction) -> f64| {
         chunk.iter().map(|p| (f(p) - p.actual).powi(2)).sum::<f64>() / chunk.len() as f64
     };
@@ -663,7 +734,7 @@ fn report_data(
             )
         })
         .collect();
-    let rolling = (by_row.len() >= window && window > 0).then(|| {
+    (by_row.len() >= window && window > 0).then(|| {
         let mut x = Vec::new();
         let mut lines: [Vec<f64>; 4] = Default::default();
         let mut sums = [0.0; 4];
@@ -690,9 +761,12 @@ fn report_data(
             seasonal: Some(seasonal),
             linear: Some(linear),
         }
-    });
-    let by_step = o
-        .per_step
+    })
+}
+
+/// MSE per horizon step, for the model and the baselines.
+fn step_errors(o: &Outcome, units: Units) -> Vec<StepError> {
+    o.per_step
         .iter()
         .enumerate()
         .map(|(h, s)| {
@@ -705,8 +779,11 @@ fn report_data(
                 linear_mse: Some(p.linear.mse),
             }
         })
-        .collect();
-    let row = |scope: String, units: &str, m: &Metrics| MetricRow {
+        .collect()
+}
+
+fn metric_row(scope: String, units: &str, m: &Scores) -> MetricRow {
+    MetricRow {
         scope,
         units: units.into(),
         mse: m.mse,
@@ -714,7 +791,12 @@ fn report_data(
         rmse: m.rmse,
         smape: m.smape,
         mase: m.mase,
-    };
+    }
+}
+
+/// The metrics table: overall for the model and each baseline, then per target.
+fn metric_rows(o: &Outcome, target_names: &[&str], units: Units) -> Vec<MetricRow> {
+    let unit_name = units.name();
     let mut metrics = Vec::new();
     let all = &o.overall;
     for (who, scaled, raw) in [
@@ -725,36 +807,52 @@ fn report_data(
     ] {
         // Only the warm-up scaling has normalised units worth showing.
         if units == Units::Normalized {
-            metrics.push(row(format!("{who}, overall"), "normalized", scaled));
+            metrics.push(metric_row(format!("{who}, overall"), "normalized", scaled));
         }
-        metrics.push(row(format!("{who}, overall"), "original", raw));
+        metrics.push(metric_row(format!("{who}, overall"), "original", raw));
     }
     for (s, name) in o.per_target.iter().zip(target_names) {
         let p = units.pick(s);
-        metrics.push(row(format!("recur, {name}"), unit_name, &p.model));
-        metrics.push(row(format!("naive, {name}"), unit_name, &p.naive));
-        metrics.push(row(format!("linear, {name}"), unit_name, &p.linear));
+        metrics.push(metric_row(format!("recur, {name}"), unit_name, &p.model));
+        metrics.push(metric_row(format!("naive, {name}"), unit_name, &p.naive));
+        metrics.push(metric_row(format!("linear, {name}"), unit_name, &p.linear));
     }
-    let per_stream = if o.per_stream.len() > 1 {
-        o.per_stream
-            .iter()
-            .zip(&replay.streams)
-            .take(REPORT_STREAMS)
-            .map(|(s, name)| {
-                let p = units.pick(s);
-                StreamRow {
-                    stream: name.clone(),
-                    units: unit_name.into(),
-                    n: p.model.n,
-                    model: (p.model.mse, p.model.mae),
-                    naive: (p.naive.mse, p.naive.mae),
-                    linear: (p.linear.mse, p.linear.mae),
-                }
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    metrics
+}
+
+/// The per-stream table (the first [`REPORT_STREAMS`]; empty for a single stream).
+fn stream_rows(o: &Outcome, replay: &Replay, units: Units) -> Vec<StreamRow> {
+    if o.per_stream.len() <= 1 {
+        return Vec::new();
+    }
+    let unit_name = units.name();
+    o.per_stream
+        .iter()
+        .zip(&replay.streams)
+        .take(REPORT_STREAMS)
+        .map(|(s, name)| {
+            let p = units.pick(s);
+            StreamRow {
+                stream: name.clone(),
+                units: unit_name.into(),
+                n: p.model.n,
+                model: (p.model.mse, p.model.mae),
+                naive: (p.naive.mse, p.naive.mae),
+                linear: (p.linear.mse, p.linear.mae),
+            }
+        })
+        .collect()
+}
+
+/// The report's notes: model, protocol, season, linear baseline and units, and
+/// whether the per-stream table of `streams` streams is cut short.
+fn report_notes(
+    cfg: &Config,
+    protocol: &Protocol,
+    season_why: &str,
+    units: Units,
+    streams: usize,
+) -> Vec<String> {
     let m = &cfg.model;
     let lin = &protocol.linear;
     let mut notes = vec![
@@ -794,49 +892,12 @@ fn report_data(
             Units::Original => "units: errors in the data's original units".into(),
         },
     ];
-    if o.per_stream.len() > REPORT_STREAMS {
+    if streams > REPORT_STREAMS {
         notes.push(format!(
-            "per-stream table: the first {REPORT_STREAMS} of {} streams; metrics.json lists all",
-            o.per_stream.len()
+            "per-stream table: the first {REPORT_STREAMS} of {streams} streams; metrics.json lists all"
         ));
     }
-    ReportData {
-        title: "recur backtest".into(),
-        summary: vec![
-            ("rows replayed".into(), summary.rows.to_string()),
-            ("forecasts scored".into(), summary.predictions.to_string()),
-            ("units".into(), unit_name.into()),
-            (format!("MSE ({unit_name})"), format!("{:.4}", summary.mse)),
-            (
-                format!("naive MSE ({unit_name})"),
-                format!("{:.4}", summary.naive_mse),
-            ),
-            (
-                format!("seasonal-naive MSE ({unit_name})"),
-                format!("{:.4}", summary.seasonal_mse),
-            ),
-            (
-                format!("linear MSE ({unit_name})"),
-                format!("{:.4}", summary.linear_mse),
-            ),
-            (format!("MAE ({unit_name})"), format!("{:.4}", summary.mae)),
-            (
-                format!("naive MAE ({unit_name})"),
-                format!("{:.4}", summary.naive_mae),
-            ),
-            (
-                format!("linear MAE ({unit_name})"),
-                format!("{:.4}", summary.linear_mae),
-            ),
-            ("elapsed".into(), format!("{:.2} s", summary.elapsed_s)),
-        ],
-        series,
-        rolling,
-        by_step,
-        metrics,
-        per_stream,
-        notes,
-    }
+    notes
 }
 
 /// Where the outputs of a run go, for messages.

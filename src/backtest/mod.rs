@@ -15,3 +15,25 @@ pub mod job;
 pub mod report;
 pub mod table;
 pub mod topic;
+
+/// Why a backtest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    /// The input file could not be read.
+    #[error(transparent)]
+    Table(#[from] table::TableError),
+    /// The replay failed.
+    #[error(transparent)]
+    Engine(#[from] engine::BacktestError),
+    /// An output could not be written.
+    #[error("{path}: {source}")]
+    Write {
+        /// The output file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}

@@ -371,7 +371,7 @@ fn finite_mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 fn metrics_section(out: &mut String, rows: &[MetricRow]) -> fmt::Result {
-    out.push_str("<h2>Metrics</h2>\n");
+    out.push_str("<h2>Scores</h2>\n");
     if rows.is_empty() {
         out.push_str("<p class=\"nodata\">No metrics.</p>\n");
         return Ok(());

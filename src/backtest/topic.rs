@@ -10,15 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::Error;
 use super::engine::Replay;
-use super::job::JobError;
 use crate::config::Config;
-use crate::decode;
+use crate::stage::decode;
 
 /// One end of a topic range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,13 +30,13 @@ pub enum Bound {
 
 impl Bound {
     /// Parses `earliest` / `latest` or a time accepted by `parse_time` (RFC 3339 and others).
-    pub fn parse(s: &str, open: &str) -> Result<Self, JobError> {
+    pub fn parse(s: &str, open: &str) -> Result<Self, Error> {
         if s == open {
             return Ok(Bound::Open);
         }
-        super::table::parse_time(s)
+        crate::time::parse_time(s)
             .map(Bound::At)
-            .map_err(|e| JobError::Invalid(format!("expected {open} or a time, got {s:?}: {e}")))
+            .map_err(|e| Error::Invalid(format!("expected {open} or a time, got {s:?}: {e}")))
     }
 }
 
@@ -58,20 +57,15 @@ pub fn read(
     topic: &str,
     from: Bound,
     to: Bound,
-) -> Result<TopicReplay, JobError> {
-    let kafka = |e: rdkafka::error::KafkaError| {
-        JobError::Invalid(format!("topic {topic} on {brokers}: {e}"))
-    };
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", brokers);
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v);
-    }
+) -> Result<TopicReplay, Error> {
+    let kafka =
+        |e: rdkafka::error::KafkaError| Error::Invalid(format!("topic {topic} on {brokers}: {e}"));
+    let mut cc = crate::kafka::client_config(brokers, cfg);
     cc.set("group.id", format!("recur-backtest-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    crate::source::fetch_defaults(&mut cc);
-    let c: BaseConsumer = cc.create().map_err(kafka)?;
+    crate::kafka::fetch_defaults(&mut cc);
+    let c = crate::kafka::consumer(&cc).map_err(kafka)?;
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(kafka)?;
@@ -82,7 +76,7 @@ pub fn read(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(JobError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "topic {topic} on {brokers} does not exist or has no partitions"
         )));
     }
@@ -135,7 +129,7 @@ pub fn read(
             }
             Some(Err(e)) => return Err(kafka(e)),
             None if last.elapsed() > Duration::from_secs(60) => {
-                return Err(JobError::Invalid(format!(
+                return Err(Error::Invalid(format!(
                     "topic {topic}: no message and no end of partition for 60 s"
                 )));
             }

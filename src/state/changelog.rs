@@ -5,9 +5,8 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -57,7 +56,7 @@ pub fn partition_count(
         topic: topic.to_string(),
         source,
     };
-    let c: BaseConsumer = config.create().map_err(kafka)?;
+    let c = crate::kafka::consumer(config).map_err(kafka)?;
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(kafka)?;
@@ -81,7 +80,9 @@ pub fn ensure_topic(
         source,
     };
     if partition_count(config, topic)?.is_none() {
-        let admin: AdminClient<DefaultClientContext> = config.create().map_err(kafka)?;
+        let admin: AdminClient<crate::kafka::Logged> = config
+            .create_with_context(crate::kafka::Logged::new(config))
+            .map_err(kafka)?;
         let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact");
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -130,14 +131,14 @@ pub fn ensure_topic(
 }
 
 /// An assign-only consumer of the changelog (no group, nothing committed).
-fn reader(config: &ClientConfig, topic: &str) -> Result<BaseConsumer, ChangelogError> {
+fn reader(config: &ClientConfig, topic: &str) -> Result<crate::kafka::Consumer, ChangelogError> {
     let mut c = config.clone();
     c.set("group.id", "recur-changelog-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    crate::source::fetch_defaults(&mut c);
-    c.create().map_err(|source| ChangelogError::Kafka {
+    crate::kafka::fetch_defaults(&mut c);
+    crate::kafka::consumer(&c).map_err(|source| ChangelogError::Kafka {
         topic: topic.to_string(),
         source,
     })
@@ -209,7 +210,7 @@ fn is_transient(e: &KafkaError) -> bool {
 
 /// Fetches single changelog records by offset (an evicted stream coming back).
 pub struct Fetcher {
-    consumer: BaseConsumer,
+    consumer: crate::kafka::Consumer,
     topic: String,
     partition: i32,
 }

@@ -260,11 +260,7 @@ pub fn restore<S: Scalar>(
 ) -> Result<Restored<S>, RestoreError> {
     let mut f = Forecaster::<S>::new(cfg.clone()).expect("model config was validated at start");
     let mut cp = Checkpoints::new(partition, idle_ttl_ms);
-    let head = latest
-        .get(&Key::Head { partition }.to_bytes())
-        .and_then(|(_, v)| v.as_deref());
-    let head_err = |source| RestoreError::Head { partition, source };
-    let Some(head) = head else {
+    let Some(head) = find_head(latest, partition) else {
         // No finished checkpoint: whatever stream records exist are from an
         // unfinished first one. Delete them at the first checkpoint.
         cp.stale = stream_keys(latest, partition)
@@ -277,6 +273,51 @@ pub fn restore<S: Scalar>(
             loaded: 0,
         });
     };
+    let meta = read_head(&mut f, partition, head)?;
+    let seq = meta.seq;
+    cp.max_ts = meta.max_ts;
+    let slot = (seq % 2) as u8;
+    let horizon = idle_ttl_ms.map(|ttl| cp.max_ts.saturating_sub(ttl));
+    let (live, other) = sort_stream_records(&mut cp, latest, slot, seq, horizon)?;
+    let mut loaded = load_live(&mut f, partition, seq, &live)?;
+    loaded += settle_other_slot(&mut f, &mut cp, latest, slot, seq, other)?;
+    cp.next = seq + 1;
+    f.set_clock(crate::model::Clock {
+        ts_ms: cp.max_ts,
+        generation: cp.next,
+    });
+    Ok(Restored {
+        forecaster: f,
+        checkpoints: cp,
+        resume: Some(meta.covered),
+        loaded,
+    })
+}
+
+/// What a head record says about its checkpoint.
+struct HeadMeta {
+    /// Sequence number of the checkpoint.
+    seq: u64,
+    /// Input offsets below this are covered.
+    covered: i64,
+    /// Newest event time of the partition at the checkpoint, epoch ms.
+    max_ts: i64,
+}
+
+/// The value of `partition`'s head record, if it has one (a tombstone counts as none).
+fn find_head(latest: &Latest, partition: i32) -> Option<&[u8]> {
+    latest
+        .get(&Key::Head { partition }.to_bytes())
+        .and_then(|(_, v)| v.as_deref())
+}
+
+/// Loads the head record's weights into `f` and reads its metadata.
+fn read_head<S: Scalar>(
+    f: &mut Forecaster<S>,
+    partition: i32,
+    head: &[u8],
+) -> Result<HeadMeta, RestoreError> {
+    let head_err = |source| RestoreError::Head { partition, source };
     let reader = Reader::new(head).map_err(head_err)?;
     f.load_weights(&reader).map_err(head_err)?;
     let meta = |k: &str| -> Result<i64, RestoreError> {
@@ -288,18 +329,33 @@ pub fn restore<S: Scalar>(
     };
     let seq = meta("recur.checkpoint.seq")? as u64;
     let covered = meta("recur.checkpoint.covered")?;
-    cp.max_ts = meta("recur.checkpoint.max_ts")?;
-    let slot = (seq % 2) as u8;
-    let horizon = idle_ttl_ms.map(|ttl| cp.max_ts.saturating_sub(ttl));
+    let max_ts = meta("recur.checkpoint.max_ts")?;
+    Ok(HeadMeta {
+        seq,
+        covered,
+        max_ts,
+    })
+}
+
+/// A stream record of the head's slot to load: stream, value.
+type LiveRecord<'a> = (&'a str, &'a [u8]);
+
+/// A stream record of the other slot: key, stream, value.
+type OtherRecord<'a> = (&'a [u8], &'a str, &'a [u8]);
+
+/// Sorts the stream records of `cp`'s partition (tombstones skipped): those of
+/// the head's `slot` become stale (newer than `seq`), evicted (idle before
+/// `horizon`, into `cp`'s idle book) or live (returned to load); those of the
+/// other slot are returned for [`settle_other_slot`].
+fn sort_stream_records<'a>(
+    cp: &mut Checkpoints,
+    latest: &'a Latest,
+    slot: u8,
+    seq: u64,
+    horizon: Option<i64>,
+) -> Result<(Vec<LiveRecord<'a>>, Vec<OtherRecord<'a>>), RestoreError> {
+    let partition = cp.partition;
     let stream_err = |source| RestoreError::Stream { partition, source };
-    // Restored streams are marked changed at `seq`, so the next checkpoint
-    // rewrites them: it must leave its slot whole.
-    let load = |f: &Forecaster<S>, stream: &str, value: &[u8]| {
-        decode(f, partition, stream, value).map(|mut s| {
-            s.touched = seq;
-            s
-        })
-    };
     let mut other = Vec::new();
     let mut live = Vec::with_capacity(latest.len() / 2);
     for (key, s_slot, stream, offset, value) in stream_keys(latest, partition) {
@@ -323,6 +379,33 @@ pub fn restore<S: Scalar>(
             live.push((stream, value));
         }
     }
+    Ok((live, other))
+}
+
+/// One stream's record decoded as restored at checkpoint `seq`.
+///
+/// Restored streams are marked changed at `seq`, so the next checkpoint
+/// rewrites them: it must leave its slot whole.
+fn load<S: Scalar>(
+    f: &Forecaster<S>,
+    partition: i32,
+    seq: u64,
+    stream: &str,
+    value: &[u8],
+) -> Result<Stream<S>, RestoreError> {
+    decode(f, partition, stream, value).map(|mut s| {
+        s.touched = seq;
+        s
+    })
+}
+
+/// Decodes the `live` records into `f`; returns how many streams it inserted.
+fn load_live<S: Scalar>(
+    f: &mut Forecaster<S>,
+    partition: i32,
+    seq: u64,
+    live: &[LiveRecord<'_>],
+) -> Result<usize, RestoreError> {
     // Decoding is independent per stream: spread it over the cores, then insert.
     let threads = if live.len() < 20_000 {
         1
@@ -330,15 +413,18 @@ pub fn restore<S: Scalar>(
         std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
     };
     let chunk = live.len().div_ceil(threads).max(1);
+    let shared: &Forecaster<S> = f;
     let decoded: Vec<Result<Vec<_>, RestoreError>> = std::thread::scope(|scope| {
-        let (f, load) = (&f, &load);
         let handles: Vec<_> = live
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
                         .map(|&(stream, value)| {
-                            Ok((Box::<str>::from(stream), load(f, stream, value)?))
+                            Ok((
+                                Box::<str>::from(stream),
+                                load(shared, partition, seq, stream, value)?,
+                            ))
                         })
                         .collect()
                 })
@@ -357,8 +443,23 @@ pub fn restore<S: Scalar>(
             loaded += 1;
         }
     }
-    // The other slot may hold records of an unfinished checkpoint `seq + 1`:
-    // the next checkpoint writes that slot, so it must overwrite or delete them.
+    Ok(loaded)
+}
+
+/// The other slot may hold records of an unfinished checkpoint `seq + 1`:
+/// the next checkpoint writes that slot, so it must overwrite or delete them.
+/// Loads the streams such records need rewritten (taking them out of `cp`'s
+/// idle book), marks the rest stale; returns how many streams it loaded.
+fn settle_other_slot<S: Scalar>(
+    f: &mut Forecaster<S>,
+    cp: &mut Checkpoints,
+    latest: &Latest,
+    slot: u8,
+    seq: u64,
+    other: Vec<OtherRecord<'_>>,
+) -> Result<usize, RestoreError> {
+    let partition = cp.partition;
+    let mut loaded = 0;
     for (key, stream, value) in other {
         let newer = record::stream_header(value).is_none_or(|h| h.seq > seq);
         if !newer || f.stream(stream).is_some() {
@@ -375,7 +476,7 @@ pub fn restore<S: Scalar>(
         match own {
             Some((_, Some(v))) => {
                 // Evicted in the restored state: load it so the next checkpoint rewrites it.
-                let s = load(&f, stream, v)?;
+                let s = load(f, partition, seq, stream, v)?;
                 f.insert_stream(stream, s);
                 cp.idle.remove(&key_hash(stream));
                 loaded += 1;
@@ -383,17 +484,7 @@ pub fn restore<S: Scalar>(
             _ => cp.stale.push(key.to_vec()),
         }
     }
-    cp.next = seq + 1;
-    f.set_clock(crate::model::Clock {
-        ts_ms: cp.max_ts,
-        generation: cp.next,
-    });
-    Ok(Restored {
-        forecaster: f,
-        checkpoints: cp,
-        resume: Some(covered),
-        loaded,
-    })
+    Ok(loaded)
 }
 
 /// The stream records of `partition`: key, slot, stream, offset, value.
@@ -411,35 +502,6 @@ fn stream_keys(
             }) if p == partition => Some((k.as_slice(), slot, stream, *offset, v.as_deref())),
             _ => None,
         })
-}
-
-/// A checkpoint published to every partition without a restart (hot swap).
-#[derive(Debug, Default)]
-pub struct HotSwap {
-    version: std::sync::atomic::AtomicU64,
-    bytes: std::sync::Mutex<Option<std::sync::Arc<Vec<u8>>>>,
-}
-
-impl HotSwap {
-    /// Publishes checkpoint bytes (already checked to fit the model).
-    pub fn publish(&self, bytes: Vec<u8>) {
-        *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(bytes));
-        self.version
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
-    }
-
-    /// How many checkpoints were published so far.
-    pub fn version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The latest published checkpoint and its version.
-    pub fn latest(&self) -> (u64, Option<std::sync::Arc<Vec<u8>>>) {
-        // Version first: a publish in between makes the bytes newer, never older.
-        let version = self.version();
-        let bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        (version, bytes)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The Kafka producer: predictions and dead letters out, acknowledgements back
 //! into [`Offsets`] and the metrics. It never touches model state.
 
+use crate::kafka::KafkaLog;
+use rdkafka::config::RDKafkaLogLevel;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,8 @@ use rdkafka::producer::{
 };
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::decode::Reason;
-use crate::offsets::Offsets;
+use crate::stage::decode::Reason;
+use crate::stage::offsets::Offsets;
 use crate::telemetry::Metrics;
 
 /// What a produced record was for.
@@ -99,7 +101,7 @@ impl Batch {
 
 /// The input offset a record answers, carried to its delivery report.
 #[derive(Debug)]
-pub struct Delivery {
+pub struct Receipt {
     /// Input partition.
     pub partition: i32,
     /// Input offset.
@@ -112,14 +114,23 @@ pub struct Delivery {
 pub struct SinkContext {
     offsets: Arc<Offsets>,
     metrics: Arc<Metrics>,
+    log: KafkaLog,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Delivery>;
+    type DeliveryOpaque = Box<Receipt>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Receipt>) {
         if let RecordKind::State(batch, i) = &d.kind {
             batch.delivered(
                 *i,
@@ -149,7 +160,7 @@ impl ProducerContext for SinkContext {
 }
 
 impl SinkContext {
-    fn fail(&self, d: &Delivery, e: &KafkaError) {
+    fn fail(&self, d: &Receipt, e: &KafkaError) {
         if let RecordKind::State(batch, i) = &d.kind {
             batch.delivered(*i, Err(e.to_string()));
             return;
@@ -159,11 +170,11 @@ impl SinkContext {
         let n = self.metrics.delivery_errors.get();
         self.metrics.delivery_errors.inc();
         if n < 10 || n.is_power_of_two() {
-            eprintln!(
-                "recur: record for input partition {} offset {} was not delivered ({e}); {} such failures so far",
-                d.partition,
-                d.offset,
-                n + 1
+            tracing::warn!(
+                partition = d.partition,
+                offset = d.offset,
+                failures = n + 1,
+                "record was not delivered ({e}); its input offset is not committed"
             );
         }
     }
@@ -192,7 +203,12 @@ impl Sink {
                 config.set(k, v);
             }
         }
-        let producer = config.create_with_context(SinkContext { offsets, metrics })?;
+        let log = KafkaLog::new(&config);
+        let producer = config.create_with_context(SinkContext {
+            offsets,
+            metrics,
+            log,
+        })?;
         Ok(Sink { producer })
     }
 
@@ -243,7 +259,7 @@ impl Sink {
         key: &[u8],
         payload: &[u8],
         headers: Option<OwnedHeaders>,
-        d: Delivery,
+        d: Receipt,
     ) {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(d))
             .key(key)
@@ -264,7 +280,7 @@ impl Sink {
         batch: &Arc<Batch>,
         i: usize,
     ) {
-        let d = Delivery {
+        let d = Receipt {
             partition,
             offset: -1,
             kind: RecordKind::State(batch.clone(), i),
@@ -278,7 +294,7 @@ impl Sink {
         self.enqueue(record);
     }
 
-    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>>) {
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], Box<Receipt>>) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,

@@ -57,7 +57,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::error::Category;
 use thiserror::Error;
 
-use crate::backtest::table::parse_time;
+use crate::time::parse_time;
 
 /// The latest accepted event time, 9999-12-31T23:59:59.999Z in epoch ms.
 pub const MAX_TS_MS: i64 = 253_402_300_799_999;
@@ -334,7 +334,7 @@ fn resolve_stream(
 }
 
 /// The fields of one message as found, before the precedence rules.
-struct Raw<'de> {
+struct Wire<'de> {
     stream: Option<Cow<'de, str>>,
     ts: Option<i64>,
     values: Option<Vec<f64>>,
@@ -359,8 +359,8 @@ struct Ctx {
     at: At,
 }
 
-/// Parses the JSON into [`Raw`], mapping every failure to a reason.
-fn parse<'de>(cfg: &DecodeConfig, bytes: &'de [u8]) -> Result<Raw<'de>, DecodeError> {
+/// Parses the JSON into [`Wire`], mapping every failure to a reason.
+fn parse<'de>(cfg: &DecodeConfig, bytes: &'de [u8]) -> Result<Wire<'de>, DecodeError> {
     let mut ctx = Ctx {
         err: None,
         at: At::Top,
@@ -448,23 +448,23 @@ struct EventSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
-    type Value = Raw<'de>;
+    type Value = Wire<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Wire<'de>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for EventSeed<'_> {
-    type Value = Raw<'de>;
+    type Value = Wire<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'de>, A::Error> {
         let fields = &self.cfg.fields;
-        let mut raw = Raw {
+        let mut raw = Wire {
             stream: None,
             ts: None,
             values: None,

@@ -38,7 +38,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use thiserror::Error;
 
-use crate::decode::Event;
+use crate::stage::decode::Event;
 
 /// The timezone of the `event_time` column.
 pub const TIMEZONE: &str = "UTC";
@@ -158,7 +158,7 @@ impl Windower {
     /// The batch is also returned when the event arrives at or after the open
     /// window's deadline (the caller polled late), so no window outlives its
     /// linger by more than one event. `event.values` should hold `width`
-    /// values, as [`decode`](crate::decode::decode) guarantees; if not, the row
+    /// values, as [`decode`](crate::stage::decode::decode) guarantees; if not, the row
     /// is cut or padded with NaN (which the model refuses and counts) so the
     /// batch stays well formed.
     pub fn push(&mut self, event: &Event, offset: i64, now: Instant) -> Option<RecordBatch> {

@@ -9,42 +9,26 @@
 //! changelog and skips input below the offset that state covers; it then
 //! checkpoints every interval and once more when it stops (see [`crate::state`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::ConsumerGroupMetadata;
-
 use crate::config::Every;
-use crate::decode::{self, DecodeConfig, DecodeError, Reason};
-use crate::encode::{self, SourceRef};
+use crate::health::Health;
 use crate::model::checkpoint::Reader;
 use crate::model::{Clock, Forecaster, ModelConfig};
-use crate::offsets::Offsets;
-use crate::sink::{self, Batch, Delivery, RecordKind, Sink};
-use crate::source::PartitionFeed;
-use crate::state::changelog::{self, Fetcher};
-use crate::state::{self, Checkpoints, HotSwap};
-use crate::telemetry::Metrics;
-use crate::window::{WindowRows, Windower};
-
-/// How long a checkpoint waits for its records' acknowledgements.
-const ACK_WAIT: Duration = Duration::from_secs(120);
-
-/// One input message as fetched, borrowed from librdkafka's buffer.
-#[derive(Clone, Copy, Debug)]
-pub struct Raw<'a> {
-    /// Message key.
-    pub key: Option<&'a [u8]>,
-    /// Message value.
-    pub value: Option<&'a [u8]>,
-    /// Broker or producer timestamp, epoch ms.
-    pub ts_ms: Option<i64>,
-    /// Input offset.
-    pub offset: i64,
-}
+pub use crate::stage::checkpoint::StateSetup;
+use crate::stage::checkpoint::{self, CheckpointFailure, Checkpointing};
+use crate::stage::decode::{self, DecodeConfig, DecodeError, Reason};
+use crate::stage::encode::{self, SourceRef};
+use crate::stage::feed::{PartitionFeed, Raw};
+use crate::stage::offsets::Offsets;
+use crate::stage::sink::{self, Receipt, RecordKind, Sink};
+use crate::stage::swap::HotSwap;
+use crate::stage::window::{WindowRows, Windower};
+use crate::state;
+use crate::state::changelog;
+use crate::telemetry::{Metrics, WindowErrors};
 
 /// Everything a worker needs besides its partition's feed.
 pub struct WorkerSetup {
@@ -68,6 +52,8 @@ pub struct WorkerSetup {
     pub sink: Arc<Sink>,
     /// The shared metrics.
     pub metrics: Arc<Metrics>,
+    /// The stage's health (a fatal error stops it).
+    pub health: Arc<Health>,
     /// Input offsets in flight: marked when fetched, cleared when acknowledged.
     pub offsets: Arc<Offsets>,
     /// Checkpoint bytes to start the learner from (already validated), if any.
@@ -76,38 +62,6 @@ pub struct WorkerSetup {
     pub state: Option<StateSetup>,
     /// Checkpoints published for hot swap.
     pub swap: Arc<HotSwap>,
-}
-
-/// A worker's checkpoint settings.
-pub struct StateSetup {
-    /// The changelog topic.
-    pub changelog: String,
-    /// Client settings to read the changelog with.
-    pub client: ClientConfig,
-    /// How often to checkpoint.
-    pub every: Every,
-    /// Evict streams idle this long (event time, ms).
-    pub idle_ttl_ms: Option<i64>,
-    /// Directory for a local copy of each checkpoint.
-    pub dir: Option<PathBuf>,
-    /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
-    pub transaction: Option<Arc<ConsumerGroupMetadata>>,
-}
-
-/// A worker's checkpoint progress.
-struct Checkpointing {
-    setup: StateSetup,
-    book: Checkpoints,
-    /// Input below this offset is covered by the restored state: skipped.
-    resume: i64,
-    /// One past the last input offset handled.
-    next_offset: Option<i64>,
-    /// The offset the last checkpoint covered.
-    covered: Option<i64>,
-    /// Events handled since the last checkpoint.
-    since: u64,
-    last: Instant,
-    fetcher: Option<Fetcher>,
 }
 
 /// The learner a partition starts with: its changelog state, else the warm start, else fresh.
@@ -126,8 +80,8 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
             m.restore_seconds.observe(t.elapsed().as_secs_f64());
             m.restore_records.inc_by(records);
             if let Some(resume) = r.resume {
-                eprintln!(
-                    "recur: partition {p}: restored {} streams (+{} idle) at input offset {resume}, model version {}, from {records} changelog records in {:.3} s",
+                tracing::info!(
+                    "partition {p}: restored {} streams (+{} idle) at input offset {resume}, model version {}, from {records} changelog records in {:.3} s",
                     r.loaded,
                     r.checkpoints.idle_count(),
                     r.forecaster.shared().updates,
@@ -177,7 +131,7 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
         Ok(x) => x,
         Err(e) => {
             // Nothing of this partition is processed or committed: the stage stops.
-            setup.metrics.fail(e);
+            setup.health.fail(e);
             return;
         }
     };
@@ -294,7 +248,7 @@ impl Worker {
 
     fn dead_letter(&self, key: Option<&[u8]>, value: Option<&[u8]>, offset: i64, e: &DecodeError) {
         let hs = sink::headers(&encode::dead_letter_headers(e, &self.source(offset)));
-        let d = Delivery {
+        let d = Receipt {
             partition: self.setup.partition,
             offset,
             kind: RecordKind::DeadLetter(e.reason),
@@ -324,7 +278,7 @@ impl Worker {
         let metrics = self.setup.metrics.clone();
         metrics.window_events.observe(rows.len() as f64);
         let targets = self.model.config().target_indices().len();
-        let (mut se, mut ae, mut ne, mut n) = (0.0, 0.0, 0.0, 0usize);
+        let mut errors = WindowErrors::default();
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -339,17 +293,25 @@ impl Worker {
                 if let Some(at) = c.book.evicted(stream)
                     && self.model.stream(stream).is_none()
                 {
-                    bring_back(c, &mut self.model, &self.setup, stream, at);
+                    checkpoint::bring_back(
+                        c,
+                        &mut self.model,
+                        self.setup.partition,
+                        &self.setup.metrics,
+                        stream,
+                        at,
+                    );
                 }
             }
             self.values.clear();
             self.values.extend(rows.values(i).iter().map(|&v| v as f32));
             match self.model.observe(stream, &self.values) {
                 Ok(obs) => {
-                    se += obs.errors.step1_sq;
-                    ae += obs.errors.step1_abs;
-                    ne += obs.errors.naive_sq;
-                    n += obs.errors.step1_n;
+                    errors.sq += obs.errors.step1_sq;
+                    errors.abs += obs.errors.step1_abs;
+                    errors.naive_sq += obs.errors.naive_sq;
+                    errors.naive_abs += obs.errors.naive_abs;
+                    errors.n += obs.errors.step1_n as u64;
                     let src = SourceRef {
                         topic: &self.setup.topic,
                         partition: self.setup.partition,
@@ -364,7 +326,7 @@ impl Worker {
                         obs.model_version,
                         &src,
                     );
-                    let d = Delivery {
+                    let d = Receipt {
                         partition: self.setup.partition,
                         offset,
                         kind: RecordKind::Prediction,
@@ -397,10 +359,7 @@ impl Worker {
                 }
             }
         }
-        if n > 0 {
-            let n = n as f64;
-            metrics.observe_errors(se / n, ae / n, ne / n);
-        }
+        metrics.observe_errors(&errors);
         self.sync_counters();
         metrics.processing.observe(start.elapsed().as_secs_f64());
     }
@@ -454,16 +413,13 @@ impl Worker {
         match Reader::new(&bytes).and_then(|r| self.model.load_weights(&r)) {
             Ok(()) => {
                 self.setup.metrics.model_swaps.inc();
-                eprintln!(
-                    "recur: partition {}: loaded new weights, model version {}",
+                tracing::info!(
+                    "partition {}: loaded new weights, model version {}",
                     self.setup.partition,
                     self.model.shared().updates
                 );
             }
-            Err(e) => eprintln!(
-                "recur: partition {}: hot swap refused: {e}",
-                self.setup.partition
-            ),
+            Err(e) => tracing::warn!("partition {}: hot swap refused: {e}", self.setup.partition),
         }
     }
 
@@ -481,7 +437,7 @@ impl Worker {
         let p = self.setup.partition;
         let metrics = self.setup.metrics.clone();
         let start = Instant::now();
-        match write_checkpoint(
+        match checkpoint::write_checkpoint(
             c,
             &mut self.model,
             &self.setup.offsets,
@@ -502,104 +458,21 @@ impl Worker {
                 if let Some(dir) = &c.setup.dir {
                     let path = dir.join(format!("{}-{p}.safetensors", self.setup.topic));
                     if let Err(e) = self.model.save(&path) {
-                        eprintln!("recur: partition {p}: local checkpoint copy: {e}");
+                        tracing::warn!("partition {p}: local checkpoint copy: {e}");
                     }
                 }
             }
             Err(CheckpointFailure::Retry(e)) => {
                 metrics.checkpoint_failures.inc();
                 c.last = Instant::now();
-                eprintln!(
-                    "recur: partition {p}: checkpoint at offset {covered} failed, retrying at the next interval: {e}"
+                tracing::warn!(
+                    "partition {p}: checkpoint at offset {covered} failed, retrying at the next interval: {e}"
                 );
             }
-            Err(CheckpointFailure::Fatal(e)) => metrics.fail(format!("partition {p}: {e}")),
+            Err(CheckpointFailure::Fatal(e)) => {
+                self.setup.health.fail(format!("partition {p}: {e}"))
+            }
         }
         self.sync_counters();
-    }
-}
-
-enum CheckpointFailure {
-    /// The previous checkpoint stays in force; try again later.
-    Retry(String),
-    /// The stage must stop (an aborted transaction lost outputs a restart redoes).
-    Fatal(String),
-}
-
-/// The Kafka side of one checkpoint; returns how many streams it evicted.
-fn write_checkpoint(
-    c: &mut Checkpointing,
-    model: &mut Forecaster<f32>,
-    input: &Offsets,
-    sink: &Sink,
-    input_topic: &str,
-    p: i32,
-    covered: i64,
-) -> Result<usize, CheckpointFailure> {
-    let retry = CheckpointFailure::Retry;
-    let plan = c.book.plan(model);
-    let topic = &c.setup.changelog;
-    let batch = Batch::new(plan.records.len());
-    for (i, r) in plan.records.iter().enumerate() {
-        sink.send_state(topic, p, &r.key, r.value.as_deref(), &batch, i);
-    }
-    let offsets = batch.wait(ACK_WAIT).map_err(retry)?;
-    // The head says "everything below `covered` is done": its predictions too.
-    let deadline = Instant::now() + ACK_WAIT;
-    while !input.with(p, |o| o.acked_below(covered)) {
-        if Instant::now() > deadline {
-            return Err(retry(format!(
-                "predictions below offset {covered} not acknowledged after {} s",
-                ACK_WAIT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let head = c.book.head(model, plan.seq, covered);
-    let hb = Batch::new(1);
-    sink.send_state(topic, p, &head.key, head.value.as_deref(), &hb, 0);
-    hb.wait(ACK_WAIT).map_err(retry)?;
-    if let Some(group) = &c.setup.transaction {
-        sink.commit_transaction(input_topic, p, covered, group)
-            .map_err(|e| CheckpointFailure::Fatal(format!(
-                "transaction for input offset {covered} aborted ({e}); restart to redo it from the last committed checkpoint"
-            )))?;
-    }
-    c.book.finish(model, &plan, &offsets);
-    input.with(p, |o| o.checkpointed(covered));
-    Ok(plan.evict.len())
-}
-
-/// Fetches an evicted stream's state back from the changelog.
-fn bring_back(
-    c: &mut Checkpointing,
-    model: &mut Forecaster<f32>,
-    setup: &WorkerSetup,
-    stream: &str,
-    at: i64,
-) {
-    let p = setup.partition;
-    let mut fetch_back = || -> Result<(), String> {
-        if c.fetcher.is_none() {
-            c.fetcher = Some(
-                Fetcher::new(&c.setup.client, &c.setup.changelog, p).map_err(|e| e.to_string())?,
-            );
-        }
-        let fetcher = c.fetcher.as_ref().expect("set above");
-        match fetcher.fetch(at).map_err(|e| e.to_string())? {
-            (_, Some(value)) => c
-                .book
-                .bring_back(model, stream, &value)
-                .map_err(|e| e.to_string()),
-            (_, None) => Err(format!("offset {at} is a tombstone")),
-        }
-    };
-    let result = fetch_back();
-    match result {
-        Ok(()) => setup.metrics.streams_returned.inc(),
-        // Forecasting goes on from a fresh state rather than stalling the partition.
-        Err(e) => eprintln!(
-            "recur: partition {p}: evicted stream could not be fetched back, it starts afresh: {e}"
-        ),
     }
 }

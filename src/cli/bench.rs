@@ -1,12 +1,16 @@
-//! `recur bench`: the measurements behind the README's performance figures.
+//! `recur bench`: the measurements behind the figures in docs/performance.md.
 
 use std::time::Instant;
 
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use recur::config::Config;
 use serde::Serialize;
 
-use crate::model::learner::Learning;
-use crate::model::{CellKind, Forecaster, ModelConfig};
-use crate::synth::NoisySine;
+use recur::model::learner::Learning;
+use recur::model::{CellKind, Forecaster, ModelConfig};
+use recur::synth::NoisySine;
 
 /// Settings of `recur bench model`.
 #[derive(Clone, Debug)]
@@ -142,7 +146,7 @@ pub struct PipelineBench {
     /// Input partitions (one worker thread each).
     pub partitions: i32,
     /// The stage's configuration (model, windows, properties).
-    pub config: crate::config::Config,
+    pub config: recur::config::Config,
 }
 
 /// What `recur bench pipeline --json` prints.
@@ -174,14 +178,7 @@ pub struct PipelineBenchReport {
 
 /// Runs the end-to-end benchmark: backlog throughput, raw consume rate, paced latency.
 pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
     use anyhow::Context;
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
 
     let tag = format!(
         "bench-{}-{}",
@@ -190,11 +187,7 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
     );
-    let mut cfg = b.config.clone();
-    cfg.kafka.input_topic = format!("{tag}-in");
-    cfg.kafka.output_topic = format!("{tag}-out");
-    cfg.kafka.dlq_topic = format!("{tag}-dlq");
-    cfg.kafka.group = tag.clone();
+    let mut cfg = pipeline_config(b, &tag);
     let mock = if b.brokers == "embedded" {
         let m = rdkafka::mocking::MockCluster::new(1).context("starting the mock cluster")?;
         Some(m)
@@ -214,34 +207,58 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
     ];
     create_topics(mock.as_ref(), &brokers, &topics)?;
 
-    // Backlog.
-    eprintln!(
-        "bench: producing {} events to {}",
-        b.events, cfg.kafka.input_topic
-    );
-    let stop = AtomicBool::new(false);
-    crate::tools::produce_synthetic(
-        &brokers,
-        &cfg.kafka.input_topic,
-        b.streams,
-        0,
-        Some(b.events),
-        &stop,
-    )?;
+    produce_backlog(b, &brokers, &cfg.kafka.input_topic)?;
+    let raw_rate = raw_consume_rate(b, &brokers, &tag, &cfg.kafka.input_topic)?;
+    cfg.metrics.addr = free_addr()?;
+    let (e2e, lat_events) = run_stage_timed(b, &cfg, &brokers)?;
+    let lat = output_latencies(b, &brokers, &tag, &cfg.kafka.output_topic, lat_events)?;
+    Ok(pipeline_report(b, &cfg.model, e2e, raw_rate, &lat))
+}
 
-    // Raw consume rate of the same backlog.
+/// The stage's configuration with the run's own topics and group, named after `tag`.
+fn pipeline_config(b: &PipelineBench, tag: &str) -> Config {
+    let mut cfg = b.config.clone();
+    cfg.kafka.input_topic = format!("{tag}-in");
+    cfg.kafka.output_topic = format!("{tag}-out");
+    cfg.kafka.dlq_topic = format!("{tag}-dlq");
+    cfg.kafka.group = tag.to_string();
+    cfg
+}
+
+/// Writes the backlog: `b.events` synthetic events over `b.streams` streams, unpaced.
+fn produce_backlog(b: &PipelineBench, brokers: &str, input_topic: &str) -> anyhow::Result<()> {
+    use std::sync::atomic::AtomicBool;
+
+    eprintln!("bench: producing {} events to {}", b.events, input_topic);
+    let stop = AtomicBool::new(false);
+    recur::tools::produce_synthetic(brokers, input_topic, b.streams, 0, Some(b.events), &stop)?;
+    Ok(())
+}
+
+/// Events per second a plain consumer reads the backlog at, from the same broker.
+fn raw_consume_rate(
+    b: &PipelineBench,
+    brokers: &str,
+    tag: &str,
+    input_topic: &str,
+) -> anyhow::Result<f64> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
     // The stage's own consumer settings, so the two rates compare like with like.
     let mut raw = ClientConfig::new();
-    for (k, v) in crate::source::CONSUMER_DEFAULTS {
+    for (k, v) in recur::kafka::CONSUMER_DEFAULTS {
         raw.set(k, v);
     }
     let raw: BaseConsumer = raw
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("{tag}-raw"))
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..b.partitions {
-        tpl.add_partition_offset(&cfg.kafka.input_topic, p, Offset::Beginning)?;
+        tpl.add_partition_offset(input_topic, p, Offset::Beginning)?;
     }
     raw.assign(&tpl)?;
     // Timed from the first message, as the stage is from its first prediction,
@@ -262,79 +279,129 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
     };
     drop(raw);
     eprintln!("bench: raw consume {raw_rate:.0} events/s");
+    Ok(raw_rate)
+}
 
-    // End to end over the backlog.
-    cfg.metrics.addr = free_addr()?;
+/// The sum of a metric's samples on the stage's `/metrics` at `addr` (0 if unreachable).
+fn metric_sum(addr: &str, name: &str) -> f64 {
+    let text = http_get(addr, "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `recur_predictions_total` until it reaches `target` or `limit` has passed.
+///
+/// Returns when and at what count the first prediction was seen, the count
+/// reached, and when polling stopped, so callers can time from the first
+/// prediction to the last and not count group-join time.
+fn wait_for_predictions(
+    addr: &str,
+    target: f64,
+    limit: std::time::Duration,
+) -> (Option<(Instant, f64)>, f64, Instant) {
+    let deadline = Instant::now() + limit;
+    let mut first: Option<(Instant, f64)> = None;
+    loop {
+        let c = metric_sum(addr, "recur_predictions_total");
+        if first.is_none() && c > 0.0 {
+            first = Some((Instant::now(), c));
+        }
+        if c >= target || Instant::now() > deadline {
+            return (first, c, Instant::now());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs the stage over the backlog and times it, then feeds the paced latency
+/// events and stops the stage once they have their predictions.
+///
+/// Returns the end-to-end rate (events/s) and the number of latency events fed.
+fn run_stage_timed(b: &PipelineBench, cfg: &Config, brokers: &str) -> anyhow::Result<(f64, u64)> {
+    use std::sync::Arc;
+
     let addr = cfg.metrics.addr.clone();
     let done = Arc::new(tokio::sync::Notify::new());
     let d = done.clone();
     let run_cfg = cfg.clone();
     let stage = std::thread::spawn(move || {
-        crate::stage::run(
+        recur::stage::run(
             run_cfg,
             async move { d.notified().await },
-            crate::stage::LiveLine::Quiet,
+            recur::stage::LiveLine::Quiet,
         )
     });
-    let counter = |name: &str| -> f64 {
-        let text = http_get(&addr, "/metrics");
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     // Time from the first prediction to the last, so group-join time is not counted.
-    let wait_for = |target: f64, limit: std::time::Duration| {
-        let deadline = Instant::now() + limit;
-        let mut first: Option<(Instant, f64)> = None;
-        loop {
-            let c = counter("recur_predictions_total");
-            if first.is_none() && c > 0.0 {
-                first = Some((Instant::now(), c));
-            }
-            if c >= target || Instant::now() > deadline {
-                return (first, c, Instant::now());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    let (first, reached, end) = wait_for(b.events as f64, std::time::Duration::from_secs(1800));
+    let (first, reached, end) =
+        wait_for_predictions(&addr, b.events as f64, std::time::Duration::from_secs(1800));
     let e2e = match first {
         Some((t0, c0)) if reached > c0 => (reached - c0) / (end - t0).as_secs_f64().max(1e-9),
         _ => 0.0,
     };
     eprintln!("bench: end to end {e2e:.0} events/s");
 
-    // Latency at half the measured throughput, with event time = wall clock.
-    let lat_events = (b.events / 10).clamp(1000, 100_000);
-    let rate = ((e2e / 2.0) as u64).max(100);
-    let lat_topic = cfg.kafka.input_topic.clone();
-    let lat_brokers = brokers.clone();
-    let feeder = std::thread::spawn(move || {
-        let stop = AtomicBool::new(false);
-        crate::tools::produce_latency(&lat_brokers, &lat_topic, 64, rate, lat_events, &stop)
-    });
-    feeder
-        .join()
-        .map_err(|_| anyhow::anyhow!("the latency feeder panicked"))??;
-    wait_for(
-        (b.events + lat_events) as f64,
-        std::time::Duration::from_secs(600),
-    );
+    let lat_events = feed_latency_events(b, brokers, &cfg.kafka.input_topic, &addr, e2e)?;
     done.notify_one();
     stage
         .join()
         .map_err(|_| anyhow::anyhow!("the stage panicked"))??;
+    Ok((e2e, lat_events))
+}
 
-    // Latencies: output CreateTime (set when the stage produced) minus event time.
+/// Feeds the latency phase at half the measured throughput `e2e`, with event
+/// time = wall clock, and waits for its predictions; returns the events fed.
+fn feed_latency_events(
+    b: &PipelineBench,
+    brokers: &str,
+    input_topic: &str,
+    addr: &str,
+    e2e: f64,
+) -> anyhow::Result<u64> {
+    use std::sync::atomic::AtomicBool;
+
+    let lat_events = (b.events / 10).clamp(1000, 100_000);
+    let rate = ((e2e / 2.0) as u64).max(100);
+    let lat_topic = input_topic.to_string();
+    let lat_brokers = brokers.to_string();
+    let feeder = std::thread::spawn(move || {
+        let stop = AtomicBool::new(false);
+        recur::tools::produce_latency(&lat_brokers, &lat_topic, 64, rate, lat_events, &stop)
+    });
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the latency feeder panicked"))??;
+    wait_for_predictions(
+        addr,
+        (b.events + lat_events) as f64,
+        std::time::Duration::from_secs(600),
+    );
+    Ok(lat_events)
+}
+
+/// Reads the output topic back; returns the latencies (ms) of the latency
+/// events, sorted: output CreateTime (set when the stage produced) minus event time.
+fn output_latencies(
+    b: &PipelineBench,
+    brokers: &str,
+    tag: &str,
+    output_topic: &str,
+    lat_events: u64,
+) -> anyhow::Result<Vec<f64>> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
     let out: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("{tag}-lat"))
         .set("fetch.wait.max.ms", "20")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..b.partitions {
-        tpl.add_partition_offset(&cfg.kafka.output_topic, p, Offset::Beginning)?;
+        tpl.add_partition_offset(output_topic, p, Offset::Beginning)?;
     }
     out.assign(&tpl)?;
     let mut lat = Vec::with_capacity(lat_events as usize);
@@ -351,15 +418,27 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
         }
     }
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        if lat.is_empty() {
-            f64::NAN
-        } else {
-            lat[((lat.len() - 1) as f64 * q).round() as usize]
-        }
-    };
-    let m = &cfg.model;
-    Ok(PipelineBenchReport {
+    Ok(lat)
+}
+
+/// The `q` quantile of `sorted` (nearest rank), NaN if it is empty.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        f64::NAN
+    } else {
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
+/// The pipeline report from the measured rates and the sorted latencies `lat`.
+fn pipeline_report(
+    b: &PipelineBench,
+    m: &ModelConfig,
+    e2e: f64,
+    raw_rate: f64,
+    lat: &[f64],
+) -> PipelineBenchReport {
+    PipelineBenchReport {
         brokers: b.brokers.clone(),
         events: b.events,
         streams: b.streams,
@@ -375,10 +454,10 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
         events_per_sec: e2e.round(),
         raw_consume_events_per_sec: raw_rate.round(),
         fraction_of_raw: (e2e / raw_rate * 1000.0).round() / 1000.0,
-        latency_p50_ms: pct(0.5),
-        latency_p99_ms: pct(0.99),
+        latency_p50_ms: percentile(lat, 0.5),
+        latency_p99_ms: percentile(lat, 0.99),
         latency_events: lat.len() as u64,
-    })
+    }
 }
 
 /// Creates topics on the mock cluster (which has no CreateTopics) or through the admin API.
@@ -444,10 +523,10 @@ pub struct RestoreBenchReport {
 pub fn restore(
     streams: usize,
     brokers: Option<&str>,
-    cfg: &crate::config::Config,
+    cfg: &recur::config::Config,
 ) -> anyhow::Result<RestoreBenchReport> {
-    use crate::model::Clock;
-    use crate::state::{self, Checkpoints, Latest};
+    use recur::model::Clock;
+    use recur::state::{self, Checkpoints, Latest};
     let mut f = Forecaster::<f32>::new(cfg.model.clone()).map_err(anyhow::Error::msg)?;
     let cp = Checkpoints::new(0, None);
     eprintln!("bench: building {streams} streams (3 events each)");
@@ -512,18 +591,13 @@ pub fn restore(
     );
     let topic = format!("{}-state", run_tag("restore"));
     create_topics(None, brokers, &[(topic.as_str(), 1)])?;
-    let mut client = rdkafka::config::ClientConfig::new();
-    client.set("bootstrap.servers", brokers);
-    for (k, v) in &cfg.kafka.properties {
-        client.set(k, v);
-    }
-    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        client
-            .clone()
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("compression.type", "lz4")
-            .create()?;
+    let client = recur::kafka::client_config(brokers, cfg);
+    let mut pc = client.clone();
+    pc.set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4");
+    let producer: recur::tools::ToolProducer =
+        pc.create_with_context(recur::kafka::Logged::new(&pc))?;
     eprintln!(
         "bench: writing {} changelog records to {topic}",
         latest.len()
@@ -535,7 +609,7 @@ pub fn restore(
         if let Some(v) = &r.value {
             rec = rec.payload(&v[..]);
         }
-        crate::tools::send_waiting(&producer, rec)?;
+        recur::tools::send_waiting(&producer, rec)?;
     }
     rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(120))?;
     let t = Instant::now();
@@ -606,7 +680,7 @@ pub fn idle(
     create_topics(None, brokers, &[(input.as_str(), 4)])?;
     eprintln!("bench: producing {streams} one-event streams to {input}");
     let stop = std::sync::atomic::AtomicBool::new(false);
-    crate::tools::produce_one_shot(brokers, &input, streams, step_ms, &stop)?;
+    recur::tools::produce_one_shot(brokers, &input, streams, step_ms, &stop)?;
     let exe = std::env::current_exe()?;
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir)?;
@@ -706,4 +780,201 @@ fn http_get(addr: &str, path: &str) -> String {
         return String::new();
     }
     text
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// End to end: input topic to predictions acknowledged, against the raw consume rate.
+    Pipeline {
+        /// Bootstrap servers, or `embedded`.
+        #[arg(long, default_value = "embedded")]
+        brokers: String,
+        /// Events in the backlog.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Streams.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        /// Input partitions.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Config file for the stage (model, windows, librdkafka properties).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events per stream between weight updates (overrides the config).
+        #[arg(long)]
+        update_every: Option<usize>,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore speed: stream states decoded per second, from memory and from a changelog topic.
+    Restore {
+        /// Streams to restore.
+        #[arg(long, default_value_t = 100_000)]
+        streams: usize,
+        /// A broker to restore through (write a changelog, then time reading it back).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Config file (model settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Memory with idle streams: each stream sends one event, then goes quiet;
+    /// the stage runs as a child process, without and with state.idle_ttl.
+    Idle {
+        /// Bootstrap servers of a real broker.
+        #[arg(long)]
+        brokers: String,
+        /// Streams (one event each).
+        #[arg(long, default_value_t = 1_000_000)]
+        streams: u64,
+        /// Event time between consecutive events, ms.
+        #[arg(long, default_value_t = 1)]
+        step_ms: i64,
+        /// state.idle_ttl of the second run.
+        #[arg(long, default_value = "60s")]
+        idle_ttl: String,
+        /// checkpoint.interval of both runs.
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Model throughput: inference and training events per second, state size.
+    Model {
+        /// Recurrent cell: lstm, gru, rnn or rnn_relu.
+        #[arg(long, default_value = "lstm")]
+        cell: CellKind,
+        /// Hidden units.
+        #[arg(long, default_value_t = 32)]
+        hidden: usize,
+        /// Values per event.
+        #[arg(long, default_value_t = 1)]
+        inputs: usize,
+        /// TBPTT window.
+        #[arg(long, default_value_t = 16)]
+        tbptt: usize,
+        /// Streams the events are interleaved over.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        /// Events timed for inference.
+        #[arg(long, default_value_t = 4_000_000)]
+        infer_events: usize,
+        /// Events timed for training.
+        #[arg(long, default_value_t = 300_000)]
+        train_events: usize,
+        /// Print one JSON line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one `recur bench` measurement and prints its report.
+pub fn run(what: BenchCommand) -> anyhow::Result<()> {
+    match what {
+        BenchCommand::Pipeline {
+            brokers,
+            events,
+            streams,
+            partitions,
+            config,
+            update_every,
+            json,
+        } => {
+            let mut cfg =
+                Config::load_layered(config.as_deref(), std::env::vars(), toml::Table::new())?;
+            if let Some(u) = update_every {
+                cfg.model.update_every = u;
+            }
+            let report = pipeline(&PipelineBench {
+                brokers,
+                events,
+                streams,
+                partitions,
+                config: cfg,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
+        }
+        BenchCommand::Restore {
+            streams,
+            brokers,
+            config,
+            json,
+        } => {
+            anyhow::ensure!(streams > 0, "--streams must be at least 1");
+            let cfg =
+                Config::load_layered(config.as_deref(), std::env::vars(), toml::Table::new())?;
+            let r = restore(streams, brokers.as_deref(), &cfg)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r:#?}");
+            }
+        }
+        BenchCommand::Idle {
+            brokers,
+            streams,
+            step_ms,
+            idle_ttl,
+            interval,
+            json,
+        } => {
+            anyhow::ensure!(streams > 0, "--streams must be at least 1");
+            let r = idle(&brokers, streams, step_ms, &idle_ttl, &interval)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r:#?}");
+            }
+        }
+        BenchCommand::Model {
+            cell,
+            hidden,
+            inputs,
+            tbptt,
+            streams,
+            infer_events,
+            train_events,
+            json,
+        } => {
+            anyhow::ensure!(streams > 0, "--streams must be at least 1");
+            let report = model(&ModelBench {
+                cell,
+                hidden,
+                inputs,
+                tbptt,
+                streams,
+                infer_events,
+                train_events,
+            })
+            .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} H={} D={} T={} streams={} ({}):\n  inference  {:>12.0} events/s\n  training   {:>12.0} events/s (TBPTT({}) + Adam on every event)\n  state      {:>12} bytes/stream (shared weights)",
+                    report.cell,
+                    hidden,
+                    inputs,
+                    tbptt,
+                    streams,
+                    report.dtype,
+                    report.infer_events_per_sec,
+                    report.train_events_per_sec,
+                    tbptt,
+                    report.state_bytes_per_stream
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -28,7 +28,7 @@
 
 use serde_json::ser::{CompactFormatter, Formatter};
 
-use crate::decode::DecodeError;
+use crate::stage::decode::DecodeError;
 
 /// Header holding the reason and detail of a dead letter.
 pub const HEADER_ERROR: &str = "recur.error";
@@ -148,7 +148,7 @@ fn float(out: &mut Vec<u8>, v: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Reason;
+    use crate::stage::decode::Reason;
     use serde_json::{Value, json};
 
     const SRC: SourceRef<'static> = SourceRef {
@@ -309,8 +309,8 @@ mod tests {
 
     #[test]
     fn dead_letter_headers_carry_the_error_and_source() {
-        let err = crate::decode::decode(
-            &crate::decode::DecodeConfig {
+        let err = crate::stage::decode::decode(
+            &crate::stage::decode::DecodeConfig {
                 fields: Default::default(),
                 width: 3,
                 max_bytes: 1024,

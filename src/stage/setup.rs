@@ -1,0 +1,102 @@
+//! Per-partition wiring: what each partition's worker gets when the group
+//! assigns the partition (its producer, its checkpoint settings, the shared
+//! metrics, offsets and hot-swap slot).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+
+use crate::config::{Config, Every};
+use crate::health::Health;
+use crate::kafka::client_config;
+use crate::stage::offsets::Offsets;
+use crate::stage::sink::Sink;
+use crate::stage::source::Task;
+use crate::stage::swap::HotSwap;
+use crate::stage::worker::{self, StateSetup, WorkerSetup};
+use crate::telemetry::Metrics;
+
+/// Everything shared by the partitions' workers.
+pub(super) struct Wiring {
+    pub cfg: Config,
+    pub brokers: String,
+    pub sink: Arc<Sink>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub offsets: Arc<Offsets>,
+    pub swap: Arc<HotSwap>,
+    pub init: Option<Arc<Vec<u8>>>,
+    pub every: Every,
+    pub idle_ttl_ms: Option<i64>,
+    pub exactly_once: bool,
+}
+
+impl Wiring {
+    /// The task that runs `partition`'s worker.
+    pub fn task(
+        &self,
+        partition: i32,
+        group: Option<ConsumerGroupMetadata>,
+    ) -> Result<Task, String> {
+        let setup = self.worker_setup(partition, group)?;
+        Ok(Box::new(move |feed, stop| worker::run(setup, feed, stop)))
+    }
+
+    fn worker_setup(
+        &self,
+        partition: i32,
+        group: Option<ConsumerGroupMetadata>,
+    ) -> Result<WorkerSetup, String> {
+        let cfg = &self.cfg;
+        let sink = if self.exactly_once {
+            let id = format!("{}-{}-{partition}", cfg.kafka.group, cfg.kafka.input_topic);
+            Arc::new(
+                Sink::transactional(
+                    client_config(&self.brokers, cfg),
+                    &id,
+                    self.offsets.clone(),
+                    self.metrics.clone(),
+                )
+                .map_err(|e| format!("transactional producer {id}: {e}"))?,
+            )
+        } else {
+            self.sink.clone()
+        };
+        let state = match self.every {
+            Every::Off => None,
+            every => Some(StateSetup {
+                changelog: cfg.changelog_topic(),
+                client: client_config(&self.brokers, cfg),
+                every,
+                idle_ttl_ms: self.idle_ttl_ms,
+                dir: (!cfg.checkpoint.dir.is_empty()).then(|| PathBuf::from(&cfg.checkpoint.dir)),
+                transaction: if self.exactly_once {
+                    Some(Arc::new(
+                        group.ok_or("exactly_once needs the consumer group's metadata")?,
+                    ))
+                } else {
+                    None
+                },
+            }),
+        };
+        Ok(WorkerSetup {
+            topic: cfg.kafka.input_topic.clone(),
+            partition,
+            output_topic: cfg.kafka.output_topic.clone(),
+            dlq_topic: cfg.kafka.dlq_topic.clone(),
+            decode: cfg.decode_config(),
+            model: cfg.model.clone(),
+            max_events: cfg.window.max_events,
+            linger: Duration::from_millis(cfg.window.linger_ms),
+            sink,
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            offsets: self.offsets.clone(),
+            init: self.init.clone(),
+            state,
+            swap: self.swap.clone(),
+        })
+    }
+}
