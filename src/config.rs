@@ -281,6 +281,37 @@ pub struct EventsConfig {
     pub value_field: String,
     /// Largest accepted message in bytes.
     pub max_bytes: usize,
+    /// Longest accepted stream id in bytes.
+    #[serde(default = "default_max_stream_bytes")]
+    pub max_stream_bytes: usize,
+    /// How far past the wall clock an event time may lie (a duration), or "off".
+    #[serde(default = "default_max_future")]
+    pub max_future: String,
+}
+
+fn default_max_stream_bytes() -> usize {
+    256
+}
+
+fn default_max_future() -> String {
+    "1d".into()
+}
+
+impl EventsConfig {
+    /// `max_future` in ms; `None` when "off".
+    pub fn max_future_ms(&self) -> Result<Option<i64>, String> {
+        match self.max_future.trim() {
+            "off" => Ok(None),
+            text => parse_duration(text)
+                .map(|d| Some(d.as_millis().min(i64::MAX as u128) as i64))
+                .map_err(|e| {
+                    format!(
+                        "events.max_future = {:?}: {e} (or \"off\")",
+                        self.max_future
+                    )
+                }),
+        }
+    }
 }
 
 /// `[window]`: when a partition's Arrow window is flushed.
@@ -494,6 +525,8 @@ impl Config {
             },
             width: self.model.inputs,
             max_bytes: e.max_bytes,
+            max_stream_bytes: e.max_stream_bytes,
+            max_ts_ms: crate::stage::decode::MAX_TS_MS,
         }
     }
 
@@ -520,6 +553,10 @@ impl Config {
         self.backtest.linear.validate("backtest.linear")?;
         if self.window.max_events == 0 {
             return Err("window.max_events = 0: must be at least 1".into());
+        }
+        self.events.max_future_ms()?;
+        if self.events.max_stream_bytes == 0 {
+            return Err("events.max_stream_bytes = 0: must be at least 1".into());
         }
         if self.events.max_bytes == 0 {
             return Err("events.max_bytes = 0: must be at least 1".into());

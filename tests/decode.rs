@@ -27,6 +27,8 @@ fn cfg(width: usize) -> DecodeConfig {
         fields: Fields::default(),
         width,
         max_bytes: 512,
+        max_stream_bytes: 256,
+        max_ts_ms: MAX_TS_MS,
     }
 }
 
@@ -188,4 +190,62 @@ fn json_shaped_noise_never_panics() {
     }
     // Some noise is a valid event, so the success path is exercised too.
     assert!(ok > 0);
+}
+
+#[test]
+fn stream_ids_are_bounded_at_their_limit() {
+    let c = cfg(1);
+    let at = "s".repeat(c.max_stream_bytes);
+    let over = "s".repeat(c.max_stream_bytes + 1);
+    let msg = |s: &str| format!(r#"{{"stream":"{s}","ts":1,"value":1}}"#);
+    let mut big = cfg(1);
+    big.max_bytes = 1 << 20;
+    assert_eq!(
+        check(&big, None, msg(&at).as_bytes(), None).unwrap().stream,
+        at
+    );
+    let e = check(&big, None, msg(&over).as_bytes(), None).unwrap_err();
+    assert_eq!(e.reason.as_str(), "stream_too_long", "{e}");
+    // The key alone (no stream field) is bounded too: a 600 KB key is not a stream id.
+    let key = vec![b'k'; 600_000];
+    let e = check(&big, Some(&key), br#"{"ts":1,"value":1}"#, None).unwrap_err();
+    assert_eq!(e.reason.as_str(), "stream_too_long", "{e}");
+}
+
+#[test]
+fn values_beyond_f32_are_refused() {
+    let c = cfg(2);
+    let ok = check(
+        &c,
+        None,
+        br#"{"stream":"s","ts":1,"values":[3.4e38,-3.4e38]}"#,
+        None,
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    for v in ["1e39", "-1e39", "3.5e38", "1.7976931348623157e308"] {
+        let msg = format!(r#"{{"stream":"s","ts":1,"values":[1,{v}]}}"#);
+        let e = check(&c, None, msg.as_bytes(), None).unwrap_err();
+        assert_eq!(e.reason.as_str(), "out_of_range", "{v}: {e}");
+        assert!(e.detail.contains("[1]"), "names the index: {e}");
+    }
+}
+
+#[test]
+fn event_times_past_the_bound_are_refused() {
+    let mut c = cfg(1);
+    c.max_ts_ms = 1_000_000;
+    let at = check(&c, None, br#"{"stream":"s","ts":1000000,"value":1}"#, None);
+    assert_eq!(at.unwrap().ts_ms, 1_000_000);
+    let e = check(&c, None, br#"{"stream":"s","ts":1000001,"value":1}"#, None).unwrap_err();
+    assert_eq!(e.reason.as_str(), "future_timestamp", "{e}");
+    // The Kafka timestamp is bounded the same way.
+    let e = check(&c, None, br#"{"stream":"s","value":1}"#, Some(2_000_000)).unwrap_err();
+    assert_eq!(e.reason.as_str(), "future_timestamp", "{e}");
+}
+
+#[test]
+fn the_default_configuration_bounds_the_future_by_a_day() {
+    let cfg = recur::config::Config::load(None).unwrap();
+    assert_eq!(cfg.events.max_future_ms(), Ok(Some(86_400_000)));
+    assert_eq!(cfg.events.max_stream_bytes, 256);
 }

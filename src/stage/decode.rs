@@ -39,6 +39,9 @@
 //! | `NonFinite` | `non_finite` | a value is NaN or infinite: the bare `NaN`/`Infinity` tokens some encoders write (not JSON, but that is what they mean), or a number beyond f64's range such as `1e400` |
 //! | `BadTimestamp` | `bad_timestamp` | a time that does not parse or lies outside the accepted range |
 //! | `StreamMismatch` | `stream_mismatch` | the `stream` field and the Kafka key differ |
+//! | `StreamTooLong` | `stream_too_long` | the stream id is longer than `max_stream_bytes` |
+//! | `FutureTimestamp` | `future_timestamp` | the event time is after `max_ts_ms` (the stage keeps it at the wall clock plus `events.max_future`) |
+//! | `OutOfRange` | `out_of_range` | a finite value beyond f32's range (e.g. `1e39`): the model computes in f32 |
 //!
 //! When a message has several faults, the first one met is reported: size,
 //! then the JSON in document order, then stream, time and values.
@@ -98,6 +101,11 @@ pub struct DecodeConfig {
     pub width: usize,
     /// Largest accepted message value, in bytes.
     pub max_bytes: usize,
+    /// Longest accepted stream id, in bytes.
+    pub max_stream_bytes: usize,
+    /// Latest accepted event time (epoch ms): the stage keeps it at the wall
+    /// clock plus `events.max_future`; at most [`MAX_TS_MS`].
+    pub max_ts_ms: i64,
 }
 
 /// A good input event.
@@ -130,11 +138,17 @@ pub enum Reason {
     BadTimestamp,
     /// The `stream` field and the Kafka key differ.
     StreamMismatch,
+    /// The stream id is longer than `max_stream_bytes`.
+    StreamTooLong,
+    /// A value beyond f32's range (the model computes in f32).
+    OutOfRange,
+    /// An event time later than the wall clock plus `events.max_future`.
+    FutureTimestamp,
 }
 
 impl Reason {
     /// Every reason, for registering the metric labels up front.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Oversize,
         Reason::NotJson,
         Reason::MissingField,
@@ -143,6 +157,9 @@ impl Reason {
         Reason::NonFinite,
         Reason::BadTimestamp,
         Reason::StreamMismatch,
+        Reason::StreamTooLong,
+        Reason::OutOfRange,
+        Reason::FutureTimestamp,
     ];
 
     /// The Prometheus `reason` label value.
@@ -156,6 +173,9 @@ impl Reason {
             Reason::NonFinite => "non_finite",
             Reason::BadTimestamp => "bad_timestamp",
             Reason::StreamMismatch => "stream_mismatch",
+            Reason::StreamTooLong => "stream_too_long",
+            Reason::OutOfRange => "out_of_range",
+            Reason::FutureTimestamp => "future_timestamp",
         }
     }
 }
@@ -221,6 +241,17 @@ pub fn decode(
     let f = &cfg.fields;
 
     let stream = resolve_stream(f, raw.stream, key)?;
+    if stream.len() > cfg.max_stream_bytes {
+        return Err(DecodeError::new(
+            Reason::StreamTooLong,
+            format!(
+                "the stream id is {} bytes, more than max_stream_bytes = {}: {:?}",
+                stream.len(),
+                cfg.max_stream_bytes,
+                &stream[..stream.floor_char_boundary(64)]
+            ),
+        ));
+    }
     let ts_ms = match (raw.ts, kafka_ts_ms) {
         (Some(ts), _) => ts,
         (None, Some(ts)) if (0..=MAX_TS_MS).contains(&ts) => ts,
@@ -283,11 +314,31 @@ pub fn decode(
             ));
         }
     };
+    if ts_ms > cfg.max_ts_ms {
+        return Err(DecodeError::new(
+            Reason::FutureTimestamp,
+            format!(
+                "the event time {ts_ms} ms is after {} ms (the wall clock plus events.max_future)",
+                cfg.max_ts_ms
+            ),
+        ));
+    }
     // serde_json refuses NaN and infinities, so this only guards the contract.
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(DecodeError::new(
             Reason::NonFinite,
             format!("field `{}`[{i}] is {}", f.values, values[i]),
+        ));
+    }
+    if let Some(i) = values.iter().position(|v| v.abs() > f32::MAX as f64) {
+        return Err(DecodeError::new(
+            Reason::OutOfRange,
+            format!(
+                "field `{}`[{i}] is {}, beyond the model's f32 range (±{:e})",
+                f.values,
+                values[i],
+                f32::MAX
+            ),
         ));
     }
     Ok(Event {
@@ -709,6 +760,8 @@ mod tests {
             fields: Fields::default(),
             width,
             max_bytes: 4096,
+            max_stream_bytes: 256,
+            max_ts_ms: MAX_TS_MS,
         }
     }
 
@@ -778,10 +831,14 @@ mod tests {
         let e = ok(
             &cfg(2),
             None,
-            &format!(r#"{{"stream":"a","ts":1,"values":[{x},{}]}}"#, f64::MAX),
+            &format!(
+                r#"{{"stream":"a","ts":1,"values":[{x},{}]}}"#,
+                f32::MAX as f64
+            ),
             None,
         );
-        assert_eq!(e.values, vec![x, f64::MAX]);
+        // The largest value the model can hold (f32::MAX) comes through exactly.
+        assert_eq!(e.values, vec![x, f32::MAX as f64]);
     }
 
     #[test]
@@ -1233,6 +1290,8 @@ mod tests {
             },
             width: 2,
             max_bytes: 1024,
+            max_stream_bytes: 256,
+            max_ts_ms: MAX_TS_MS,
         };
         let e = ok(
             &c,
@@ -1310,7 +1369,10 @@ mod tests {
                 "wrong_width",
                 "non_finite",
                 "bad_timestamp",
-                "stream_mismatch"
+                "stream_mismatch",
+                "stream_too_long",
+                "out_of_range",
+                "future_timestamp"
             ]
         );
     }

@@ -314,6 +314,8 @@ mod tests {
                 fields: Default::default(),
                 width: 3,
                 max_bytes: 1024,
+                max_stream_bytes: 256,
+                max_ts_ms: crate::stage::decode::MAX_TS_MS,
             },
             None,
             Some(br#"{"stream":"a","ts":1,"values":[1,2]}"#),

@@ -87,6 +87,10 @@ impl Wiring {
             output_topic: cfg.kafka.output_topic.clone(),
             dlq_topic: cfg.kafka.dlq_topic.clone(),
             decode: cfg.decode_config(),
+            max_future_ms: cfg
+                .events
+                .max_future_ms()
+                .expect("events.max_future was validated at load"),
             model: cfg.model.clone(),
             max_events: cfg.window.max_events,
             linger: Duration::from_millis(cfg.window.linger_ms),

@@ -42,6 +42,8 @@ pub struct WorkerSetup {
     pub dlq_topic: String,
     /// Decoding rules.
     pub decode: DecodeConfig,
+    /// `events.max_future` in ms: `decode.max_ts_ms` follows the wall clock by this.
+    pub max_future_ms: Option<i64>,
     /// The learner's configuration.
     pub model: ModelConfig,
     /// Window size limit.
@@ -164,6 +166,9 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
             .min(POLL_WAIT);
         if let Some(due) = w.checkpoint_deadline() {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
+        if let Some(ahead) = w.setup.max_future_ms {
+            w.setup.decode.max_ts_ms = wall_ms().saturating_add(ahead).min(decode::MAX_TS_MS);
         }
         let got = feed.poll(wait, |batch| {
             // In flight from here until their outputs are acknowledged.
@@ -475,4 +480,11 @@ impl Worker {
         }
         self.sync_counters();
     }
+}
+
+/// The wall clock, epoch ms.
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
