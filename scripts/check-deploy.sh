@@ -36,6 +36,12 @@ for s in kafka topics recur producer prometheus grafana; do
   case " $services " in *" $s "*) ;; *) say "  service $s missing"; exit 1 ;; esac
 done
 
+# Exposure: every published port binds 127.0.0.1, and Grafana has no anonymous admin.
+bad_ports="$(grep -nE '^\s*-\s*"?[0-9]+:[0-9]+' docker-compose.yml || true)"
+if [ -n "$bad_ports" ]; then say "  ports published on every interface (bind 127.0.0.1):"; echo "$bad_ports"; exit 1; fi
+if grep -qE 'GF_AUTH_ANONYMOUS_ORG_ROLE:\s*"?Admin' docker-compose.yml; then say "  Grafana's anonymous role is Admin"; exit 1; fi
+say "  published ports bind 127.0.0.1; no anonymous Grafana admin"
+
 # --- Prometheus ---------------------------------------------------------------
 say "promtool check config config/prometheus.yml"
 promtool check config config/prometheus.yml

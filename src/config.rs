@@ -259,7 +259,15 @@ pub struct BacktestConfig {
 }
 
 /// Property names whose values are secrets (matched case-insensitively, anywhere in the name).
-const SECRET_WORDS: [&str; 3] = ["password", "secret", "key"];
+/// `sasl.oauthbearer.config` carries client secrets; `token` covers bearer tokens.
+const SECRET_WORDS: [&str; 6] = [
+    "password",
+    "secret",
+    "key",
+    "token",
+    "oauthbearer.config",
+    "credential",
+];
 
 /// Whether a `kafka.properties` value is a secret (redacted in logs and `recur config`).
 pub fn is_secret(property: &str) -> bool {
@@ -587,6 +595,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_property_that_can_carry_a_secret_is_redacted() {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.token.endpoint.url",
+            "ssl.key.pem",
+            "SASL.PASSWORD",
+        ] {
+            assert!(is_secret(k), "{k} is not redacted");
+        }
+        for k in [
+            "bootstrap.servers",
+            "security.protocol",
+            "sasl.username",
+            "sasl.mechanism",
+        ] {
+            assert!(!is_secret(k), "{k} is redacted but is not a secret");
+        }
+    }
 
     #[test]
     fn defaults_parse_and_match_the_struct_defaults() {

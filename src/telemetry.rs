@@ -283,7 +283,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
                 "/healthz" => match health.fatal() {
                     None => ("200 OK", "text/plain", "ok\n".to_string()),
-                    Some(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+                    Some(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
                 },
                 "/readyz" if health.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
                 "/readyz" => (

@@ -185,6 +185,26 @@ pub struct Sink {
     producer: ThreadedProducer<SinkContext>,
 }
 
+/// The stage producer's defaults; a pass-through property of the same name
+/// wins. Idempotence keeps a stream's predictions in order through retries
+/// (and drops the duplicates a retry would otherwise write).
+pub const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
+    ("enable.idempotence", "true"),
+    ("linger.ms", "5"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("compression.type", "lz4"),
+];
+
+/// Sets [`PRODUCER_DEFAULTS`] where no property overrides them.
+pub fn producer_defaults(config: &mut ClientConfig) {
+    for (k, v) in PRODUCER_DEFAULTS {
+        if config.get(k).is_none() {
+            config.set(k, v);
+        }
+    }
+}
+
 impl Sink {
     /// A producer from `config` (bootstrap servers and pass-through properties already set).
     pub fn new(
@@ -192,17 +212,7 @@ impl Sink {
         offsets: Arc<Offsets>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaError> {
-        // Throughput defaults; a pass-through property of the same name wins.
-        for (k, v) in [
-            ("linger.ms", "5"),
-            ("batch.num.messages", "10000"),
-            ("queue.buffering.max.messages", "1000000"),
-            ("compression.type", "lz4"),
-        ] {
-            if config.get(k).is_none() {
-                config.set(k, v);
-            }
-        }
+        producer_defaults(&mut config);
         let log = KafkaLog::new(&config);
         let producer = config.create_with_context(SinkContext {
             offsets,
@@ -334,4 +344,24 @@ pub fn headers(pairs: &[(&'static str, Vec<u8>)]) -> OwnedHeaders {
                 value: Some(v.as_slice()),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producer_is_idempotent_unless_told_otherwise() {
+        let mut c = ClientConfig::new();
+        producer_defaults(&mut c);
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        let mut c = ClientConfig::new();
+        c.set("enable.idempotence", "false");
+        producer_defaults(&mut c);
+        assert_eq!(
+            c.get("enable.idempotence"),
+            Some("false"),
+            "the user's value wins"
+        );
+    }
 }

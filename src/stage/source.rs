@@ -137,9 +137,10 @@ impl ConsumerContext for SourceContext {
                 };
                 let stop = Arc::new(AtomicBool::new(false));
                 let s = stop.clone();
+                let health = self.health.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("recur-p{p}"))
-                    .spawn(move || task(feed, &s))
+                    .spawn(move || guarded(p, &health, || task(feed, &s)))
                     .expect("spawning a worker thread");
                 workers.insert(p, Running { stop, thread });
             }
@@ -167,6 +168,22 @@ impl SourceContext {
         if let Err(e) = self.sink.flush(Duration::from_secs(30)) {
             tracing::warn!("producer flush: {e}");
         }
+    }
+}
+
+/// Runs a partition's task; a panic fails the stage loudly (logged, health
+/// failing, non-zero exit) instead of leaving a dead partition behind a green
+/// health check.
+pub fn guarded(partition: i32, health: &Health, task: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic".into());
+        health.fail(format!(
+            "partition {partition}: its worker panicked: {what}"
+        ));
     }
 }
 
