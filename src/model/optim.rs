@@ -149,7 +149,9 @@ impl<S: Scalar> Optimizer<S> {
                 }
                 let [b1, b2] = cfg.betas;
                 // PyTorch computes the bias corrections in double precision.
-                let t = self.step as i32;
+                // Saturating: past 2^31 steps β^t is 0 in f64 either way, where a
+                // wrapping cast would turn every weight into NaN.
+                let t = self.step.min(i32::MAX as u64) as i32;
                 let step_size = S::of(cfg.lr / (1.0 - b1.powi(t)));
                 // Multiplying by 1/sqrt(1 - β2^t) instead of dividing saves a division
                 // per parameter; it differs from PyTorch's rounding by at most an ulp.
@@ -176,4 +178,44 @@ impl<S: Scalar> Optimizer<S> {
 /// True when every gradient is finite (the non-finite guard's check).
 pub fn grads_finite<S: Scalar>(grads: &Params<S>) -> bool {
     all_finite(grads.flat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CellKind;
+    use crate::model::params::Dims;
+
+    #[test]
+    fn adam_past_two_to_the_thirty_one_steps_stays_finite() {
+        let layout = ParamLayout::new(Dims {
+            cell: CellKind::Gru,
+            inputs: 1,
+            hidden: 3,
+            layers: 1,
+            outputs: 1,
+        });
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            ..OptimizerConfig::default()
+        };
+        let mut opt = Optimizer::<f64>::new(cfg, &layout);
+        opt.step = i32::MAX as u64 - 1;
+        let mut params = Params::<f64>::zeros(&layout);
+        for (i, p) in params.flat_mut().iter_mut().enumerate() {
+            *p = 0.01 * i as f64;
+        }
+        for _ in 0..3 {
+            let mut grads = Params::<f64>::zeros(&layout);
+            grads.flat_mut().iter_mut().for_each(|g| *g = 0.5);
+            opt.update(&mut params, &mut grads);
+            assert!(
+                params.flat().iter().all(|p| p.is_finite()),
+                "step {}: {:?}",
+                opt.step,
+                params.flat()
+            );
+        }
+        assert_eq!(opt.step, i32::MAX as u64 + 2);
+    }
 }
