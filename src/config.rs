@@ -47,6 +47,42 @@ pub struct Config {
     /// Log lines.
     #[serde(default)]
     pub log: LogConfig,
+    /// `recur run`'s process: the shutdown bound.
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+/// `[run]`: the stage process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Longest a shutdown (signal or fatal error) may take before the process
+    /// exits with status 1 regardless; what was not committed is redone by
+    /// the partitions' next owner. A duration or "off".
+    pub shutdown_timeout: String,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            shutdown_timeout: "30s".into(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// The shutdown bound; `None` when "off".
+    pub fn shutdown_timeout(&self) -> Result<Option<std::time::Duration>, String> {
+        match self.shutdown_timeout.trim() {
+            "off" => Ok(None),
+            t => parse_duration(t).map(Some).map_err(|e| {
+                format!(
+                    "run.shutdown_timeout = {:?}: {e} (or \"off\")",
+                    self.shutdown_timeout
+                )
+            }),
+        }
+    }
 }
 
 /// `[log]`: how log lines are written (`RUST_LOG` filters them).
@@ -208,6 +244,18 @@ impl KafkaConfig {
     /// True for the in-process mock cluster.
     pub fn is_embedded(&self) -> bool {
         self.brokers == "embedded"
+    }
+
+    /// Bytes of key and value a dead letter may carry: librdkafka's
+    /// `message.max.bytes` (default 1,000,000) less 8 KiB for headers and
+    /// record overhead.
+    pub fn dead_letter_budget(&self) -> usize {
+        let max = self
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        max.saturating_sub(8 * 1024).max(1024)
     }
 
     /// The pass-through properties with secret values replaced, for logs.
@@ -563,6 +611,7 @@ impl Config {
             return Err("window.max_events = 0: must be at least 1".into());
         }
         self.events.max_future_ms()?;
+        self.run.shutdown_timeout()?;
         if self.events.max_stream_bytes == 0 {
             return Err("events.max_stream_bytes = 0: must be at least 1".into());
         }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use recur::health::Health;
+
+mod common;
 use recur::stage::offsets::{CommitPolicy, Offsets};
 use recur::stage::sink::Sink;
 use recur::stage::source::{Source, Task};
@@ -20,7 +22,15 @@ fn a_panicking_partition_worker_fails_the_stage() {
     client.set("bootstrap.servers", cluster.bootstrap_servers());
     let (metrics, health) = (Metrics::new(), Arc::new(Health::default()));
     let offsets = Arc::new(Offsets::new(CommitPolicy::Acknowledged));
-    let sink = Arc::new(Sink::new(client.clone(), offsets.clone(), metrics.clone()).unwrap());
+    let sink = Arc::new(
+        Sink::new(
+            client.clone(),
+            offsets.clone(),
+            metrics.clone(),
+            health.clone(),
+        )
+        .unwrap(),
+    );
     client.set("group.id", "g");
     let start = Box::new(|p: i32, _| -> Result<Task, String> {
         Ok(Box::new(move |_feed, _stop| {
@@ -44,4 +54,148 @@ fn a_panicking_partition_worker_fails_the_stage() {
     );
     // A failed stage stops serving on its own: the source returns without a stop request.
     run.join().unwrap();
+}
+
+/// A stage config against `brokers` (a test's own mock cluster), checkpoints off.
+fn stage_config(brokers: &str, extra: &str) -> recur::config::Config {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\ndlq_topic = \"dlq\"\n\
+         [metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = \"off\"\n{extra}"
+    );
+    recur::config::Config::load_with(None, text.parse().unwrap()).unwrap()
+}
+
+fn mock(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(1).unwrap();
+    for (t, n) in topics {
+        cluster.create_topic(t, *n, 1).unwrap();
+    }
+    cluster
+}
+
+/// Sends `(key, value)` records to `topic`, waiting for each.
+fn send(brokers: &str, topic: &str, records: &[(&[u8], Vec<u8>)]) {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        p.send(BaseRecord::to(topic).key(*k).payload(v)).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_dead_letter_too_large_to_send_is_cut_to_fit_and_the_partition_commits() {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let huge = vec![b'x'; 2 << 20];
+    let good = br#"{"stream":"s","ts":1467331200000,"value":1.5}"#.to_vec();
+    send(&brokers, "in", &[(b"s", huge), (b"s", good)]);
+    let cfg = stage_config(&brokers, "");
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    let run = std::thread::spawn(move || {
+        recur::stage::run(
+            cfg,
+            async move { s.notified().await },
+            recur::stage::LiveLine::Quiet,
+        )
+    });
+    // Read the dead letter back.
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&["dlq"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letter = loop {
+        assert!(Instant::now() < deadline, "no dead letter within a minute");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            break m.detach();
+        }
+    };
+    stop.notify_one();
+    let report = run.join().unwrap().expect("the stage stops cleanly");
+    assert_eq!(
+        (report.events, report.predictions, report.dead_letters),
+        (1, 1, 1)
+    );
+    let header = |name: &str| {
+        let hs = letter.headers().expect("headers");
+        hs.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert!(header("recur.error").unwrap().starts_with("oversize"));
+    assert_eq!(
+        header("recur.truncated").as_deref(),
+        Some("key 1 bytes, value 2097152 bytes")
+    );
+    // Both offsets are committed: nothing is left to redo.
+    let g: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "recur")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("in", 0);
+    let committed = g.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        committed.find_partition("in", 0).unwrap().offset(),
+        rdkafka::Offset::Offset(2)
+    );
+    let kept = letter.payload().unwrap();
+    assert!(
+        kept.len() < 1_000_000 && kept.iter().all(|&b| b == b'x'),
+        "{}",
+        kept.len()
+    );
+}
+
+#[test]
+fn predictions_that_cannot_be_delivered_fail_the_stage_loudly() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let events: Vec<(&[u8], Vec<u8>)> = (0..20)
+        .map(|i| {
+            let v = format!(
+                r#"{{"stream":"s","ts":{},"value":{i}}}"#,
+                1_467_331_200_000i64 + i
+            );
+            (b"s".as_slice(), v.into_bytes())
+        })
+        .collect();
+    send(&brokers, "in", &events);
+    // From now on the broker refuses every produce request (a long output outage).
+    let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000];
+    cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+    let cfg = stage_config(
+        &brokers,
+        "[kafka.properties]\n\"message.timeout.ms\" = \"1500\"\n",
+    );
+    let started = Instant::now();
+    // No shutdown request: the stage must stop by itself.
+    let result = recur::stage::run(cfg, std::future::pending(), recur::stage::LiveLine::Quiet);
+    let err = result.expect_err("the stage kept running with frozen commits");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("not delivered") && text.contains("partition 0"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }

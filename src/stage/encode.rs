@@ -120,6 +120,21 @@ pub fn dead_letter_headers(err: &DecodeError, src: &SourceRef<'_>) -> [(&'static
     ]
 }
 
+/// Header set on a dead letter whose key or value was cut to fit the
+/// producer's `message.max.bytes`: the original sizes, e.g. `key 12 bytes, value 2097152 bytes`.
+pub const HEADER_TRUNCATED: &str = "recur.truncated";
+
+/// Cuts a dead letter's key and value so that together they take at most
+/// `budget` bytes (the key keeps up to half); `None` when they already fit.
+/// Returns the kept lengths.
+pub fn fit(key_len: usize, value_len: usize, budget: usize) -> Option<(usize, usize)> {
+    if key_len + value_len <= budget {
+        return None;
+    }
+    let key = key_len.min(budget / 2);
+    Some((key, value_len.min(budget - key)))
+}
+
 /// Writes `s` as a JSON string (quoted and escaped).
 fn string(out: &mut Vec<u8>, s: &str) {
     // `Vec<u8>` as `io::Write` never fails, and serializing a `str` has no other error.
@@ -148,6 +163,16 @@ fn float(out: &mut Vec<u8>, v: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letters_are_cut_to_the_budget() {
+        assert_eq!(fit(10, 100, 1000), None);
+        assert_eq!(fit(10, 2_000_000, 1000), Some((10, 990)));
+        assert_eq!(fit(600_000, 10, 1000), Some((500, 10)));
+        assert_eq!(fit(600_000, 2_000_000, 1000), Some((500, 500)));
+        let (k, v) = fit(7, 3_000, 1_000).unwrap();
+        assert!(k + v <= 1_000);
+    }
     use crate::stage::decode::Reason;
     use serde_json::{Value, json};
 

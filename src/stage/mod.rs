@@ -107,6 +107,7 @@ pub fn run(
         client_config(&brokers, &cfg),
         offsets.clone(),
         metrics.clone(),
+        health.clone(),
     )?);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = match cfg.state.watch.is_empty() {
@@ -150,6 +151,12 @@ pub fn run(
     let every = Duration::from_secs(cfg.embedded.report_every_s.max(1));
     rt.block_on(wait(shutdown, &metrics, &health, every, live));
     tracing::info!("shutting down: draining windows, delivering, committing");
+    // Held until this function returns: a finished shutdown disarms it.
+    let _watchdog = cfg
+        .run
+        .shutdown_timeout()
+        .map_err(anyhow::Error::msg)?
+        .map(watchdog);
     if let Some(e) = embedded.as_mut() {
         e.stop_feeding();
     }
@@ -176,6 +183,28 @@ pub fn run(
     );
     drop(embedded);
     Ok(report)
+}
+
+/// Ends the process with status 1 if the shutdown is still running after
+/// `bound` (e.g. acknowledgements that never come during an output outage).
+/// Dropping the returned sender (the shutdown finished) disarms it.
+fn watchdog(bound: Duration) -> std::sync::mpsc::Sender<()> {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("recur-shutdown-watchdog".into())
+        .spawn(move || {
+            if wait.recv_timeout(bound) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            tracing::error!(
+                "shutdown still running after run.shutdown_timeout = {bound:?}: exiting; what was not committed is redone by the next owner of its partitions"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no shutdown watchdog ({e}): the shutdown is not bounded");
+    }
+    done
 }
 
 /// Logs what the stage connects: topics, group, brokers (secrets redacted), metrics.

@@ -58,6 +58,7 @@ impl Wiring {
                     &id,
                     self.offsets.clone(),
                     self.metrics.clone(),
+                    self.health.clone(),
                 )
                 .map_err(|e| format!("transactional producer {id}: {e}"))?,
             )
@@ -86,6 +87,7 @@ impl Wiring {
             partition,
             output_topic: cfg.kafka.output_topic.clone(),
             dlq_topic: cfg.kafka.dlq_topic.clone(),
+            dlq_max_bytes: cfg.kafka.dead_letter_budget(),
             decode: cfg.decode_config(),
             max_future_ms: cfg
                 .events

@@ -1,6 +1,7 @@
 //! The Kafka producer: predictions and dead letters out, acknowledgements back
 //! into [`Offsets`] and the metrics. It never touches model state.
 
+use crate::health::Health;
 use crate::kafka::KafkaLog;
 use rdkafka::config::RDKafkaLogLevel;
 use std::sync::{Arc, Condvar, Mutex};
@@ -114,6 +115,7 @@ pub struct Receipt {
 pub struct SinkContext {
     offsets: Arc<Offsets>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     log: KafkaLog,
 }
 
@@ -165,18 +167,20 @@ impl SinkContext {
             batch.delivered(*i, Err(e.to_string()));
             return;
         }
-        // The offset stays in flight, so it is never committed: a restart redoes it.
+        // The offset stays in flight, so it is never committed, and the stage
+        // stops (by policy): librdkafka already retried for message.timeout.ms,
+        // and a partition that can never commit again must not look healthy.
+        // A restart redoes everything from the last commit.
         self.offsets.with(d.partition, |p| p.failed());
-        let n = self.metrics.delivery_errors.get();
         self.metrics.delivery_errors.inc();
-        if n < 10 || n.is_power_of_two() {
-            tracing::warn!(
-                partition = d.partition,
-                offset = d.offset,
-                failures = n + 1,
-                "record was not delivered ({e}); its input offset is not committed"
-            );
-        }
+        let what = match d.kind {
+            RecordKind::Prediction => "prediction",
+            _ => "dead letter",
+        };
+        self.health.fail(format!(
+            "partition {} offset {}: the {what} was not delivered ({e}); stopping, a restart redoes it from the last commit",
+            d.partition, d.offset
+        ));
     }
 }
 
@@ -211,12 +215,14 @@ impl Sink {
         mut config: ClientConfig,
         offsets: Arc<Offsets>,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> Result<Self, KafkaError> {
         producer_defaults(&mut config);
         let log = KafkaLog::new(&config);
         let producer = config.create_with_context(SinkContext {
             offsets,
             metrics,
+            health,
             log,
         })?;
         Ok(Sink { producer })
@@ -228,9 +234,10 @@ impl Sink {
         id: &str,
         offsets: Arc<Offsets>,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> Result<Self, KafkaError> {
         config.set("transactional.id", id);
-        let sink = Self::new(config, offsets, metrics)?;
+        let sink = Self::new(config, offsets, metrics, health)?;
         sink.producer.init_transactions(TXN_TIMEOUT)?;
         sink.producer.begin_transaction()?;
         Ok(sink)

@@ -40,6 +40,9 @@ pub struct WorkerSetup {
     pub output_topic: String,
     /// Dead-letter topic.
     pub dlq_topic: String,
+    /// Most bytes of key and value a dead letter carries (the producer's
+    /// `message.max.bytes` less room for headers).
+    pub dlq_max_bytes: usize,
     /// Decoding rules.
     pub decode: DecodeConfig,
     /// `events.max_future` in ms: `decode.max_ts_ms` follows the wall clock by this.
@@ -251,8 +254,17 @@ impl Worker {
         }
     }
 
+    /// Sends the input to the dead-letter topic with its reason. A key and
+    /// value too large for the producer are cut to fit, with a header giving
+    /// the original sizes: an unsendable dead letter would stall the partition.
     fn dead_letter(&self, key: Option<&[u8]>, value: Option<&[u8]>, offset: i64, e: &DecodeError) {
-        let hs = sink::headers(&encode::dead_letter_headers(e, &self.source(offset)));
+        let (mut key, mut value) = (key.unwrap_or_default(), value.unwrap_or_default());
+        let mut hs = encode::dead_letter_headers(e, &self.source(offset)).to_vec();
+        if let Some((k, v)) = encode::fit(key.len(), value.len(), self.setup.dlq_max_bytes) {
+            let original = format!("key {} bytes, value {} bytes", key.len(), value.len());
+            hs.push((encode::HEADER_TRUNCATED, original.into_bytes()));
+            (key, value) = (&key[..k], &value[..v]);
+        }
         let d = Receipt {
             partition: self.setup.partition,
             offset,
@@ -260,9 +272,9 @@ impl Worker {
         };
         self.setup.sink.send(
             &self.setup.dlq_topic,
-            key.unwrap_or_default(),
-            value.unwrap_or_default(),
-            Some(hs),
+            key,
+            value,
+            Some(sink::headers(&hs)),
             d,
         );
     }
