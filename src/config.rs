@@ -103,6 +103,21 @@ pub struct StateConfig {
     pub idle_ttl: String,
     /// Checkpoint file to watch and load into every partition when it changes; empty = off.
     pub watch: String,
+    /// A changelog checkpoint that does not fit (another input topic, or a
+    /// `[model]` that shapes the state differently): stop, or start afresh.
+    #[serde(default)]
+    pub on_mismatch: OnMismatch,
+}
+
+/// `state.on_mismatch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMismatch {
+    /// Stop the stage with an error naming what differs.
+    #[default]
+    Fail,
+    /// Start the partition afresh (its old state is deleted at the first checkpoint).
+    Fresh,
 }
 
 /// A count or a duration in the config: `50000` (events) or `"10s"`.
@@ -136,6 +151,13 @@ pub struct CheckpointConfig {
     pub topic: String,
     /// Also write each partition's latest checkpoint here; empty = no.
     pub dir: String,
+    /// Replication factor of a changelog recur creates; -1 = the broker's default.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+}
+
+fn default_replication() -> i32 {
+    -1
 }
 
 /// Parses `"500ms"`, `"10s"`, `"5m"`, `"6h"`, `"7d"`.
@@ -612,6 +634,12 @@ impl Config {
         }
         self.events.max_future_ms()?;
         self.run.shutdown_timeout()?;
+        if self.checkpoint.replication == 0 || self.checkpoint.replication < -1 {
+            return Err(format!(
+                "checkpoint.replication = {}: a replication factor of at least 1, or -1 for the broker's default",
+                self.checkpoint.replication
+            ));
+        }
         if self.events.max_stream_bytes == 0 {
             return Err("events.max_stream_bytes = 0: must be at least 1".into());
         }

@@ -199,3 +199,20 @@ fn predictions_that_cannot_be_delivered_fail_the_stage_loudly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_changelog_replication_defaults_to_the_brokers_and_is_checked() {
+    // (A single-broker test cluster cannot show more than one replica; the
+    // Kafka tests create their changelogs with this default on tansu.)
+    let defaults = recur::config::Config::load(None).unwrap();
+    assert_eq!(defaults.checkpoint.replication, -1);
+    for bad in ["0", "-2"] {
+        let t = format!("[checkpoint]\nreplication = {bad}\n")
+            .parse()
+            .unwrap();
+        let e = recur::config::Config::load_with(None, t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checkpoint.replication"), "{e}");
+    }
+}

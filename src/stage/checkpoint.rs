@@ -33,6 +33,8 @@ pub struct StateSetup {
     pub idle_ttl_ms: Option<i64>,
     /// Directory for a local copy of each checkpoint.
     pub dir: Option<PathBuf>,
+    /// What to do with a checkpoint that does not fit.
+    pub on_mismatch: crate::config::OnMismatch,
     /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
     pub transaction: Option<Arc<ConsumerGroupMetadata>>,
 }

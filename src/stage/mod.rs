@@ -234,7 +234,12 @@ fn prepare_state(cfg: &Config, brokers: &str, every: Every) -> anyhow::Result<()
         let n = changelog::partition_count(&client, topic)?.with_context(|| {
             format!("kafka.input_topic = {topic:?} does not exist on {brokers}: create it first (its partition count sizes the changelog)")
         })?;
-        changelog::ensure_topic(&client, &cfg.changelog_topic(), n)?;
+        changelog::ensure_topic(
+            &client,
+            &cfg.changelog_topic(),
+            n,
+            cfg.checkpoint.replication,
+        )?;
     }
     if !cfg.checkpoint.dir.is_empty() {
         std::fs::create_dir_all(&cfg.checkpoint.dir)

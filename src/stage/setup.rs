@@ -72,6 +72,7 @@ impl Wiring {
                 client: client_config(&self.brokers, cfg),
                 every,
                 idle_ttl_ms: self.idle_ttl_ms,
+                on_mismatch: cfg.state.on_mismatch,
                 dir: (!cfg.checkpoint.dir.is_empty()).then(|| PathBuf::from(&cfg.checkpoint.dir)),
                 transaction: if self.exactly_once {
                     Some(Arc::new(

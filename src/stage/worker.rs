@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::Every;
+use crate::config::{Every, OnMismatch};
 use crate::health::Health;
 use crate::model::checkpoint::Reader;
 use crate::model::{Clock, Forecaster, ModelConfig};
@@ -78,8 +78,8 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
             let t = Instant::now();
             let (latest, records) = changelog::read_partition(&st.client, &st.changelog, p)
                 .map_err(|e| format!("partition {p}: cannot read its state: {e}"))?;
-            let r = state::restore::<f32>(&setup.model, p, st.idle_ttl_ms, &latest)
-                .map_err(|e| format!("cannot restore state: {e}"))?;
+            let mut r = restore(setup, &st, &latest)?;
+            r.checkpoints.set_topic(&setup.topic);
             drop(latest);
             let m = &setup.metrics;
             m.restore_seconds.observe(t.elapsed().as_secs_f64());
@@ -119,6 +119,46 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
         }
     };
     Ok((model, cp))
+}
+
+/// The partition's state from its changelog records, by `state.on_mismatch`
+/// when the checkpoint covers another topic or another model shape.
+fn restore(
+    setup: &WorkerSetup,
+    st: &StateSetup,
+    latest: &state::Latest,
+) -> Result<state::Restored<f32>, String> {
+    let p = setup.partition;
+    let misfit = match state::restore::<f32>(&setup.model, p, st.idle_ttl_ms, latest) {
+        Ok(r) => match r.topic.as_deref() {
+            Some(t) if t != setup.topic => format!(
+                "partition {p}: the changelog checkpoint covers input topic {t:?}, this stage reads {:?}",
+                setup.topic
+            ),
+            _ => {
+                if !r.skipped.is_empty() {
+                    tracing::warn!(
+                        "partition {p}: {} unreadable stream records skipped; those streams start afresh",
+                        r.skipped.len()
+                    );
+                }
+                return Ok(r);
+            }
+        },
+        Err(e @ state::RestoreError::Mismatch { .. }) => e.to_string(),
+        Err(e) => return Err(format!("cannot restore state: {e}")),
+    };
+    match st.on_mismatch {
+        OnMismatch::Fail => Err(format!(
+            "{misfit} (state.on_mismatch = \"fail\"; \"fresh\" starts the partition afresh)"
+        )),
+        OnMismatch::Fresh => {
+            tracing::warn!(
+                "{misfit}: starting the partition afresh (state.on_mismatch = \"fresh\")"
+            );
+            Ok(state::fresh(&setup.model, p, st.idle_ttl_ms, latest))
+        }
+    }
 }
 
 fn warm_start(f: &mut Forecaster<f32>, init: Option<&Vec<u8>>) {

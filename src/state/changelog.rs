@@ -68,12 +68,14 @@ pub fn partition_count(
         .filter(|&n| n > 0))
 }
 
-/// Creates the changelog (compacted, `partitions` partitions) unless it
-/// exists; an existing one must have at least `partitions` partitions.
+/// Creates the changelog (compacted, `partitions` partitions, `replication`
+/// replicas, -1 for the broker's default) unless it exists; an existing one
+/// must have at least `partitions` partitions.
 pub fn ensure_topic(
     config: &ClientConfig,
     topic: &str,
     partitions: usize,
+    replication: i32,
 ) -> Result<(), ChangelogError> {
     let kafka = |source| ChangelogError::Kafka {
         topic: topic.to_string(),
@@ -83,8 +85,12 @@ pub fn ensure_topic(
         let admin: AdminClient<crate::kafka::Logged> = config
             .create_with_context(crate::kafka::Logged::new(config))
             .map_err(kafka)?;
-        let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact");
+        let new = NewTopic::new(
+            topic,
+            partitions as i32,
+            TopicReplication::Fixed(replication),
+        )
+        .set("cleanup.policy", "compact");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -50,6 +50,59 @@ pub enum RestoreError {
         /// The cause.
         source: record::RecordError,
     },
+    /// The checkpoint was written under a model configuration that shapes
+    /// the state differently (see [`state_shape_diff`]).
+    #[error(
+        "changelog head of partition {partition} was written under another model configuration: {differences}"
+    )]
+    Mismatch {
+        /// Input partition.
+        partition: i32,
+        /// What differs, key by key.
+        differences: String,
+    },
+}
+
+/// The `[model]` keys that shape a partition's saved state; a checkpoint
+/// written under other values cannot continue under these.
+pub const STATE_SHAPING_KEYS: [&str; 12] = [
+    "cell",
+    "inputs",
+    "targets",
+    "hidden",
+    "layers",
+    "horizon",
+    "tbptt",
+    "normalize",
+    "weight_scope",
+    "predict",
+    "learning",
+    "combine",
+];
+
+/// The state-shaping keys whose values differ between the configuration a
+/// checkpoint was written under (`saved`) and `current`, as
+/// `key: checkpoint X, configured Y` (empty when they agree).
+pub fn state_shape_diff(saved: &ModelConfig, current: &ModelConfig) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(saved).unwrap_or_default(),
+        serde_json::to_value(current).unwrap_or_default(),
+    );
+    let mut out: Vec<String> = STATE_SHAPING_KEYS
+        .iter()
+        .filter(|k| a.get(**k) != b.get(**k))
+        .map(|k| {
+            let show = |v: &serde_json::Value| v.get(*k).map_or("-".into(), |x| x.to_string());
+            format!("{k}: checkpoint {}, configured {}", show(&a), show(&b))
+        })
+        .collect();
+    if saved.linear.lags != current.linear.lags {
+        out.push(format!(
+            "linear.lags: checkpoint {}, configured {}",
+            saved.linear.lags, current.linear.lags
+        ));
+    }
+    out
 }
 
 /// The latest record of each key of a changelog partition: offset and value (`None` for a tombstone).
@@ -87,8 +140,11 @@ pub struct Checkpoints {
     idle_ttl_ms: Option<i64>,
     /// Evicted streams: key hash → changelog offset of their state record.
     idle: HashMap<u64, i64>,
-    /// Keys an unfinished checkpoint wrote for streams the restored state does not have.
+    /// Keys an unfinished checkpoint wrote for streams the restored state does
+    /// not have, and records that could not be decoded.
     stale: Vec<Vec<u8>>,
+    /// The input topic, written into the head (checked on restore).
+    topic: Option<String>,
 }
 
 /// Hash of a stream id in the evicted-stream index (SipHash with fixed keys: stable across runs).
@@ -109,7 +165,13 @@ impl Checkpoints {
             idle_ttl_ms,
             idle: HashMap::new(),
             stale: Vec::new(),
+            topic: None,
         }
+    }
+
+    /// Names the input topic this partition's checkpoints cover (written into every head).
+    pub fn set_topic(&mut self, topic: &str) {
+        self.topic = Some(topic.to_string());
     }
 
     /// The sequence number the next checkpoint will have (stamp events with it).
@@ -194,12 +256,16 @@ impl Checkpoints {
 
     /// The head record of checkpoint `seq`, covering input offsets below `covered`.
     pub fn head<S: Scalar>(&self, f: &Forecaster<S>, seq: u64, covered: i64) -> Record {
-        let value = f.model_to_safetensors(&[
+        let mut meta = vec![
             ("recur.checkpoint.seq", seq.to_string()),
             ("recur.checkpoint.covered", covered.to_string()),
             ("recur.checkpoint.max_ts", self.max_ts.to_string()),
             ("recur.checkpoint.partition", self.partition.to_string()),
-        ]);
+        ];
+        if let Some(t) = &self.topic {
+            meta.push(("recur.checkpoint.topic", t.clone()));
+        }
+        let value = f.model_to_safetensors(&meta);
         Record {
             key: Key::Head {
                 partition: self.partition,
@@ -234,8 +300,23 @@ fn decode<S: Scalar>(
     value: &[u8],
 ) -> Result<Stream<S>, RestoreError> {
     let mut s = f.new_stream();
+    let bad = |reason: String| RestoreError::Stream {
+        partition,
+        source: record::RecordError {
+            stream: stream.into(),
+            reason,
+        },
+    };
     record::decode_stream(stream, value, &mut s)
         .map_err(|source| RestoreError::Stream { partition, source })?;
+    // The counters index the ring: check them against this learner's shape.
+    let ring = f.state_layout().ring;
+    if s.ring_len as usize > ring || s.ring_head as usize >= ring.max(1) {
+        return Err(bad(format!(
+            "ring counters {} and {} out of range for a ring of {ring}",
+            s.ring_len, s.ring_head
+        )));
+    }
     Ok(s)
 }
 
@@ -249,6 +330,11 @@ pub struct Restored<S> {
     pub resume: Option<i64>,
     /// Streams loaded into memory.
     pub loaded: usize,
+    /// Stream records that could not be decoded: skipped (those streams start
+    /// afresh) and deleted at the next checkpoint.
+    pub skipped: Vec<String>,
+    /// The input topic the head says it covers (`None` for older heads).
+    pub topic: Option<String>,
 }
 
 /// Rebuilds partition `partition`'s learner from the latest changelog records.
@@ -263,24 +349,17 @@ pub fn restore<S: Scalar>(
     let Some(head) = find_head(latest, partition) else {
         // No finished checkpoint: whatever stream records exist are from an
         // unfinished first one. Delete them at the first checkpoint.
-        cp.stale = stream_keys(latest, partition)
-            .map(|(k, ..)| k.to_vec())
-            .collect();
-        return Ok(Restored {
-            forecaster: f,
-            checkpoints: cp,
-            resume: None,
-            loaded: 0,
-        });
+        return Ok(fresh(cfg, partition, idle_ttl_ms, latest));
     };
     let meta = read_head(&mut f, partition, head)?;
     let seq = meta.seq;
     cp.max_ts = meta.max_ts;
     let slot = (seq % 2) as u8;
     let horizon = idle_ttl_ms.map(|ttl| cp.max_ts.saturating_sub(ttl));
-    let (live, other) = sort_stream_records(&mut cp, latest, slot, seq, horizon)?;
-    let mut loaded = load_live(&mut f, partition, seq, &live)?;
-    loaded += settle_other_slot(&mut f, &mut cp, latest, slot, seq, other)?;
+    let mut skipped = Vec::new();
+    let (live, other) = sort_stream_records(&mut cp, latest, slot, seq, horizon, &mut skipped);
+    let mut loaded = load_live(&mut f, &mut cp, seq, slot, &live, &mut skipped);
+    loaded += settle_other_slot(&mut f, &mut cp, latest, slot, seq, other, &mut skipped);
     cp.next = seq + 1;
     f.set_clock(crate::model::Clock {
         ts_ms: cp.max_ts,
@@ -291,7 +370,32 @@ pub fn restore<S: Scalar>(
         checkpoints: cp,
         resume: Some(meta.covered),
         loaded,
+        skipped,
+        topic: meta.topic,
     })
+}
+
+/// A partition started afresh over `latest`: no state restored, every stream
+/// record of the partition deleted at the first checkpoint (whose head then
+/// replaces any old one).
+pub fn fresh<S: Scalar>(
+    cfg: &ModelConfig,
+    partition: i32,
+    idle_ttl_ms: Option<i64>,
+    latest: &Latest,
+) -> Restored<S> {
+    let mut cp = Checkpoints::new(partition, idle_ttl_ms);
+    cp.stale = stream_keys(latest, partition)
+        .map(|(k, ..)| k.to_vec())
+        .collect();
+    Restored {
+        forecaster: Forecaster::<S>::new(cfg.clone()).expect("model config was validated at start"),
+        checkpoints: cp,
+        resume: None,
+        loaded: 0,
+        skipped: Vec::new(),
+        topic: None,
+    }
 }
 
 /// What a head record says about its checkpoint.
@@ -302,6 +406,8 @@ struct HeadMeta {
     covered: i64,
     /// Newest event time of the partition at the checkpoint, epoch ms.
     max_ts: i64,
+    /// The input topic it covers, if the head names one.
+    topic: Option<String>,
 }
 
 /// The value of `partition`'s head record, if it has one (a tombstone counts as none).
@@ -319,6 +425,21 @@ fn read_head<S: Scalar>(
 ) -> Result<HeadMeta, RestoreError> {
     let head_err = |source| RestoreError::Head { partition, source };
     let reader = Reader::new(head).map_err(head_err)?;
+    // The shape first: a head under another configuration is named as such,
+    // not as the first tensor that does not fit.
+    let config: ModelConfig =
+        serde_json::from_str(reader.need_meta("recur.config").map_err(head_err)?).map_err(|e| {
+            head_err(CheckpointError::Format(format!(
+                "metadata `recur.config`: {e}"
+            )))
+        })?;
+    let differences = state_shape_diff(&config, f.config());
+    if !differences.is_empty() {
+        return Err(RestoreError::Mismatch {
+            partition,
+            differences: differences.join("; "),
+        });
+    }
     f.load_weights(&reader).map_err(head_err)?;
     let meta = |k: &str| -> Result<i64, RestoreError> {
         reader
@@ -334,6 +455,7 @@ fn read_head<S: Scalar>(
         seq,
         covered,
         max_ts,
+        topic: reader.meta("recur.checkpoint.topic").map(str::to_string),
     })
 }
 
@@ -353,9 +475,9 @@ fn sort_stream_records<'a>(
     slot: u8,
     seq: u64,
     horizon: Option<i64>,
-) -> Result<(Vec<LiveRecord<'a>>, Vec<OtherRecord<'a>>), RestoreError> {
+    skipped: &mut Vec<String>,
+) -> (Vec<LiveRecord<'a>>, Vec<OtherRecord<'a>>) {
     let partition = cp.partition;
-    let stream_err = |source| RestoreError::Stream { partition, source };
     let mut other = Vec::new();
     let mut live = Vec::with_capacity(latest.len() / 2);
     for (key, s_slot, stream, offset, value) in stream_keys(latest, partition) {
@@ -364,12 +486,10 @@ fn sort_stream_records<'a>(
             other.push((key, stream, value));
             continue;
         }
-        let header = record::stream_header(value).ok_or_else(|| {
-            stream_err(record::RecordError {
-                stream: stream.into(),
-                reason: "not a recur stream record".into(),
-            })
-        })?;
+        let Some(header) = record::stream_header(value) else {
+            skip(cp, key, stream, "not a recur stream record", skipped);
+            continue;
+        };
         if header.seq > seq {
             // Cannot happen with recur's write order; keep the slot consistent regardless.
             cp.stale.push(key.to_vec());
@@ -379,7 +499,20 @@ fn sort_stream_records<'a>(
             live.push((stream, value));
         }
     }
-    Ok((live, other))
+    (live, other)
+}
+
+/// Skips a stream record that cannot be restored: logged, listed, and its
+/// key deleted at the next checkpoint (the stream starts afresh).
+fn skip(cp: &mut Checkpoints, key: &[u8], stream: &str, why: &str, skipped: &mut Vec<String>) {
+    if skipped.len() < 10 {
+        tracing::warn!(
+            partition = cp.partition,
+            "changelog record of stream {stream:?} skipped, the stream starts afresh: {why}"
+        );
+    }
+    skipped.push(stream.to_string());
+    cp.stale.push(key.to_vec());
 }
 
 /// One stream's record decoded as restored at checkpoint `seq`.
@@ -402,10 +535,13 @@ fn load<S: Scalar>(
 /// Decodes the `live` records into `f`; returns how many streams it inserted.
 fn load_live<S: Scalar>(
     f: &mut Forecaster<S>,
-    partition: i32,
+    cp: &mut Checkpoints,
     seq: u64,
+    slot: u8,
     live: &[LiveRecord<'_>],
-) -> Result<usize, RestoreError> {
+    skipped: &mut Vec<String>,
+) -> usize {
+    let partition = cp.partition;
     // Decoding is independent per stream: spread it over the cores, then insert.
     let threads = if live.len() < 20_000 {
         1
@@ -414,17 +550,17 @@ fn load_live<S: Scalar>(
     };
     let chunk = live.len().div_ceil(threads).max(1);
     let shared: &Forecaster<S> = f;
-    let decoded: Vec<Result<Vec<_>, RestoreError>> = std::thread::scope(|scope| {
+    let decoded: Vec<Vec<_>> = std::thread::scope(|scope| {
         let handles: Vec<_> = live
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
                         .map(|&(stream, value)| {
-                            Ok((
+                            (
                                 Box::<str>::from(stream),
-                                load(shared, partition, seq, stream, value)?,
-                            ))
+                                load(shared, partition, seq, stream, value),
+                            )
                         })
                         .collect()
                 })
@@ -438,12 +574,25 @@ fn load_live<S: Scalar>(
     f.reserve_streams(live.len());
     let mut loaded = 0;
     for part in decoded {
-        for (stream, s) in part? {
-            f.insert_stream_boxed(stream, s);
-            loaded += 1;
+        for (stream, s) in part {
+            match s {
+                Ok(s) => {
+                    f.insert_stream_boxed(stream, s);
+                    loaded += 1;
+                }
+                Err(e) => {
+                    let key = Key::Stream {
+                        partition,
+                        slot,
+                        stream: &stream,
+                    }
+                    .to_bytes();
+                    skip(cp, &key, &stream, &e.to_string(), skipped);
+                }
+            }
         }
     }
-    Ok(loaded)
+    loaded
 }
 
 /// The other slot may hold records of an unfinished checkpoint `seq + 1`:
@@ -457,7 +606,8 @@ fn settle_other_slot<S: Scalar>(
     slot: u8,
     seq: u64,
     other: Vec<OtherRecord<'_>>,
-) -> Result<usize, RestoreError> {
+    skipped: &mut Vec<String>,
+) -> usize {
     let partition = cp.partition;
     let mut loaded = 0;
     for (key, stream, value) in other {
@@ -474,17 +624,29 @@ fn settle_other_slot<S: Scalar>(
             .to_bytes(),
         );
         match own {
-            Some((_, Some(v))) => {
+            Some((_, Some(v))) => match load(f, partition, seq, stream, v) {
                 // Evicted in the restored state: load it so the next checkpoint rewrites it.
-                let s = load(f, partition, seq, stream, v)?;
-                f.insert_stream(stream, s);
-                cp.idle.remove(&key_hash(stream));
-                loaded += 1;
-            }
+                Ok(s) => {
+                    f.insert_stream(stream, s);
+                    cp.idle.remove(&key_hash(stream));
+                    loaded += 1;
+                }
+                Err(e) => {
+                    cp.idle.remove(&key_hash(stream));
+                    let own_key = Key::Stream {
+                        partition,
+                        slot,
+                        stream,
+                    }
+                    .to_bytes();
+                    skip(cp, &own_key, stream, &e.to_string(), skipped);
+                    cp.stale.push(key.to_vec());
+                }
+            },
             _ => cp.stale.push(key.to_vec()),
         }
     }
-    Ok(loaded)
+    loaded
 }
 
 /// The stream records of `partition`: key, slot, stream, offset, value.
@@ -563,6 +725,146 @@ mod tests {
         let head = cp.head(f, plan.seq, covered);
         write(log, off, &[head]);
         cp.finish(f, &plan, &offsets);
+    }
+
+    /// A partition with one finished checkpoint at offset 100 (7 streams).
+    fn checkpointed(topic: Option<&str>) -> (Latest, Forecaster<f32>, Checkpoints) {
+        let mut f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut cp = Checkpoints::new(0, None);
+        if let Some(t) = topic {
+            cp.set_topic(t);
+        }
+        let (mut log, mut off) = (Latest::default(), 0);
+        feed(&mut f, &mut cp, 0..100);
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 100);
+        (log, f, cp)
+    }
+
+    #[test]
+    fn a_checkpoint_under_another_model_shape_is_refused_naming_what_differs() {
+        let (log, ..) = checkpointed(None);
+        for (other, key) in [
+            (ModelConfig { tbptt: 6, ..cfg() }, "tbptt"),
+            (
+                ModelConfig {
+                    horizon: 2,
+                    ..cfg()
+                },
+                "horizon",
+            ),
+            (
+                ModelConfig {
+                    learning: Learning::Off,
+                    ..cfg()
+                },
+                "learning",
+            ),
+            (ModelConfig { hidden: 9, ..cfg() }, "hidden"),
+        ] {
+            match restore::<f32>(&other, 0, None, &log) {
+                Err(RestoreError::Mismatch { differences, .. }) => {
+                    assert!(differences.starts_with(key), "{key}: {differences}")
+                }
+                Err(e) => panic!("{key}: another error: {e}"),
+                Ok(_) => panic!("{key}: restored under another shape"),
+            }
+        }
+        // What does not shape the state may change between runs.
+        let lr = ModelConfig {
+            update_every: 4,
+            ..cfg()
+        };
+        assert_eq!(
+            restore::<f32>(&lr, 0, None, &log).unwrap().resume,
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn the_head_names_its_input_topic() {
+        let (log, ..) = checkpointed(Some("events"));
+        assert_eq!(
+            restore::<f32>(&cfg(), 0, None, &log)
+                .unwrap()
+                .topic
+                .as_deref(),
+            Some("events")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_stream_record_is_skipped_and_the_rest_restore() {
+        let (mut log, ..) = checkpointed(None);
+        let slot = 1; // checkpoint 1 writes slot 1
+        let bad = Key::Stream {
+            partition: 0,
+            slot,
+            stream: "s3",
+        }
+        .to_bytes();
+        let entry = log.get_mut(&bad).expect("s3 was checkpointed");
+        let v = entry.1.as_mut().unwrap();
+        v.truncate(v.len() / 2);
+        let r = restore::<f32>(&cfg(), 0, None, &log).unwrap();
+        assert_eq!(r.resume, Some(100));
+        assert_eq!((r.loaded, r.skipped.clone()), (6, vec!["s3".to_string()]));
+        assert!(r.forecaster.stream("s3").is_none() && r.forecaster.stream("s4").is_some());
+        // Its key is deleted at the next checkpoint.
+        let plan = r.checkpoints.plan(&r.forecaster);
+        assert!(
+            plan.records
+                .iter()
+                .any(|rec| rec.key == bad && rec.value.is_none())
+        );
+    }
+
+    #[test]
+    fn corrupt_stream_records_never_panic_and_never_index_out_of_range() {
+        let (log, ..) = checkpointed(None);
+        let key = Key::Stream {
+            partition: 0,
+            slot: 1,
+            stream: "s2",
+        }
+        .to_bytes();
+        let good = log[&key].1.clone().unwrap();
+        let f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..4000 {
+            let mut bytes = good.clone();
+            match round % 3 {
+                0 => bytes.truncate(next() as usize % bytes.len()),
+                1 => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = next() as usize % bytes.len();
+                        bytes[i] = next() as u8;
+                    }
+                }
+                _ => {
+                    // The counters (bytes 20..40) are where an index comes from.
+                    let i = 20 + next() as usize % 20;
+                    bytes[i] = next() as u8;
+                }
+            }
+            let result = std::panic::catch_unwind(|| {
+                if let Ok(mut s) = decode(&f, 0, "s2", &bytes) {
+                    // A record that decodes must also be safe to continue from.
+                    let mut g = f.clone();
+                    s.touched = 0;
+                    g.insert_stream("s2", s);
+                    for k in 0..8 {
+                        let _ = g.observe("s2", &[k as f32]);
+                    }
+                }
+            });
+            assert!(result.is_ok(), "round {round}: a corrupt record panicked");
+        }
     }
 
     #[test]
