@@ -107,6 +107,10 @@ pub struct StateConfig {
     /// `[model]` that shapes the state differently): stop, or start afresh.
     #[serde(default)]
     pub on_mismatch: OnMismatch,
+    /// Streams a partition keeps in memory at most (0: no limit); past it the
+    /// least recently seen are evicted to the changelog at each checkpoint.
+    #[serde(default)]
+    pub max_streams: usize,
 }
 
 /// `state.on_mismatch`.
@@ -634,6 +638,12 @@ impl Config {
         }
         self.events.max_future_ms()?;
         self.run.shutdown_timeout()?;
+        if self.state.max_streams > 0 && self.checkpoint.every()? == Every::Off {
+            return Err(format!(
+                "state.max_streams = {} needs checkpoints (evicted streams live in the changelog): set checkpoint.interval",
+                self.state.max_streams
+            ));
+        }
         if self.checkpoint.replication == 0 || self.checkpoint.replication < -1 {
             return Err(format!(
                 "checkpoint.replication = {}: a replication factor of at least 1, or -1 for the broker's default",

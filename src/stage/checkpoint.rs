@@ -33,6 +33,8 @@ pub struct StateSetup {
     pub idle_ttl_ms: Option<i64>,
     /// Directory for a local copy of each checkpoint.
     pub dir: Option<PathBuf>,
+    /// `state.max_streams` (`None`: no limit).
+    pub max_streams: Option<usize>,
     /// What to do with a checkpoint that does not fit.
     pub on_mismatch: crate::config::OnMismatch,
     /// Exactly-once: the group whose offsets each checkpoint's transaction commits.

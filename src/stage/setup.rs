@@ -73,6 +73,7 @@ impl Wiring {
                 every,
                 idle_ttl_ms: self.idle_ttl_ms,
                 on_mismatch: cfg.state.on_mismatch,
+                max_streams: (cfg.state.max_streams > 0).then_some(cfg.state.max_streams),
                 dir: (!cfg.checkpoint.dir.is_empty()).then(|| PathBuf::from(&cfg.checkpoint.dir)),
                 transaction: if self.exactly_once {
                     Some(Arc::new(

@@ -80,6 +80,7 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
                 .map_err(|e| format!("partition {p}: cannot read its state: {e}"))?;
             let mut r = restore(setup, &st, &latest)?;
             r.checkpoints.set_topic(&setup.topic);
+            r.checkpoints.set_max_streams(st.max_streams);
             drop(latest);
             let m = &setup.metrics;
             m.restore_seconds.observe(t.elapsed().as_secs_f64());

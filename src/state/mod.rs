@@ -145,6 +145,9 @@ pub struct Checkpoints {
     stale: Vec<Vec<u8>>,
     /// The input topic, written into the head (checked on restore).
     topic: Option<String>,
+    /// Streams kept in memory at most: past it, the least recently seen are
+    /// evicted at each checkpoint, as idle streams are.
+    max_streams: Option<usize>,
 }
 
 /// Hash of a stream id in the evicted-stream index (SipHash with fixed keys: stable across runs).
@@ -166,7 +169,34 @@ impl Checkpoints {
             idle: HashMap::new(),
             stale: Vec::new(),
             topic: None,
+            max_streams: None,
         }
+    }
+
+    /// Caps the streams kept in memory (`state.max_streams`).
+    pub fn set_max_streams(&mut self, cap: Option<usize>) {
+        self.max_streams = cap;
+    }
+
+    /// With a cap and more streams than it: the event time below which a
+    /// stream is evicted so that at most `cap` stay (ties at the cutoff go too).
+    fn crowding_cutoff<S: Scalar>(
+        &self,
+        f: &Forecaster<S>,
+        idle_before: Option<i64>,
+    ) -> Option<i64> {
+        let cap = self.max_streams?;
+        let mut ts: Vec<i64> = f
+            .streams()
+            .map(|(_, s)| s.last_ts_ms)
+            .filter(|t| idle_before.is_none_or(|h| *t >= h))
+            .collect();
+        if ts.len() <= cap {
+            return None;
+        }
+        let excess = ts.len() - cap;
+        let (_, nth, _) = ts.select_nth_unstable(excess - 1);
+        Some(*nth + 1)
     }
 
     /// Names the input topic this partition's checkpoints cover (written into every head).
@@ -227,8 +257,10 @@ impl Checkpoints {
             })
             .collect();
         let mut evict = Vec::new();
+        let crowded = self.crowding_cutoff(f, horizon);
         for (stream, s) in f.streams() {
-            let idle = horizon.is_some_and(|h| s.last_ts_ms < h);
+            let idle = horizon.is_some_and(|h| s.last_ts_ms < h)
+                || crowded.is_some_and(|c| s.last_ts_ms < c);
             if s.touched + 1 >= seq || idle {
                 let key = Key::Stream {
                     partition: self.partition,
@@ -983,6 +1015,39 @@ mod tests {
             reference.observe("quiet", &[9.0]).unwrap().forecast
         );
         assert_eq!(cp.idle_count(), 0);
+    }
+
+    #[test]
+    fn past_max_streams_the_least_recently_seen_are_evicted_and_come_back() {
+        let mut f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut cp = Checkpoints::new(0, None);
+        cp.set_max_streams(Some(5));
+        let mut reference = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut ref_cp = Checkpoints::new(0, None);
+        let (mut log, mut off) = (Latest::default(), 0);
+        // Streams s0..s6 speak in turn: s0 and s1 are the least recently seen.
+        let a = feed(&mut f, &mut cp, 0..98);
+        let b = feed(&mut reference, &mut ref_cp, 0..98);
+        assert_eq!(a, b);
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 98);
+        assert_eq!(f.stream_count(), 5, "capped");
+        assert!(f.stream("s0").is_none() && f.stream("s1").is_none());
+        assert!(f.stream("s6").is_some());
+        assert_eq!(cp.idle_count(), 2);
+        // s0 returns: fetched back, it forecasts as if never evicted.
+        let at = cp.evicted("s0").unwrap();
+        let value = log
+            .values()
+            .find(|(o, _)| *o == at)
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
+        cp.bring_back(&mut f, "s0", &value).unwrap();
+        assert_eq!(
+            f.observe("s0", &[9.0]).unwrap().forecast,
+            reference.observe("s0", &[9.0]).unwrap().forecast
+        );
     }
 
     #[test]
