@@ -369,6 +369,20 @@ pub struct EventsConfig {
     /// How far past the wall clock an event time may lie (a duration), or "off".
     #[serde(default = "default_max_future")]
     pub max_future: String,
+    /// An event whose time goes back before its stream's last one.
+    #[serde(default)]
+    pub late: Late,
+}
+
+/// `events.late`: what happens to an event older than its stream's last one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Late {
+    /// Forecast it in arrival order, like any other (the stream's last time stays the newest).
+    #[default]
+    Accept,
+    /// Send it to the dead-letter topic (reason `late`).
+    DeadLetter,
 }
 
 fn default_max_stream_bytes() -> usize {

@@ -216,3 +216,55 @@ fn the_changelog_replication_defaults_to_the_brokers_and_is_checked() {
         assert!(e.contains("checkpoint.replication"), "{e}");
     }
 }
+
+/// Runs the stage over what `in` holds until `outcomes` records are acknowledged; its report.
+fn run_over(brokers: &str, extra: &str, outcomes: u64) -> recur::stage::RunReport {
+    let cfg = stage_config(brokers, extra);
+    let addr = cfg.metrics.addr.clone();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    let run = std::thread::spawn(move || {
+        recur::stage::run(
+            cfg,
+            async move { s.notified().await },
+            recur::stage::LiveLine::Quiet,
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let text = common::metrics_text(&addr);
+        let done = common::metric(&text, "recur_predictions_total")
+            + common::metric(&text, "recur_dead_letters_total");
+        if done >= outcomes as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.notify_one();
+    run.join().unwrap().unwrap()
+}
+
+#[test]
+fn late_events_are_accepted_or_dead_lettered_by_policy() {
+    let ts = [1000i64, 3000, 2000, 4000, 3999, 5000];
+    for (policy, predictions, dead) in [("accept", 6, 0), ("dead_letter", 4, 2)] {
+        let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1)]);
+        let brokers = cluster.bootstrap_servers();
+        let events: Vec<(&[u8], Vec<u8>)> = ts
+            .iter()
+            .map(|t| {
+                (
+                    b"s".as_slice(),
+                    format!(r#"{{"ts":{t},"value":1}}"#).into_bytes(),
+                )
+            })
+            .collect();
+        send(&brokers, "in", &events);
+        let report = run_over(&brokers, &format!("[events]\nlate = \"{policy}\"\n"), 6);
+        assert_eq!(
+            (report.predictions, report.dead_letters),
+            (predictions, dead),
+            "events.late = {policy}"
+        );
+    }
+}

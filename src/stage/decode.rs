@@ -41,6 +41,7 @@
 //! | `StreamMismatch` | `stream_mismatch` | the `stream` field and the Kafka key differ |
 //! | `StreamTooLong` | `stream_too_long` | the stream id is longer than `max_stream_bytes` |
 //! | `FutureTimestamp` | `future_timestamp` | the event time is after `max_ts_ms` (the stage keeps it at the wall clock plus `events.max_future`) |
+//! | `Late` | `late` | (in the worker, with `events.late = "dead_letter"`) an event time before its stream's last one |
 //! | `OutOfRange` | `out_of_range` | a finite value beyond f32's range (e.g. `1e39`): the model computes in f32 |
 //!
 //! When a message has several faults, the first one met is reported: size,
@@ -144,11 +145,13 @@ pub enum Reason {
     OutOfRange,
     /// An event time later than the wall clock plus `events.max_future`.
     FutureTimestamp,
+    /// An event time before its stream's last one, with `events.late = "dead_letter"`.
+    Late,
 }
 
 impl Reason {
     /// Every reason, for registering the metric labels up front.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Oversize,
         Reason::NotJson,
         Reason::MissingField,
@@ -160,6 +163,7 @@ impl Reason {
         Reason::StreamTooLong,
         Reason::OutOfRange,
         Reason::FutureTimestamp,
+        Reason::Late,
     ];
 
     /// The Prometheus `reason` label value.
@@ -176,6 +180,7 @@ impl Reason {
             Reason::StreamTooLong => "stream_too_long",
             Reason::OutOfRange => "out_of_range",
             Reason::FutureTimestamp => "future_timestamp",
+            Reason::Late => "late",
         }
     }
 }
@@ -1372,7 +1377,8 @@ mod tests {
                 "stream_mismatch",
                 "stream_too_long",
                 "out_of_range",
-                "future_timestamp"
+                "future_timestamp",
+                "late"
             ]
         );
     }

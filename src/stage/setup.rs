@@ -91,6 +91,7 @@ impl Wiring {
             dlq_topic: cfg.kafka.dlq_topic.clone(),
             dlq_max_bytes: cfg.kafka.dead_letter_budget(),
             decode: cfg.decode_config(),
+            late: cfg.events.late,
             max_future_ms: cfg
                 .events
                 .max_future_ms()

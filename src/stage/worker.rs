@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Every, OnMismatch};
+use crate::config::{Every, Late, OnMismatch};
 use crate::health::Health;
 use crate::model::checkpoint::Reader;
 use crate::model::{Clock, Forecaster, ModelConfig};
@@ -47,6 +47,8 @@ pub struct WorkerSetup {
     pub decode: DecodeConfig,
     /// `events.max_future` in ms: `decode.max_ts_ms` follows the wall clock by this.
     pub max_future_ms: Option<i64>,
+    /// `events.late`.
+    pub late: Late,
     /// The learner's configuration.
     pub model: ModelConfig,
     /// Window size limit.
@@ -360,6 +362,34 @@ impl Worker {
                         at,
                     );
                 }
+            }
+            if self.cp.is_none() && self.setup.late == Late::DeadLetter {
+                // Streams' last event times follow the clock (checkpoints set it above).
+                self.model.set_clock(Clock {
+                    ts_ms,
+                    generation: 0,
+                });
+            }
+            if self.setup.late == Late::DeadLetter
+                && let Some(last) = self.model.stream(stream).map(|s| s.last_ts_ms)
+                && ts_ms < last
+            {
+                let err = DecodeError {
+                    reason: Reason::Late,
+                    detail: format!(
+                        "event time {ts_ms} ms is before the stream's last, {last} ms (events.late = \"dead_letter\")"
+                    ),
+                };
+                let value =
+                    serde_json::json!({"stream": stream, "ts": ts_ms, "values": rows.values(i)})
+                        .to_string();
+                self.dead_letter(
+                    Some(stream.as_bytes()),
+                    Some(value.as_bytes()),
+                    offset,
+                    &err,
+                );
+                continue;
             }
             self.values.clear();
             self.values.extend(rows.values(i).iter().map(|&v| v as f32));
