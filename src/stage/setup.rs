@@ -102,6 +102,7 @@ impl Wiring {
             sink,
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            restoring: Some(self.health.restoring()),
             offsets: self.offsets.clone(),
             init: self.init.clone(),
             state,

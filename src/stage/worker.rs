@@ -61,6 +61,8 @@ pub struct WorkerSetup {
     pub metrics: Arc<Metrics>,
     /// The stage's health (a fatal error stops it).
     pub health: Arc<Health>,
+    /// Held until the partition's state is restored (`/readyz` waits for it).
+    pub restoring: Option<crate::health::Restoring>,
     /// Input offsets in flight: marked when fetched, cleared when acknowledged.
     pub offsets: Arc<Offsets>,
     /// Checkpoint bytes to start the learner from (already validated), if any.
@@ -175,7 +177,9 @@ fn warm_start(f: &mut Forecaster<f32>, init: Option<&Vec<u8>>) {
 /// Runs a worker on its partition's feed until `stop` is set, then flushes
 /// its window and takes a last checkpoint.
 pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
-    let (model, cp) = match start(&mut setup) {
+    let started = start(&mut setup);
+    setup.restoring = None;
+    let (model, cp) = match started {
         Ok(x) => x,
         Err(e) => {
             // Nothing of this partition is processed or committed: the stage stops.
