@@ -246,17 +246,7 @@ pub fn decode(
     let f = &cfg.fields;
 
     let stream = resolve_stream(f, raw.stream, key)?;
-    if stream.len() > cfg.max_stream_bytes {
-        return Err(DecodeError::new(
-            Reason::StreamTooLong,
-            format!(
-                "the stream id is {} bytes, more than max_stream_bytes = {}: {:?}",
-                stream.len(),
-                cfg.max_stream_bytes,
-                &stream[..stream.floor_char_boundary(64)]
-            ),
-        ));
-    }
+    check_stream(cfg, &stream)?;
     let ts_ms = match (raw.ts, kafka_ts_ms) {
         (Some(ts), _) => ts,
         (None, Some(ts)) if (0..=MAX_TS_MS).contains(&ts) => ts,
@@ -319,6 +309,33 @@ pub fn decode(
             ));
         }
     };
+    check_bounds(cfg, ts_ms, &values)?;
+    Ok(Event {
+        stream,
+        ts_ms,
+        values,
+    })
+}
+
+/// The stream id's length limit.
+fn check_stream(cfg: &DecodeConfig, stream: &str) -> Result<(), DecodeError> {
+    if stream.len() > cfg.max_stream_bytes {
+        return Err(DecodeError::new(
+            Reason::StreamTooLong,
+            format!(
+                "the stream id is {} bytes, more than max_stream_bytes = {}: {:?}",
+                stream.len(),
+                cfg.max_stream_bytes,
+                &stream[..stream.floor_char_boundary(64)]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The event time's bound, then the values: finite, and within f32's range.
+fn check_bounds(cfg: &DecodeConfig, ts_ms: i64, values: &[f64]) -> Result<(), DecodeError> {
+    let f = &cfg.fields;
     if ts_ms > cfg.max_ts_ms {
         return Err(DecodeError::new(
             Reason::FutureTimestamp,
@@ -346,11 +363,7 @@ pub fn decode(
             ),
         ));
     }
-    Ok(Event {
-        stream,
-        ts_ms,
-        values,
-    })
+    Ok(())
 }
 
 /// The stream id from the field and the key, by the precedence rules.

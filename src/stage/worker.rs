@@ -367,32 +367,7 @@ impl Worker {
                     );
                 }
             }
-            if self.cp.is_none() && self.setup.late == Late::DeadLetter {
-                // Streams' last event times follow the clock (checkpoints set it above).
-                self.model.set_clock(Clock {
-                    ts_ms,
-                    generation: 0,
-                });
-            }
-            if self.setup.late == Late::DeadLetter
-                && let Some(last) = self.model.stream(stream).map(|s| s.last_ts_ms)
-                && ts_ms < last
-            {
-                let err = DecodeError {
-                    reason: Reason::Late,
-                    detail: format!(
-                        "event time {ts_ms} ms is before the stream's last, {last} ms (events.late = \"dead_letter\")"
-                    ),
-                };
-                let value =
-                    serde_json::json!({"stream": stream, "ts": ts_ms, "values": rows.values(i)})
-                        .to_string();
-                self.dead_letter(
-                    Some(stream.as_bytes()),
-                    Some(value.as_bytes()),
-                    offset,
-                    &err,
-                );
+            if self.refuse_late(stream, ts_ms, rows.values(i), offset) {
                 continue;
             }
             self.values.clear();
@@ -454,6 +429,42 @@ impl Worker {
         metrics.observe_errors(&errors);
         self.sync_counters();
         metrics.processing.observe(start.elapsed().as_secs_f64());
+    }
+
+    /// With `events.late = "dead_letter"`: dead-letters an event older than
+    /// its stream's last one; true when it did.
+    fn refuse_late(&mut self, stream: &str, ts_ms: i64, values: &[f64], offset: i64) -> bool {
+        if self.setup.late != Late::DeadLetter {
+            return false;
+        }
+        if self.cp.is_none() {
+            // Streams' last event times follow the clock (checkpoints set it otherwise).
+            self.model.set_clock(Clock {
+                ts_ms,
+                generation: 0,
+            });
+        }
+        let Some(last) = self.model.stream(stream).map(|s| s.last_ts_ms) else {
+            return false;
+        };
+        if ts_ms >= last {
+            return false;
+        }
+        let err = DecodeError {
+            reason: Reason::Late,
+            detail: format!(
+                "event time {ts_ms} ms is before the stream's last, {last} ms (events.late = \"dead_letter\")"
+            ),
+        };
+        let value =
+            serde_json::json!({"stream": stream, "ts": ts_ms, "values": values}).to_string();
+        self.dead_letter(
+            Some(stream.as_bytes()),
+            Some(value.as_bytes()),
+            offset,
+            &err,
+        );
+        true
     }
 
     /// Adds the learner's new counts to the metrics.
