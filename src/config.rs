@@ -652,6 +652,22 @@ impl Config {
         }
         self.events.max_future_ms()?;
         self.run.shutdown_timeout()?;
+        if self.kafka.delivery == Delivery::ExactlyOnce
+            && let Every::Time(every) = self.checkpoint.every()?
+        {
+            // Each checkpoint commits the transaction open since the last one.
+            let timeout_ms = self
+                .kafka
+                .properties
+                .get("transaction.timeout.ms")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(60_000);
+            if every.as_millis() as u64 >= timeout_ms / 2 {
+                return Err(format!(
+                    "checkpoint.interval = {every:?} with kafka.delivery = \"exactly_once\": each transaction stays open for an interval, and the broker aborts one after transaction.timeout.ms = {timeout_ms}; use an interval under half of it"
+                ));
+            }
+        }
         if self.state.max_streams > 0 && self.checkpoint.every()? == Every::Off {
             return Err(format!(
                 "state.max_streams = {} needs checkpoints (evicted streams live in the changelog): set checkpoint.interval",
@@ -696,6 +712,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exactly_once_refuses_a_checkpoint_interval_the_transaction_cannot_last() {
+        let load = |extra: &str| {
+            let t = format!("[kafka]\ndelivery = \"exactly_once\"\n{extra}")
+                .parse()
+                .unwrap();
+            Config::load_with(None, t)
+        };
+        assert!(load("[checkpoint]\ninterval = \"10s\"\n").is_ok());
+        let e = load("[checkpoint]\ninterval = \"45s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("transaction.timeout.ms = 60000"), "{e}");
+        let raised = "[kafka.properties]\n\"transaction.timeout.ms\" = \"300000\"\n[checkpoint]\ninterval = \"45s\"\n";
+        assert!(load(raised).is_ok());
+    }
 
     #[test]
     fn every_property_that_can_carry_a_secret_is_redacted() {

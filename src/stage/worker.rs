@@ -205,9 +205,10 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
         streams: 0,
         updates: 0,
         nonfinite: 0,
+        aborted: false,
     };
     let (p, offsets) = (w.setup.partition, w.setup.offsets.clone());
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && !w.aborted {
         // At most POLL_WAIT, so a stop is noticed promptly.
         let mut wait = w
             .windower
@@ -242,7 +243,9 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
     // Messages still queued were never marked, so they are not committed:
     // whoever owns the partition next reads them. (The checkpoint flushes the
     // open window first, with or without checkpointing on.)
-    w.checkpoint();
+    if !w.aborted {
+        w.checkpoint();
+    }
     w.setup.metrics.streams_active.sub(w.streams as i64);
 }
 
@@ -264,6 +267,8 @@ struct Worker {
     /// Learner counters already added to the metrics.
     updates: u64,
     nonfinite: u64,
+    /// A transaction aborted (exactly once): the partition stops here.
+    aborted: bool,
 }
 
 impl Worker {
@@ -573,6 +578,8 @@ impl Worker {
                 );
             }
             Err(CheckpointFailure::Fatal(e)) => {
+                // Nothing more from this partition: no output, no checkpoint.
+                self.aborted = true;
                 self.setup.health.fail(format!("partition {p}: {e}"))
             }
         }
