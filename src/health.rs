@@ -33,12 +33,17 @@ impl Health {
         Restoring(self.clone())
     }
 
-    /// Records an error that must stop the stage, and logs it. The first one
-    /// is the one reported; every one is logged.
+    /// Records an error that must stop the stage. The first one is reported
+    /// and logged as an error; later ones (an outage fails every record in
+    /// flight) log at debug only.
     pub fn fail(&self, message: String) {
-        tracing::error!("{message}");
         let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        f.get_or_insert(message);
+        if f.is_none() {
+            tracing::error!("{message}");
+            *f = Some(message);
+        } else {
+            tracing::debug!("also: {message}");
+        }
         self.failed.store(true, Ordering::Release);
     }
 

@@ -134,20 +134,10 @@ pub fn produce_synthetic(
     events: Option<u64>,
     stop: &AtomicBool,
 ) -> anyhow::Result<u64> {
-    let p = producer(brokers)?;
-    let mut gens: Vec<Seasonal> = (0..streams as u64).map(|s| Seasonal::new(s, 1)).collect();
-    let keys: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
     let t0 = 1_700_000_000_000i64;
-    produce_paced(&p, topic, rate, events, stop, |sent| {
-        let s = (sent % streams as u64) as usize;
-        let step = (sent / streams as u64) as i64;
-        let v = gens[s].next().unwrap_or(0.0);
-        let value = format!(
-            r#"{{"stream":"{}","ts":{},"value":{v}}}"#,
-            keys[s],
-            t0 + step * 3_600_000
-        );
-        (keys[s].clone(), value)
+    let per_stream = streams as u64;
+    produce_seasonal(brokers, topic, streams, rate, events, stop, |_, sent| {
+        t0 + (sent / per_stream) as i64 * 3_600_000
     })
 }
 
@@ -162,18 +152,38 @@ pub fn produce_synthetic_live(
     events: Option<u64>,
     stop: &AtomicBool,
 ) -> anyhow::Result<u64> {
-    let p = producer(brokers)?;
-    let mut gens: Vec<Seasonal> = (0..streams as u64).map(|s| Seasonal::new(s, 1)).collect();
-    let keys: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
     let mut last = vec![i64::MIN; streams];
-    produce_paced(&p, topic, rate, events, stop, |sent| {
-        let s = (sent % streams as u64) as usize;
+    produce_seasonal(brokers, topic, streams, rate, events, stop, |s, _| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         last[s] = now.max(last[s].saturating_add(1));
+        last[s]
+    })
+}
+
+/// The synthetic seasonal streams `stream-<n>`, round-robin; `ts(stream, sent)`
+/// stamps each event.
+fn produce_seasonal(
+    brokers: &(impl Connect + ?Sized),
+    topic: &str,
+    streams: usize,
+    rate: u64,
+    events: Option<u64>,
+    stop: &AtomicBool,
+    mut ts: impl FnMut(usize, u64) -> i64,
+) -> anyhow::Result<u64> {
+    let p = producer(brokers)?;
+    let mut gens: Vec<Seasonal> = (0..streams as u64).map(|s| Seasonal::new(s, 1)).collect();
+    let keys: Vec<String> = (0..streams).map(|s| format!("stream-{s}")).collect();
+    produce_paced(&p, topic, rate, events, stop, |sent| {
+        let s = (sent % streams as u64) as usize;
         let v = gens[s].next().unwrap_or(0.0);
-        let value = format!(r#"{{"stream":"{}","ts":{},"value":{v}}}"#, keys[s], last[s]);
+        let value = format!(
+            r#"{{"stream":"{}","ts":{},"value":{v}}}"#,
+            keys[s],
+            ts(s, sent)
+        );
         (keys[s].clone(), value)
     })
 }

@@ -66,7 +66,12 @@ fn json_log_format_writes_one_object_per_line() {
 }
 
 #[test]
-fn rust_log_filters_out_librdkafka_lines() {
+fn rust_log_filters_librdkafka_lines_by_target() {
+    let (kept, _) = tail_closed_port(&[("RUST_LOG", "off,rdkafka=error")]);
+    assert!(
+        kept.contains("[rdkafka]"),
+        "rdkafka=error keeps its errors:\n{kept}"
+    );
     let (stderr, _) = tail_closed_port(&[("RUST_LOG", "info,rdkafka=off")]);
     assert!(!stderr.contains("[rdkafka]"), "{stderr}");
 }

@@ -874,6 +874,16 @@ pub enum BenchCommand {
     },
 }
 
+/// Prints a report as one JSON line, or pretty-printed.
+fn print_report(report: &(impl Serialize + std::fmt::Debug), json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{report:#?}");
+    }
+    Ok(())
+}
+
 /// Runs one `recur bench` measurement and prints its report.
 pub fn run(what: BenchCommand) -> anyhow::Result<()> {
     match what {
@@ -898,11 +908,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
                 partitions,
                 config: cfg,
             })?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report:#?}");
-            }
+            print_report(&report, json)?;
         }
         BenchCommand::Restore {
             streams,
@@ -914,11 +920,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             let cfg =
                 Config::load_layered(config.as_deref(), std::env::vars(), toml::Table::new())?;
             let r = restore(streams, brokers.as_deref(), &cfg)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("{r:#?}");
-            }
+            print_report(&r, json)?;
         }
         BenchCommand::Idle {
             brokers,
@@ -930,11 +932,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(streams > 0, "--streams must be at least 1");
             let r = idle(&brokers, streams, step_ms, &idle_ttl, &interval)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("{r:#?}");
-            }
+            print_report(&r, json)?;
         }
         BenchCommand::Model {
             cell,

@@ -348,9 +348,7 @@ impl Worker {
         metrics.window_events.observe(rows.len() as f64);
         let targets = self.model.config().target_indices().len();
         let mut errors = WindowErrors::default();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = wall_ms();
         for i in 0..rows.len() {
             let (stream, ts_ms, offset) = (rows.stream(i), rows.ts_ms(i), rows.offset(i));
             if let Some(c) = self.cp.as_mut() {

@@ -186,6 +186,9 @@ impl Checkpoints {
         idle_before: Option<i64>,
     ) -> Option<i64> {
         let cap = self.max_streams?;
+        if f.stream_count() <= cap {
+            return None;
+        }
         let mut ts: Vec<i64> = f
             .streams()
             .map(|(_, s)| s.last_ts_ms)
@@ -745,6 +748,14 @@ mod tests {
         out
     }
 
+    /// The value of the changelog record at offset `at`.
+    fn value_at(log: &Latest, at: i64) -> Vec<u8> {
+        log.values()
+            .find(|(o, _)| *o == at)
+            .and_then(|(_, v)| v.clone())
+            .expect("a record at that offset")
+    }
+
     fn checkpoint(
         f: &mut Forecaster<f32>,
         cp: &mut Checkpoints,
@@ -1002,13 +1013,7 @@ mod tests {
         assert_eq!(f.stream_count(), 7);
         // It returns: fetched back by its offset, it forecasts as if never gone.
         let at = cp.evicted("quiet").unwrap();
-        let value = log
-            .values()
-            .find(|(o, _)| *o == at)
-            .unwrap()
-            .1
-            .clone()
-            .unwrap();
+        let value = value_at(&log, at);
         cp.bring_back(&mut f, "quiet", &value).unwrap();
         assert_eq!(
             f.observe("quiet", &[9.0]).unwrap().forecast,
@@ -1036,13 +1041,7 @@ mod tests {
         assert_eq!(cp.idle_count(), 2);
         // s0 returns: fetched back, it forecasts as if never evicted.
         let at = cp.evicted("s0").unwrap();
-        let value = log
-            .values()
-            .find(|(o, _)| *o == at)
-            .unwrap()
-            .1
-            .clone()
-            .unwrap();
+        let value = value_at(&log, at);
         cp.bring_back(&mut f, "s0", &value).unwrap();
         assert_eq!(
             f.observe("s0", &[9.0]).unwrap().forecast,
