@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use recur::model::network::{StepScratch, Tape, step};
-use recur::model::optim::{Optimizer, OptimizerConfig, clip_grad_norm};
+use recur::model::optim::{Optimizer, OptimizerConfig, Spare, clip_grad_norm};
 use recur::model::rng::Rng;
 use recur::model::{CellKind, Dims, Forecaster, ModelConfig, ParamLayout, Params};
 
@@ -52,6 +52,7 @@ fn tbptt_update(c: &mut Criterion) {
         let mut params = Params::<f32>::init(&layout, &mut Rng::new(1));
         let mut grads = Params::zeros(&layout);
         let mut opt = Optimizer::new(OptimizerConfig::default(), &layout);
+        let mut spare = Spare::new(OptimizerConfig::default(), &layout);
         let mut tape = Tape::new(layout.dims, 16);
         let xs: Vec<f32> = (0..16).map(|t| (t as f32 * 0.4).sin()).collect();
         let init = vec![0.0f32; layout.dims.state_len()];
@@ -65,7 +66,7 @@ fn tbptt_update(c: &mut Criterion) {
                 grads.fill_zero();
                 tape.backward(&layout, &params, &xs, &dy, &mut grads, None, &mut d_init);
                 clip_grad_norm(&mut grads, 1.0);
-                opt.update(&mut params, &mut grads);
+                opt.update(&mut params, &mut grads, &mut spare);
             })
         });
     }

@@ -60,17 +60,27 @@ pub struct RunConfig {
     /// exits with status 1 regardless; what was not committed is redone by
     /// the partitions' next owner. A duration or "off".
     pub shutdown_timeout: String,
+    /// How long no broker may be reachable (by the consumer's statistics,
+    /// every `statistics.interval.ms`) before `/readyz` answers 503.
+    pub broker_loss: String,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             shutdown_timeout: "30s".into(),
+            broker_loss: "30s".into(),
         }
     }
 }
 
 impl RunConfig {
+    /// The broker-loss bound of `/readyz`.
+    pub fn broker_loss(&self) -> Result<std::time::Duration, String> {
+        parse_duration(self.broker_loss.trim())
+            .map_err(|e| format!("run.broker_loss = {:?}: {e}", self.broker_loss))
+    }
+
     /// The shutdown bound; `None` when "off".
     pub fn shutdown_timeout(&self) -> Result<Option<std::time::Duration>, String> {
         match self.shutdown_timeout.trim() {
@@ -652,6 +662,7 @@ impl Config {
         }
         self.events.max_future_ms()?;
         self.run.shutdown_timeout()?;
+        self.run.broker_loss()?;
         if self.kafka.delivery == Delivery::ExactlyOnce
             && let Every::Time(every) = self.checkpoint.every()?
         {

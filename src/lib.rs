@@ -24,8 +24,9 @@
 //!   (`config/default.toml` < file < `RECUR_*` < flags) and validated at load.
 //! * [`kafka`]: client configuration, recur's librdkafka defaults, and the
 //!   client context that routes librdkafka's logs into `tracing`.
-//! * [`telemetry`]: Prometheus metrics and the HTTP endpoint; [`health`]:
-//!   readiness and the fatal error the endpoint reports.
+//! * [`telemetry`]: Prometheus metrics; [`http`]: the endpoint that serves
+//!   them with `/healthz` and `/readyz` (hyper); [`health`]: readiness and
+//!   the fatal error the endpoint reports.
 //! * [`log`]: the `tracing` subscriber (`RUST_LOG`, `log.format`) and rate limits.
 //! * [`time`]: time values (ISO 8601, epoch, US forms) as epoch milliseconds.
 //! * [`tools`]: `recur produce` and `recur tail`.
@@ -38,6 +39,7 @@
 pub mod backtest;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod log;
 pub mod model;

@@ -1,4 +1,4 @@
-//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoint.
+//! Prometheus metrics (served by [`crate::http`]).
 //!
 //! Names follow `recur_<thing>_<unit>`; the only labels are `partition`,
 //! `reason` and `model`, never a stream id (unbounded cardinality).
@@ -10,10 +10,6 @@ use prometheus::{
     CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::health::Health;
 
 /// Every metric recur exports.
 pub struct Metrics {
@@ -29,6 +25,8 @@ pub struct Metrics {
     pub model_updates: IntCounter,
     /// Events, losses or gradients the non-finite guard stopped.
     pub nonfinite: IntCounter,
+    /// Weight updates undone because a new weight was not finite.
+    pub weight_rollbacks: IntCounter,
     /// Produce requests that failed for good (their offsets are never committed).
     pub delivery_errors: IntCounter,
     /// Events per flushed window.
@@ -110,6 +108,10 @@ impl Metrics {
             nonfinite: r.counter(
                 "recur_nonfinite_total",
                 "Non-finite inputs, losses or gradients stopped by the guard",
+            ),
+            weight_rollbacks: r.counter(
+                "recur_weight_rollbacks_total",
+                "Weight updates undone because a new weight or moment was not finite",
             ),
             delivery_errors: r.counter(
                 "recur_delivery_errors_total",
@@ -259,53 +261,6 @@ pub struct WindowErrors {
     pub naive_abs: f64,
     /// Components scored.
     pub n: u64,
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let (metrics, health) = (metrics.clone(), health.clone());
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                "/healthz" => match health.fatal() {
-                    None => ("200 OK", "text/plain", "ok\n".to_string()),
-                    Some(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
-                },
-                "/readyz" if health.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "not ready\n".to_string(),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: try /metrics, /healthz, /readyz\n".to_string(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
-    }
 }
 
 /// Registers metrics as they are made.

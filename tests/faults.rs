@@ -268,3 +268,43 @@ fn late_events_are_accepted_or_dead_lettered_by_policy() {
         );
     }
 }
+
+#[test]
+fn readiness_ends_while_no_broker_is_reachable_and_returns_with_it() {
+    let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let cfg = stage_config(
+        &brokers,
+        "[run]\nbroker_loss = \"1s\"\n[kafka.properties]\n\"statistics.interval.ms\" = \"200\"\n",
+    );
+    let addr = cfg.metrics.addr.clone();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    let run = std::thread::spawn(move || {
+        recur::stage::run(
+            cfg,
+            async move { s.notified().await },
+            recur::stage::LiveLine::Quiet,
+        )
+    });
+    let wait_for = |status: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = common::http_get(&addr, "/readyz");
+            if answer.starts_with(status) && answer.contains(what) {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "no {status} {what}: {answer}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("HTTP/1.1 200", "ready");
+    cluster.broker_down(1).unwrap();
+    wait_for("HTTP/1.1 503", "no broker reachable");
+    // /healthz stays 200: a lost broker is not the stage's fault, and it reconnects.
+    assert!(common::http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    cluster.broker_up(1).unwrap();
+    wait_for("HTTP/1.1 200", "ready");
+    stop.notify_one();
+    run.join().unwrap().unwrap();
+}

@@ -143,6 +143,42 @@ fn non_finite_values_never_reach_the_weights() {
 }
 
 #[test]
+fn an_update_that_would_overflow_the_weights_is_rolled_back() {
+    // A step size so large that a few Adam steps (each moves a weight by about
+    // lr) carry the f32 weights past their range: finite gradients, infinite weights.
+    let cfg = ModelConfig {
+        optimizer: recur::model::OptimizerConfig {
+            lr: 1e38,
+            ..Default::default()
+        },
+        ..ModelConfig::default()
+    };
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    for x in NoisySine::new(12.0, 0.1, 6).take(40) {
+        f.observe("s", &[x as f32]).unwrap();
+    }
+    let stats = f.stats();
+    assert!(stats.rollbacks > 0, "{stats:?}");
+    assert!(f.shared().params.data.iter().all(|v| v.is_finite()));
+    assert!(f.shared().optimizer.v.data.iter().all(|v| v.is_finite()));
+    // So every checkpoint holds finite weights and loads again.
+    let bytes = f.to_safetensors();
+    let back = Forecaster::<f32>::from_safetensors(&bytes).unwrap();
+    assert_eq!(back.shared().params, f.shared().params);
+}
+
+#[test]
+fn a_checkpoint_with_a_non_finite_weight_is_refused() {
+    let mut f = Forecaster::<f32>::new(ModelConfig::default()).unwrap();
+    f.shared_mut().params.data[3] = f32::NAN;
+    let err = Forecaster::<f32>::from_safetensors(&f.to_safetensors()).unwrap_err();
+    assert!(
+        err.to_string().contains("non-finite value at index 3"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_wrong_width_is_an_error_that_changes_nothing() {
     let mut f = Forecaster::<f32>::new(ModelConfig {
         inputs: 3,

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use recur::model::loss::Loss;
 use recur::model::network::Tape;
-use recur::model::optim::{Optimizer, OptimizerConfig, OptimizerKind, clip_grad_norm};
+use recur::model::optim::{
+    Optimizer, OptimizerConfig, OptimizerKind, Spare, Update, clip_grad_norm,
+};
 use recur::model::{CellKind, Dims, ParamLayout, Params};
 use serde_json::Value;
 
@@ -255,6 +257,7 @@ fn check_case(c: &Case, chk: &mut Checker) {
         };
         let mut p = c.params.clone();
         let mut optimizer = Optimizer::new(ocfg, &c.layout);
+        let mut spare = Spare::new(ocfg, &c.layout);
         for st in cfg["steps"].as_array().unwrap() {
             let k = st["step"].as_u64().unwrap();
             let (loss, mut grads, _, _, _) = loss_and_grads(c, &p, false);
@@ -269,7 +272,10 @@ fn check_case(c: &Case, chk: &mut Checker) {
                 &[report.total_norm],
                 &[st["grad_norm_before_clip"].as_f64().unwrap()],
             );
-            optimizer.update(&mut p, &mut grads);
+            assert_eq!(
+                optimizer.update(&mut p, &mut grads, &mut spare),
+                Update::Applied
+            );
             for (json, name) in NAMES {
                 let got = p.tensor_values(c.layout.spec(name).unwrap());
                 chk.close(

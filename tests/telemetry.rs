@@ -85,3 +85,60 @@ fn the_embedded_stage_exports_summable_errors_build_info_and_a_real_event_lag() 
         "event lag: {finite} of {count} observations below +Inf:\n{text}"
     );
 }
+
+/// A server on a port of its own, with fresh metrics and health.
+fn endpoint() -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let health = std::sync::Arc::new(recur::health::Health::default());
+    rt.spawn(recur::http::serve(
+        listener,
+        recur::telemetry::Metrics::new(),
+        health,
+    ));
+    (rt, addr)
+}
+
+#[test]
+fn a_request_split_across_packets_is_read_whole() {
+    use std::io::{Read, Write};
+    let (_rt, addr) = endpoint();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"GET /met").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(b"rics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("recur_events_total"), "{text}");
+    let ready = http_get(&addr.to_string(), "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("no partitions assigned yet"),
+        "{ready}"
+    );
+}
+
+#[test]
+fn idle_connections_past_the_limit_are_dropped_and_do_not_starve_a_scrape() {
+    use std::io::Read;
+    let (_rt, addr) = endpoint();
+    // More silent connections than the server serves at once.
+    let idle: Vec<std::net::TcpStream> = (0..recur::http::MAX_CONNECTIONS + 16)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let scrape = std::thread::spawn(move || http_get(&addr.to_string(), "/metrics"));
+    let text = scrape.join().unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The server hung up on every silent connection (after its header timeout).
+    for mut s in idle {
+        s.set_read_timeout(Some(recur::http::TIMEOUT * 6)).unwrap();
+        // To the end: a read timeout (the server kept it open) fails here.
+        if let Err(e) = s.read_to_end(&mut Vec::new()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+    }
+}

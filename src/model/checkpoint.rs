@@ -220,9 +220,17 @@ impl<'a> Reader<'a> {
     }
 
     /// A float tensor's shape and values.
+    /// Refused when a value is not finite: recur never writes one, so such a
+    /// file is corrupt or foreign, and loading it would poison every forecast.
     pub fn tensor<S: Scalar>(&self, name: &str) -> Result<(Vec<usize>, Vec<S>), CheckpointError> {
         let (shape, bytes) = self.raw(name, S::DTYPE)?;
-        Ok((shape, bytes.chunks_exact(S::BYTES).map(S::get_le).collect()))
+        let values: Vec<S> = bytes.chunks_exact(S::BYTES).map(S::get_le).collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "tensor {name} holds a non-finite value at index {i}"
+            )));
+        }
+        Ok((shape, values))
     }
 
     /// An `f64` tensor's values (whatever the model's element type).

@@ -29,7 +29,7 @@ use super::linear::{LinearConfig, Rls};
 use super::loss::Loss;
 use super::network::{StepScratch, Tape, forecast, step};
 use super::normalize::{NormPhase, Normalize, Normalizer};
-use super::optim::{ClipReport, Optimizer, OptimizerConfig, clip_grad_norm};
+use super::optim::{ClipReport, Optimizer, OptimizerConfig, Spare, Update, clip_grad_norm};
 use super::params::{CellKind, Dims, ParamLayout, Params};
 use super::rng::Rng;
 use super::scalar::{Scalar, sum_sq};
@@ -468,6 +468,8 @@ pub struct StreamStats {
     pub nonfinite: u64,
     /// Updates whose gradients were clipped.
     pub clipped: u64,
+    /// Updates undone because a new weight or moment was not finite.
+    pub rollbacks: u64,
 }
 
 /// The online learner for a set of streams (one per partition in the pipeline).
@@ -503,6 +505,8 @@ struct Work<S> {
     phi: Vec<f64>,
     /// The linear expert's forecast changes, or its training targets.
     lin: Vec<f64>,
+    /// Where an update writes the new weights before they replace the old.
+    spare: Spare<S>,
 }
 
 impl<S: Scalar> Forecaster<S> {
@@ -542,6 +546,7 @@ impl<S: Scalar> Forecaster<S> {
             out: vec![S::zero(); dims.outputs],
             phi: vec![0.0; features],
             lin: vec![0.0; dims.outputs],
+            spare: Spare::new(cfg.optimizer, &layout),
         };
         Ok(Forecaster {
             target_idx: cfg.target_indices(),
@@ -775,11 +780,12 @@ impl<S: Scalar> Forecaster<S> {
                             stats.clipped += 1;
                         }
                     }
-                    Err(()) => {
+                    Err(Skip::NonFinite) => {
                         stats.nonfinite += 1;
                         reset(s, &sl);
                         was_reset = true;
                     }
+                    Err(Skip::RolledBack) => stats.rollbacks += 1,
                 }
             }
         }
@@ -1031,8 +1037,17 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
     e
 }
 
-/// One TBPTT step on the newest complete forecasts of stream `s`; `Err` when
-/// the loss or a gradient is not finite (nothing was applied).
+/// Why a TBPTT step changed no weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    /// The loss or a gradient was not finite: the stream's state is suspect.
+    NonFinite,
+    /// The gradients were finite but the new weights were not: the old ones stay.
+    RolledBack,
+}
+
+/// One TBPTT step on the newest complete forecasts of stream `s`; `Err` says
+/// why nothing was applied.
 #[inline(always)]
 fn train<S: Scalar>(
     cfg: &ModelConfig,
@@ -1042,7 +1057,7 @@ fn train<S: Scalar>(
     model: &mut Model<S>,
     s: &Stream<S>,
     work: &mut Work<S>,
-) -> Result<(f64, ClipReport), ()> {
+) -> Result<(f64, ClipReport), Skip> {
     let d = sl.width;
     let nt = sl.targets;
     let hz = sl.horizon;
@@ -1094,7 +1109,7 @@ fn train<S: Scalar>(
         );
     }
     if !loss.is_finite() {
-        return Err(());
+        return Err(Skip::NonFinite);
     }
     work.grads.fill_zero();
     work.tape.backward(
@@ -1116,9 +1131,14 @@ fn train<S: Scalar>(
     };
     // The norm is finite exactly when every gradient is (barring overflow, which also skips).
     if !clip.total_norm.is_finite() {
-        return Err(());
+        return Err(Skip::NonFinite);
     }
-    model.optimizer.update(&mut model.params, &mut work.grads);
+    let update = model
+        .optimizer
+        .update(&mut model.params, &mut work.grads, &mut work.spare);
+    if update == Update::RolledBack {
+        return Err(Skip::RolledBack);
+    }
     model.updates += 1;
     Ok((loss.f64(), clip))
 }

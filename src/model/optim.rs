@@ -104,15 +104,28 @@ impl<S: Scalar> Optimizer<S> {
         }
     }
 
-    /// Applies one update of `grads` to `params`. `grads` may be modified (weight decay).
+    /// Applies one update of `grads` to `params`, or none at all.
+    ///
+    /// The new weights and moments are written into `spare` and swapped in only
+    /// when every one of them is finite; otherwise nothing changes (not even the
+    /// step count) and the update is [`Update::RolledBack`]. Swapping buffers
+    /// costs nothing, where copying the old weights aside would cost a pass over
+    /// them on every update. `grads` may be modified (weight decay).
     #[inline(always)]
-    pub fn update(&mut self, params: &mut Params<S>, grads: &mut Params<S>) {
+    pub fn update(
+        &mut self,
+        params: &mut Params<S>,
+        grads: &mut Params<S>,
+        spare: &mut Spare<S>,
+    ) -> Update {
         let cfg = self.config;
         self.step += 1;
         let lr = S::of(cfg.lr);
         let wd = S::of(cfg.weight_decay);
-        let p = params.flat_mut();
+        let p = params.flat();
         let g = grads.flat_mut();
+        let n = p.len();
+        let p1 = &mut spare.p.flat_mut()[..n];
         match cfg.kind {
             OptimizerKind::Sgd => {
                 if cfg.weight_decay != 0.0 {
@@ -122,29 +135,29 @@ impl<S: Scalar> Optimizer<S> {
                 }
                 if cfg.momentum != 0.0 {
                     let mu = S::of(cfg.momentum);
-                    let buf = self.m.flat_mut();
+                    let (b0, b1) = (self.m.flat(), spare.m.flat_mut());
                     let first = self.step == 1;
-                    for ((pi, &gi), bi) in p.iter_mut().zip(g.iter()).zip(buf.iter_mut()) {
-                        *bi = if first { gi } else { mu * *bi + gi };
-                        *pi -= lr * *bi;
+                    for i in 0..n {
+                        b1[i] = if first { g[i] } else { mu * b0[i] + g[i] };
+                        p1[i] = p[i] - lr * b1[i];
                     }
                 } else {
-                    for (pi, &gi) in p.iter_mut().zip(g.iter()) {
-                        *pi -= lr * gi;
+                    for i in 0..n {
+                        p1[i] = p[i] - lr * g[i];
                     }
                 }
             }
             OptimizerKind::Adam | OptimizerKind::Adamw => {
+                // AdamW's decay multiplies the weights before the step (`keep`);
+                // Adam's is L2, added to the gradient.
+                let mut keep = S::one();
                 if cfg.weight_decay != 0.0 {
                     if cfg.kind == OptimizerKind::Adam {
                         for (gi, &pi) in g.iter_mut().zip(p.iter()) {
                             *gi += wd * pi;
                         }
                     } else {
-                        let keep = S::of(1.0 - cfg.lr * cfg.weight_decay);
-                        for pi in p.iter_mut() {
-                            *pi *= keep;
-                        }
+                        keep = S::of(1.0 - cfg.lr * cfg.weight_decay);
                     }
                 }
                 let [b1, b2] = cfg.betas;
@@ -159,18 +172,61 @@ impl<S: Scalar> Optimizer<S> {
                 let (b1s, b2s) = (S::of(b1), S::of(b2));
                 let (c1, c2) = (S::of(1.0 - b1), S::of(1.0 - b2));
                 let eps = S::of(cfg.eps);
-                let m = self.m.flat_mut();
-                let v = self.v.flat_mut();
-                let n = p.len();
-                let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+                let (m0, v0) = (&self.m.flat()[..n], &self.v.flat()[..n]);
+                let (m1, v1) = (&mut spare.m.flat_mut()[..n], &mut spare.v.flat_mut()[..n]);
+                let g = &g[..n];
+                let decayed = cfg.kind == OptimizerKind::Adamw && cfg.weight_decay != 0.0;
                 for i in 0..n {
                     let gi = g[i];
-                    m[i] = b1s * m[i] + c1 * gi;
-                    v[i] = b2s * v[i] + c2 * gi * gi;
-                    let denom = v[i].sqrt() * inv_bc2_sqrt + eps;
-                    p[i] -= step_size * (m[i] / denom);
+                    m1[i] = b1s * m0[i] + c1 * gi;
+                    v1[i] = b2s * v0[i] + c2 * gi * gi;
+                    let denom = v1[i].sqrt() * inv_bc2_sqrt + eps;
+                    // `p * 1` is exact, but skipping it keeps the loop as it was.
+                    let base = if decayed { p[i] * keep } else { p[i] };
+                    p1[i] = base - step_size * (m1[i] / denom);
                 }
             }
+        }
+        if !(all_finite(&spare.p.flat()[..n])
+            && all_finite(spare.m.flat())
+            && all_finite(spare.v.flat()))
+        {
+            self.step -= 1;
+            return Update::RolledBack;
+        }
+        std::mem::swap(params, &mut spare.p);
+        std::mem::swap(&mut self.m, &mut spare.m);
+        std::mem::swap(&mut self.v, &mut spare.v);
+        Update::Applied
+    }
+}
+
+/// What [`Optimizer::update`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// The new weights replaced the old.
+    Applied,
+    /// A new weight or moment was not finite: the old weights stay.
+    RolledBack,
+}
+
+/// The buffers an update writes into before they replace the live ones,
+/// shaped like one model's parameters and moments.
+#[derive(Clone, Debug)]
+pub struct Spare<S> {
+    p: Params<S>,
+    m: Params<S>,
+    v: Params<S>,
+}
+
+impl<S: Scalar> Spare<S> {
+    /// Spare buffers for an optimiser with `config` over `layout`.
+    pub fn new(config: OptimizerConfig, layout: &ParamLayout) -> Self {
+        let moments = Optimizer::<S>::new(config, layout);
+        Spare {
+            p: Params::zeros(layout),
+            m: moments.m,
+            v: moments.v,
         }
     }
 }
@@ -200,6 +256,7 @@ mod tests {
             ..OptimizerConfig::default()
         };
         let mut opt = Optimizer::<f64>::new(cfg, &layout);
+        let mut spare = Spare::new(cfg, &layout);
         opt.step = i32::MAX as u64 - 1;
         let mut params = Params::<f64>::zeros(&layout);
         for (i, p) in params.flat_mut().iter_mut().enumerate() {
@@ -208,7 +265,10 @@ mod tests {
         for _ in 0..3 {
             let mut grads = Params::<f64>::zeros(&layout);
             grads.flat_mut().iter_mut().for_each(|g| *g = 0.5);
-            opt.update(&mut params, &mut grads);
+            assert_eq!(
+                opt.update(&mut params, &mut grads, &mut spare),
+                Update::Applied
+            );
             assert!(
                 params.flat().iter().all(|p| p.is_finite()),
                 "step {}: {:?}",
@@ -217,5 +277,58 @@ mod tests {
             );
         }
         assert_eq!(opt.step, i32::MAX as u64 + 2);
+    }
+
+    fn layout() -> ParamLayout {
+        ParamLayout::new(Dims {
+            cell: CellKind::Lstm,
+            inputs: 1,
+            hidden: 2,
+            layers: 1,
+            outputs: 1,
+        })
+    }
+
+    /// Runs one update whose new values overflow f32 and checks nothing moved.
+    fn assert_rolls_back(cfg: OptimizerConfig, grad: f32) {
+        let layout = layout();
+        let mut opt = Optimizer::<f32>::new(cfg, &layout);
+        let mut spare = Spare::new(cfg, &layout);
+        let mut params = Params::<f32>::zeros(&layout);
+        params.flat_mut().iter_mut().for_each(|p| *p = 1e10);
+        let mut grads = Params::<f32>::zeros(&layout);
+        grads.flat_mut().iter_mut().for_each(|g| *g = 1.0);
+        // A first, harmless update, so that the moments are not all zero.
+        assert_eq!(
+            opt.update(&mut params, &mut grads, &mut spare),
+            Update::Applied
+        );
+        let before = (params.clone(), opt.clone());
+        grads.flat_mut().iter_mut().for_each(|g| *g = grad);
+        assert!(grads_finite(&grads));
+        assert_eq!(
+            opt.update(&mut params, &mut grads, &mut spare),
+            Update::RolledBack
+        );
+        assert_eq!((params, opt), before, "{:?}", cfg.kind);
+    }
+
+    #[test]
+    fn an_update_that_overflows_changes_nothing() {
+        // Adam: (1 - β2) g² = 1e57 overflows the second moment.
+        let adam = OptimizerConfig::default();
+        assert_rolls_back(adam, 1e30);
+        // SGD: a finite gradient times a huge step overflows the weights.
+        let sgd = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 1e30,
+            ..OptimizerConfig::default()
+        };
+        assert_rolls_back(sgd, 1e10);
+        let momentum = OptimizerConfig {
+            momentum: 0.9,
+            ..sgd
+        };
+        assert_rolls_back(momentum, 1e10);
     }
 }

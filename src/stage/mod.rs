@@ -40,7 +40,7 @@ use crate::config::{Config, Delivery, Every};
 use crate::health::Health;
 use crate::kafka::client_config;
 use crate::state::changelog;
-use crate::telemetry::{self, Metrics};
+use crate::telemetry::Metrics;
 use embedded::Embedded;
 use offsets::{CommitPolicy, Offsets};
 use sink::Sink;
@@ -79,11 +79,17 @@ pub fn run(
         .enable_all()
         .build()?;
     let metrics = Metrics::new();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(
+        cfg.run.broker_loss().map_err(anyhow::Error::msg)?,
+    ));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&cfg.metrics.addr))
         .with_context(|| format!("metrics.addr = {}: cannot listen", cfg.metrics.addr))?;
-    rt.spawn(telemetry::serve(listener, metrics.clone(), health.clone()));
+    rt.spawn(crate::http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
 
     let mut embedded = match cfg.kafka.is_embedded() {
         true => Some(Embedded::start(&cfg)?),

@@ -67,6 +67,11 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, stats: Statistics) {
+        let reachable = stats
+            .brokers
+            .values()
+            .any(|b| b.source != "internal" && b.state == "UP");
+        self.health.broker_seen(reachable);
         if let Some(topic) = stats.topics.get(&self.topic) {
             for (p, s) in &topic.partitions {
                 if *p >= 0 && s.consumer_lag >= 0 {

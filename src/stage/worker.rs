@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::{Every, Late, OnMismatch};
 use crate::health::Health;
 use crate::model::checkpoint::Reader;
-use crate::model::{Clock, Forecaster, ModelConfig};
+use crate::model::{Clock, Forecaster, ModelConfig, StreamStats};
 pub use crate::stage::checkpoint::StateSetup;
 use crate::stage::checkpoint::{self, CheckpointFailure, Checkpointing};
 use crate::stage::decode::{self, DecodeConfig, DecodeError, Reason};
@@ -203,8 +203,7 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
         values: Vec::new(),
         out: Vec::new(),
         streams: 0,
-        updates: 0,
-        nonfinite: 0,
+        counted: StreamStats::default(),
         aborted: false,
     };
     let (p, offsets) = (w.setup.partition, w.setup.offsets.clone());
@@ -265,8 +264,7 @@ struct Worker {
     /// Streams counted in the `streams_active` gauge.
     streams: usize,
     /// Learner counters already added to the metrics.
-    updates: u64,
-    nonfinite: u64,
+    counted: StreamStats,
     /// A transaction aborted (exactly once): the partition stops here.
     aborted: bool,
 }
@@ -474,10 +472,12 @@ impl Worker {
     fn sync_counters(&mut self) {
         let metrics = &self.setup.metrics;
         let stats = self.model.stats();
-        metrics.model_updates.inc_by(stats.updates - self.updates);
-        metrics.nonfinite.inc_by(stats.nonfinite - self.nonfinite);
-        self.updates = stats.updates;
-        self.nonfinite = stats.nonfinite;
+        let seen = std::mem::replace(&mut self.counted, stats);
+        metrics.model_updates.inc_by(stats.updates - seen.updates);
+        metrics.nonfinite.inc_by(stats.nonfinite - seen.nonfinite);
+        metrics
+            .weight_rollbacks
+            .inc_by(stats.rollbacks - seen.rollbacks);
         let streams = self.model.stream_count();
         metrics
             .streams_active

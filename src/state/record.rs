@@ -289,6 +289,13 @@ impl Cursor<'_> {
         for (d, c) in dst.iter_mut().zip(raw.chunks_exact(S::BYTES)) {
             *d = S::get_le(c);
         }
+        // recur never writes a non-finite value (updates that would are rolled back).
+        if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
+            return Err(RecordError {
+                stream: self.stream.to_string(),
+                reason: format!("{what} value {i} is not finite"),
+            });
+        }
         Ok(())
     }
 }
