@@ -118,7 +118,8 @@ pub struct StateConfig {
     #[serde(default)]
     pub on_mismatch: OnMismatch,
     /// Streams a partition keeps in memory at most (0: no limit); past it the
-    /// least recently seen are evicted to the changelog at each checkpoint.
+    /// least recently seen are evicted to the changelog at each checkpoint,
+    /// and a checkpoint comes early at `max_streams * 9/8 + 64` streams.
     #[serde(default)]
     pub max_streams: usize,
 }

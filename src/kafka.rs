@@ -184,6 +184,65 @@ pub fn producer(config: &ClientConfig) -> KafkaResult<BaseProducer<Logged>> {
     config.create_with_context(Logged::new(config))
 }
 
+/// The broker's id of `topic` (Kafka 2.8+ topic ids, base64), or `None` when
+/// the broker gives none (older brokers answer all zeros) or cannot be asked
+/// within `timeout`. A deleted and recreated topic keeps its name but gets a
+/// new id: that is how a checkpoint tells the two apart.
+pub fn topic_id(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Option<String> {
+    use rdkafka::bindings as rd;
+    use rdkafka::consumer::Consumer as _;
+    use std::ffi::{CStr, CString};
+    let consumer = consumer(config).ok()?;
+    let rk = consumer.client().native_ptr();
+    let name = CString::new(topic).ok()?;
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: every object is created and destroyed here, in order, on a live
+    // client; the result strings are copied before the event is destroyed.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let names = [name.as_ptr()];
+        let topics = rd::rd_kafka_TopicCollection_of_topic_names(names.as_ptr() as *mut _, 1);
+        let opts = rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        );
+        let mut errstr = [0 as std::ffi::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(opts, ms, errstr.as_mut_ptr(), errstr.len());
+        rd::rd_kafka_DescribeTopics(rk, topics, opts, queue);
+        let event = rd::rd_kafka_queue_poll(queue, ms.saturating_add(1000));
+        let mut id = None;
+        if !event.is_null() {
+            let result = rd::rd_kafka_event_DescribeTopics_result(event);
+            if !result.is_null() {
+                let mut n = 0usize;
+                let described = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
+                if n == 1 && !(*described).is_null() {
+                    let t = *described;
+                    let error = rd::rd_kafka_TopicDescription_error(t);
+                    let ok = error.is_null()
+                        || rd::rd_kafka_error_code(error)
+                            == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+                    let uuid = rd::rd_kafka_TopicDescription_topic_id(t);
+                    if ok && !uuid.is_null() {
+                        let text = CStr::from_ptr(rd::rd_kafka_Uuid_base64str(uuid));
+                        id = Some(text.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_AdminOptions_destroy(opts);
+        rd::rd_kafka_TopicCollection_destroy(topics);
+        rd::rd_kafka_queue_destroy(queue);
+        // All zeros: the broker has no topic ids.
+        id.filter(|t| t.trim_end_matches('=').chars().any(|c| c != 'A'))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

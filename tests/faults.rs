@@ -219,7 +219,16 @@ fn the_changelog_replication_defaults_to_the_brokers_and_is_checked() {
 
 /// Runs the stage over what `in` holds until `outcomes` records are acknowledged; its report.
 fn run_over(brokers: &str, extra: &str, outcomes: u64) -> recur::stage::RunReport {
-    let cfg = stage_config(brokers, extra);
+    run_watching(stage_config(brokers, extra), outcomes, |_| {})
+}
+
+/// Runs the stage with `cfg` until `outcomes` records are acknowledged,
+/// showing `watch` every /metrics page read meanwhile; its report.
+fn run_watching(
+    cfg: recur::config::Config,
+    outcomes: u64,
+    mut watch: impl FnMut(&str),
+) -> recur::stage::RunReport {
     let addr = cfg.metrics.addr.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let s = stop.clone();
@@ -233,15 +242,64 @@ fn run_over(brokers: &str, extra: &str, outcomes: u64) -> recur::stage::RunRepor
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let text = common::metrics_text(&addr);
+        watch(&text);
         let done = common::metric(&text, "recur_predictions_total")
             + common::metric(&text, "recur_dead_letters_total");
         if done >= outcomes as f64 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     stop.notify_one();
     run.join().unwrap().unwrap()
+}
+
+#[test]
+fn a_sender_of_new_streams_cannot_grow_memory_past_max_streams() {
+    const STREAMS: usize = 4000;
+    const CAP: usize = 200;
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1), ("cap-state", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    // A checkpoint interval far beyond the run: only crowding can evict.
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\n\
+         dlq_topic = \"dlq\"\ngroup = \"cap\"\n[metrics]\naddr = \"{addr}\"\n\
+         [checkpoint]\ninterval = \"1h\"\n[state]\nmax_streams = {CAP}\n"
+    );
+    let cfg = recur::config::Config::load_with(None, text.parse().unwrap()).unwrap();
+    assert_eq!(cfg.changelog_topic(), "cap-state");
+    // Every event a stream never seen before.
+    let events: Vec<(Vec<u8>, Vec<u8>)> = (0..STREAMS)
+        .map(|i| {
+            let key = format!("s{i}");
+            let v = format!(
+                r#"{{"stream":"{key}","ts":{},"value":{}}}"#,
+                1_467_331_200_000i64 + i as i64,
+                i % 7
+            );
+            (key.into_bytes(), v.into_bytes())
+        })
+        .collect();
+    let refs: Vec<(&[u8], Vec<u8>)> = events
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.clone()))
+        .collect();
+    send(&brokers, "in", &refs);
+    let (mut most, mut evicted) = (0.0f64, 0.0f64);
+    let report = run_watching(cfg, STREAMS as u64, |text| {
+        most = most.max(common::metric(text, "recur_streams_active"));
+        evicted = evicted.max(common::metric(text, "recur_streams_evicted_total"));
+    });
+    assert_eq!(report.predictions, STREAMS as u64, "{report:?}");
+    // Crowding is checked between windows: one window's worth of new streams on top.
+    let window = recur::config::Config::load(None).unwrap().window.max_events;
+    let bound = (recur::stage::worker::crowd_limit(CAP) + window) as f64;
+    assert!(
+        most > 0.0 && most <= bound,
+        "{most} streams in memory, bound {bound}"
+    );
+    assert!(evicted >= STREAMS as f64 - bound, "{evicted} evicted");
 }
 
 #[test]

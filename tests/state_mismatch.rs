@@ -76,3 +76,60 @@ fn a_checkpoint_of_another_input_topic_is_refused_or_started_afresh_never_skippe
     let report = run_until(cfg, &addr, 120.0).unwrap();
     assert_eq!(report.predictions, 120, "topic b's events were skipped");
 }
+
+#[test]
+fn a_deleted_and_recreated_input_topic_is_told_from_the_old_one() {
+    let Some(brokers) = brokers() else { return };
+    let tag = format!("recreated-{}", std::process::id());
+    let input = format!("in-{tag}");
+    let (out, dlq) = (format!("out-{tag}"), format!("dlq-{tag}"));
+    create_topics(&brokers, &[(&input, 1), (&out, 1), (&dlq, 1)]);
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", &brokers);
+    let Some(old_id) = recur::kafka::topic_id(&client, &input, Duration::from_secs(10)) else {
+        eprintln!("skipped: the broker gives no topic ids");
+        return;
+    };
+    produce(&brokers, &input, 300);
+    let (cfg, addr) = config(&brokers, &tag, &input, "");
+    assert_eq!(run_until(cfg, &addr, 300.0).unwrap().predictions, 300);
+
+    // Same name, new topic: its offsets start at 0 again, below what the
+    // checkpoint covers.
+    delete_topic(&brokers, &input);
+    create_topics(&brokers, &[(&input, 1)]);
+    let new_id = recur::kafka::topic_id(&client, &input, Duration::from_secs(10));
+    assert!(new_id.is_some() && new_id.as_deref() != Some(old_id.as_str()));
+    produce(&brokers, &input, 120);
+    let (cfg, addr) = config(&brokers, &tag, &input, "");
+    let err =
+        run_until(cfg, &addr, 120.0).expect_err("the new topic ran on the old one's checkpoint");
+    let text = format!("{err:#}");
+    assert!(text.contains("was deleted and recreated"), "{text}");
+
+    let (cfg, addr) = config(&brokers, &tag, &input, "[state]\non_mismatch = \"fresh\"\n");
+    let report = run_until(cfg, &addr, 120.0).unwrap();
+    assert_eq!(
+        report.predictions, 120,
+        "the new topic's events were skipped"
+    );
+}
+
+fn delete_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.delete_topics(&[topic], &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}

@@ -639,7 +639,8 @@ pub struct IdleBenchReport {
     pub streams: u64,
     /// Event time between consecutive events, ms.
     pub step_ms: i64,
-    /// The runs: without eviction, then with `state.idle_ttl`.
+    /// The runs: without eviction, with `state.idle_ttl`, and with
+    /// `state.max_streams` when one was given.
     pub runs: Vec<IdleRun>,
 }
 
@@ -648,6 +649,8 @@ pub struct IdleBenchReport {
 pub struct IdleRun {
     /// `state.idle_ttl` ("" = never evict).
     pub idle_ttl: String,
+    /// `state.max_streams` (0 = no limit).
+    pub max_streams: usize,
     /// `checkpoint.interval`.
     pub checkpoint_interval: String,
     /// Peak resident memory of the stage process (VmHWM), MiB.
@@ -663,12 +666,14 @@ pub struct IdleRun {
 }
 
 /// Runs the stage as a child process over `streams` one-event streams, without
-/// and with `idle_ttl`, and reports its memory.
+/// eviction, with `idle_ttl` and (when not 0) with `max_streams`, and reports
+/// its memory.
 pub fn idle(
     brokers: &str,
     streams: u64,
     step_ms: i64,
     idle_ttl: &str,
+    max_streams: usize,
     interval: &str,
 ) -> anyhow::Result<IdleBenchReport> {
     anyhow::ensure!(
@@ -685,7 +690,11 @@ pub fn idle(
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir)?;
     let mut runs = Vec::new();
-    for (i, ttl) in ["", idle_ttl].into_iter().enumerate() {
+    let mut evictions = vec![("", 0), (idle_ttl, 0)];
+    if max_streams > 0 {
+        evictions.push(("", max_streams));
+    }
+    for (i, (ttl, max)) in evictions.into_iter().enumerate() {
         let group = format!("{tag}-{i}");
         let out = format!("{group}-out");
         let changelog = format!("{group}-state");
@@ -703,10 +712,13 @@ pub fn idle(
         std::fs::write(
             &config,
             format!(
-                "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"{input}\"\noutput_topic = \"{out}\"\ndlq_topic = \"{group}-dlq\"\ngroup = \"{group}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = \"{interval}\"\n[state]\nidle_ttl = \"{ttl}\"\n"
+                "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"{input}\"\noutput_topic = \"{out}\"\ndlq_topic = \"{group}-dlq\"\ngroup = \"{group}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n[metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = \"{interval}\"\n[state]\nidle_ttl = \"{ttl}\"\nmax_streams = {max}\n"
             ),
         )?;
-        eprintln!("bench: stage run {} (idle_ttl = {ttl:?})", i + 1);
+        eprintln!(
+            "bench: stage run {} (idle_ttl = {ttl:?}, max_streams = {max})",
+            i + 1
+        );
         let start = Instant::now();
         let mut child = std::process::Command::new(&exe)
             .args(["run", "--quiet", "--config"])
@@ -742,6 +754,7 @@ pub fn idle(
         std::thread::sleep(std::time::Duration::from_secs(12));
         let run = IdleRun {
             idle_ttl: ttl.to_string(),
+            max_streams: max,
             checkpoint_interval: interval.to_string(),
             peak_rss_mib: status("VmHWM:").round(),
             final_rss_mib: status("VmRSS:").round(),
@@ -824,7 +837,8 @@ pub enum BenchCommand {
         json: bool,
     },
     /// Memory with idle streams: each stream sends one event, then goes quiet;
-    /// the stage runs as a child process, without and with state.idle_ttl.
+    /// the stage runs as a child process, without eviction, with
+    /// state.idle_ttl and with state.max_streams.
     Idle {
         /// Bootstrap servers of a real broker.
         #[arg(long)]
@@ -838,6 +852,9 @@ pub enum BenchCommand {
         /// state.idle_ttl of the second run.
         #[arg(long, default_value = "60s")]
         idle_ttl: String,
+        /// state.max_streams of a third run (per partition; 0: no third run).
+        #[arg(long, default_value_t = 0)]
+        max_streams: usize,
         /// checkpoint.interval of both runs.
         #[arg(long, default_value = "10s")]
         interval: String,
@@ -927,11 +944,19 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             streams,
             step_ms,
             idle_ttl,
+            max_streams,
             interval,
             json,
         } => {
             anyhow::ensure!(streams > 0, "--streams must be at least 1");
-            let r = idle(&brokers, streams, step_ms, &idle_ttl, &interval)?;
+            let r = idle(
+                &brokers,
+                streams,
+                step_ms,
+                &idle_ttl,
+                max_streams,
+                &interval,
+            )?;
             print_report(&r, json)?;
         }
         BenchCommand::Model {

@@ -37,6 +37,9 @@ pub struct StateSetup {
     pub max_streams: Option<usize>,
     /// What to do with a checkpoint that does not fit.
     pub on_mismatch: crate::config::OnMismatch,
+    /// The input topic's broker id at start, when the broker has topic ids:
+    /// a checkpoint of an older topic of the same name does not fit.
+    pub topic_id: Option<String>,
     /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
     pub transaction: Option<Arc<ConsumerGroupMetadata>>,
 }

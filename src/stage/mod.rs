@@ -106,7 +106,7 @@ pub fn run(
         (Every::Off, false) => CommitPolicy::Acknowledged,
         (_, false) => CommitPolicy::Checkpointed,
     };
-    prepare_state(&cfg, &brokers, every)?;
+    let topic_id = prepare_state(&cfg, &brokers, every)?;
     let swap = Arc::new(HotSwap::default());
     let offsets = Arc::new(Offsets::new(policy));
     let sink = Arc::new(Sink::new(
@@ -137,6 +137,7 @@ pub fn run(
         init,
         every,
         exactly_once,
+        topic_id,
     };
     let source = Source::new(
         consumer_cfg,
@@ -232,8 +233,9 @@ fn announce(cfg: &Config) {
 }
 
 /// With checkpoints on: the changelog topic exists, partitioned as the input;
-/// the local copy's directory exists.
-fn prepare_state(cfg: &Config, brokers: &str, every: Every) -> anyhow::Result<()> {
+/// the local copy's directory exists. The input topic's id, if the broker has ids.
+fn prepare_state(cfg: &Config, brokers: &str, every: Every) -> anyhow::Result<Option<String>> {
+    let mut topic_id = None;
     if every != Every::Off {
         let client = client_config(brokers, cfg);
         let topic = &cfg.kafka.input_topic;
@@ -246,12 +248,19 @@ fn prepare_state(cfg: &Config, brokers: &str, every: Every) -> anyhow::Result<()
             n,
             cfg.checkpoint.replication,
         )?;
+        topic_id = crate::kafka::topic_id(&client, topic, Duration::from_secs(10));
+        match &topic_id {
+            Some(id) => tracing::info!("input topic {topic:?} has topic id {id}"),
+            None => tracing::info!(
+                "the broker gives no topic id for {topic:?}: a recreated topic of the same name cannot be told from the old one"
+            ),
+        }
     }
     if !cfg.checkpoint.dir.is_empty() {
         std::fs::create_dir_all(&cfg.checkpoint.dir)
             .with_context(|| format!("checkpoint.dir = {:?}: cannot create", cfg.checkpoint.dir))?;
     }
-    Ok(())
+    Ok(topic_id)
 }
 
 /// Waits for `shutdown` or a fatal error, logging the live line every `every`.

@@ -31,6 +31,8 @@ pub(super) struct Wiring {
     pub every: Every,
     pub idle_ttl_ms: Option<i64>,
     pub exactly_once: bool,
+    /// The input topic's broker id at start, if it has one.
+    pub topic_id: Option<String>,
 }
 
 impl Wiring {
@@ -73,6 +75,7 @@ impl Wiring {
                 every,
                 idle_ttl_ms: self.idle_ttl_ms,
                 on_mismatch: cfg.state.on_mismatch,
+                topic_id: self.topic_id.clone(),
                 max_streams: (cfg.state.max_streams > 0).then_some(cfg.state.max_streams),
                 dir: (!cfg.checkpoint.dir.is_empty()).then(|| PathBuf::from(&cfg.checkpoint.dir)),
                 transaction: if self.exactly_once {

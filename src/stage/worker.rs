@@ -83,7 +83,8 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
             let (latest, records) = changelog::read_partition(&st.client, &st.changelog, p)
                 .map_err(|e| format!("partition {p}: cannot read its state: {e}"))?;
             let mut r = restore(setup, &st, &latest)?;
-            r.checkpoints.set_topic(&setup.topic);
+            r.checkpoints
+                .set_topic(&setup.topic, st.topic_id.as_deref());
             r.checkpoints.set_max_streams(st.max_streams);
             drop(latest);
             let m = &setup.metrics;
@@ -135,10 +136,15 @@ fn restore(
 ) -> Result<state::Restored<f32>, String> {
     let p = setup.partition;
     let misfit = match state::restore::<f32>(&setup.model, p, st.idle_ttl_ms, latest) {
-        Ok(r) => match r.topic.as_deref() {
-            Some(t) if t != setup.topic => format!(
+        Ok(r) => match (r.topic.as_deref(), r.topic_id.as_deref()) {
+            (Some(t), _) if t != setup.topic => format!(
                 "partition {p}: the changelog checkpoint covers input topic {t:?}, this stage reads {:?}",
                 setup.topic
+            ),
+            (_, Some(was)) if st.topic_id.as_deref().is_some_and(|now| now != was) => format!(
+                "partition {p}: input topic {:?} was deleted and recreated since the changelog checkpoint (topic id {was}, now {}): its offsets start over",
+                setup.topic,
+                st.topic_id.as_deref().unwrap_or_default()
             ),
             _ => {
                 if !r.skipped.is_empty() {
@@ -267,6 +273,13 @@ struct Worker {
     counted: StreamStats,
     /// A transaction aborted (exactly once): the partition stops here.
     aborted: bool,
+}
+
+/// Streams in memory that bring a checkpoint forward under `state.max_streams = cap`:
+/// an eighth over the cap, so the early checkpoints (each a pass over every
+/// stream) come at most once per `cap / 8` new streams.
+pub fn crowd_limit(cap: usize) -> usize {
+    cap + cap / 8 + 64
 }
 
 impl Worker {
@@ -498,12 +511,21 @@ impl Worker {
 
     fn checkpoint_due(&self) -> bool {
         match &self.cp {
-            Some(c) if c.since > 0 => match c.setup.every {
-                Every::Events(n) => c.since >= n,
-                _ => self
-                    .checkpoint_deadline()
-                    .is_some_and(|d| d <= Instant::now()),
-            },
+            Some(c) if c.since > 0 => {
+                let scheduled = match c.setup.every {
+                    Every::Events(n) => c.since >= n,
+                    _ => self
+                        .checkpoint_deadline()
+                        .is_some_and(|d| d <= Instant::now()),
+                };
+                // Evictions happen at checkpoints: one comes early when new
+                // streams crowd memory past the cap, whatever the interval.
+                let crowded = c
+                    .setup
+                    .max_streams
+                    .is_some_and(|cap| self.model.stream_count() >= crowd_limit(cap));
+                scheduled || crowded
+            }
             _ => false,
         }
     }

@@ -145,6 +145,8 @@ pub struct Checkpoints {
     stale: Vec<Vec<u8>>,
     /// The input topic, written into the head (checked on restore).
     topic: Option<String>,
+    /// The input topic's broker id, when the broker has one.
+    topic_id: Option<String>,
     /// Streams kept in memory at most: past it, the least recently seen are
     /// evicted at each checkpoint, as idle streams are.
     max_streams: Option<usize>,
@@ -169,6 +171,7 @@ impl Checkpoints {
             idle: HashMap::new(),
             stale: Vec::new(),
             topic: None,
+            topic_id: None,
             max_streams: None,
         }
     }
@@ -202,9 +205,11 @@ impl Checkpoints {
         Some(*nth + 1)
     }
 
-    /// Names the input topic this partition's checkpoints cover (written into every head).
-    pub fn set_topic(&mut self, topic: &str) {
+    /// Names the input topic this partition's checkpoints cover, and its
+    /// broker id if it has one (written into every head).
+    pub fn set_topic(&mut self, topic: &str, id: Option<&str>) {
         self.topic = Some(topic.to_string());
+        self.topic_id = id.map(str::to_string);
     }
 
     /// The sequence number the next checkpoint will have (stamp events with it).
@@ -300,6 +305,9 @@ impl Checkpoints {
         if let Some(t) = &self.topic {
             meta.push(("recur.checkpoint.topic", t.clone()));
         }
+        if let Some(id) = &self.topic_id {
+            meta.push(("recur.checkpoint.topic_id", id.clone()));
+        }
         let value = f.model_to_safetensors(&meta);
         Record {
             key: Key::Head {
@@ -370,6 +378,8 @@ pub struct Restored<S> {
     pub skipped: Vec<String>,
     /// The input topic the head says it covers (`None` for older heads).
     pub topic: Option<String>,
+    /// That topic's broker id (`None` for older heads and brokers without ids).
+    pub topic_id: Option<String>,
 }
 
 /// Rebuilds partition `partition`'s learner from the latest changelog records.
@@ -407,6 +417,7 @@ pub fn restore<S: Scalar>(
         loaded,
         skipped,
         topic: meta.topic,
+        topic_id: meta.topic_id,
     })
 }
 
@@ -430,6 +441,7 @@ pub fn fresh<S: Scalar>(
         loaded: 0,
         skipped: Vec::new(),
         topic: None,
+        topic_id: None,
     }
 }
 
@@ -443,6 +455,8 @@ struct HeadMeta {
     max_ts: i64,
     /// The input topic it covers, if the head names one.
     topic: Option<String>,
+    /// That topic's broker id, if the broker had one.
+    topic_id: Option<String>,
 }
 
 /// The value of `partition`'s head record, if it has one (a tombstone counts as none).
@@ -491,6 +505,7 @@ fn read_head<S: Scalar>(
         covered,
         max_ts,
         topic: reader.meta("recur.checkpoint.topic").map(str::to_string),
+        topic_id: reader.meta("recur.checkpoint.topic_id").map(str::to_string),
     })
 }
 
@@ -775,7 +790,7 @@ mod tests {
         let mut f = Forecaster::<f32>::new(cfg()).unwrap();
         let mut cp = Checkpoints::new(0, None);
         if let Some(t) = topic {
-            cp.set_topic(t);
+            cp.set_topic(t, None);
         }
         let (mut log, mut off) = (Latest::default(), 0);
         feed(&mut f, &mut cp, 0..100);
