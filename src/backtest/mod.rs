@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod engine;
 pub mod job;
+pub mod nab;
 pub mod report;
 pub mod table;
 pub mod topic;

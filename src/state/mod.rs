@@ -266,6 +266,7 @@ impl Checkpoints {
             .collect();
         let mut evict = Vec::new();
         let crowded = self.crowding_cutoff(f, horizon);
+        let mut scratch = Vec::new();
         for (stream, s) in f.streams() {
             let idle = horizon.is_some_and(|h| s.last_ts_ms < h)
                 || crowded.is_some_and(|c| s.last_ts_ms < c);
@@ -276,8 +277,12 @@ impl Checkpoints {
                     stream,
                 }
                 .to_bytes();
-                let mut value = Vec::with_capacity(64 + f.state_layout().len() * S::BYTES);
-                record::encode_stream(&mut value, seq, s);
+                // Encoded into one scratch buffer, then copied at its exact
+                // length: a checkpoint holds every record at once, and a
+                // growing Vec would double each one's capacity.
+                scratch.clear();
+                record::encode_stream(&mut scratch, seq, s);
+                let value = scratch.to_vec();
                 if idle {
                     evict.push((records.len(), stream.to_string()));
                 }
