@@ -366,3 +366,50 @@ fn readiness_ends_while_no_broker_is_reachable_and_returns_with_it() {
     stop.notify_one();
     run.join().unwrap().unwrap();
 }
+
+#[test]
+fn an_aborted_transaction_stops_the_partition_and_commits_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1), ("eos-state", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let events: Vec<(&[u8], Vec<u8>)> = (0..200)
+        .map(|i| {
+            let v = format!(
+                r#"{{"stream":"s","ts":{},"value":{}}}"#,
+                1_467_331_200_000i64 + i,
+                i % 5
+            );
+            (b"s".as_slice(), v.into_bytes())
+        })
+        .collect();
+    send(&brokers, "in", &events);
+    // Every transaction's offsets are refused (abortable): the first
+    // checkpoint's transaction aborts.
+    let refused = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 1000];
+    cluster.request_errors(RDKafkaApiKey::AddOffsetsToTxn, &refused);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\n\
+         dlq_topic = \"dlq\"\ngroup = \"eos\"\ndelivery = \"exactly_once\"\n\
+         [metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = 50\n"
+    );
+    let cfg = recur::config::Config::load_with(None, text.parse().unwrap()).unwrap();
+    let started = Instant::now();
+    let err = recur::stage::run(cfg, std::future::pending(), recur::stage::LiveLine::Quiet)
+        .expect_err("the stage kept running after its transaction aborted");
+    let text = format!("{err:#}");
+    assert!(text.contains("aborted"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // Nothing was committed for the group: a restart redoes everything.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "eos")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("in", 0);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let offset = committed.find_partition("in", 0).unwrap().offset();
+    assert_eq!(offset, rdkafka::Offset::Invalid, "{offset:?}");
+}
