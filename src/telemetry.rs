@@ -95,10 +95,7 @@ impl Metrics {
         let by_model = "by model: recur or naive";
         Arc::new(Metrics {
             events: r.counter("recur_events_total", "Good input events decoded"),
-            predictions: r.counter(
-                "recur_predictions_total",
-                "Predictions acknowledged by the broker",
-            ),
+            predictions: r.counter("recur_predictions_total", "Predictions acknowledged"),
             dead_letters: r.counters(
                 "recur_dead_letters_total",
                 "Dead-letter records delivered, by reason",
@@ -109,14 +106,9 @@ impl Metrics {
                 "recur_nonfinite_total",
                 "Non-finite inputs, losses or gradients stopped by the guard",
             ),
-            weight_rollbacks: r.counter(
-                "recur_weight_rollbacks_total",
-                "Weight updates undone because a new weight or moment was not finite",
-            ),
-            delivery_errors: r.counter(
-                "recur_delivery_errors_total",
-                "Records the broker never acknowledged",
-            ),
+            weight_rollbacks: r
+                .counter("recur_weight_rollbacks_total", "Updates undone: not finite"),
+            delivery_errors: r.counter("recur_delivery_errors_total", "Records never acknowledged"),
             window_events: r.hist(
                 "recur_window_events",
                 "Events per flushed window",

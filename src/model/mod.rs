@@ -16,6 +16,7 @@
 //! * [`rng`]: the seeded generator behind initialisation and synthetic data.
 
 pub mod checkpoint;
+pub mod conformal;
 pub mod learner;
 pub mod linear;
 pub mod loss;

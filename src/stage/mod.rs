@@ -82,14 +82,7 @@ pub fn run(
     let health = Arc::new(Health::new(
         cfg.run.broker_loss().map_err(anyhow::Error::msg)?,
     ));
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&cfg.metrics.addr))
-        .with_context(|| format!("metrics.addr = {}: cannot listen", cfg.metrics.addr))?;
-    rt.spawn(crate::http::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-    ));
+    serve_http(&rt, &cfg, &metrics, &health)?;
 
     let mut embedded = match cfg.kafka.is_embedded() {
         true => Some(Embedded::start(&cfg)?),
@@ -190,6 +183,24 @@ pub fn run(
     );
     drop(embedded);
     Ok(report)
+}
+
+/// Listens on `metrics.addr` and serves the endpoint on `rt` until it is dropped.
+fn serve_http(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> anyhow::Result<()> {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&cfg.metrics.addr))
+        .with_context(|| format!("metrics.addr = {}: cannot listen", cfg.metrics.addr))?;
+    rt.spawn(crate::http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
+    Ok(())
 }
 
 /// Ends the process with status 1 if the shutdown is still running after
