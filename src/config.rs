@@ -50,6 +50,28 @@ pub struct Config {
     /// `recur run`'s process: the shutdown bound.
     #[serde(default)]
     pub run: RunConfig,
+    /// Anomaly flags from the intervals' scores.
+    #[serde(default)]
+    pub anomaly: AnomalyConfig,
+}
+
+/// `[anomaly]`: which events are flagged, and where flagged events also go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Events whose score is at or above this are flagged (`"anomaly":true`).
+    pub threshold: f64,
+    /// A topic that also receives every flagged prediction record; "" for none.
+    pub topic: String,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            threshold: 0.999,
+            topic: String::new(),
+        }
+    }
 }
 
 /// `[run]`: the stage process.
@@ -639,6 +661,12 @@ impl Config {
 
     /// Range checks beyond the types, naming the key and value.
     pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.anomaly.threshold) {
+            return Err(format!(
+                "anomaly.threshold = {}: must be in [0, 1] (scores are)",
+                self.anomaly.threshold
+            ));
+        }
         let k = &self.kafka;
         for (key, v) in [
             ("kafka.brokers", &k.brokers),

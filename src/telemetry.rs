@@ -27,6 +27,8 @@ pub struct Metrics {
     pub nonfinite: IntCounter,
     /// Weight updates undone because a new weight was not finite.
     pub weight_rollbacks: IntCounter,
+    /// Events whose anomaly score reached `anomaly.threshold`.
+    pub anomalies: IntCounter,
     /// Produce requests that failed for good (their offsets are never committed).
     pub delivery_errors: IntCounter,
     /// Events per flushed window.
@@ -109,6 +111,7 @@ impl Metrics {
             weight_rollbacks: r
                 .counter("recur_weight_rollbacks_total", "Updates undone: not finite"),
             delivery_errors: r.counter("recur_delivery_errors_total", "Records never acknowledged"),
+            anomalies: r.counter("recur_anomalies_total", "Events flagged as anomalies"),
             window_events: r.hist(
                 "recur_window_events",
                 "Events per flushed window",

@@ -118,7 +118,8 @@ fn a_live_run_and_a_topic_backtest_make_the_same_forecasts() {
         .set("auto.offset.reset", "earliest");
     let c: BaseConsumer = tuned(&mut cc).create().unwrap();
     c.subscribe(&[&output]).unwrap();
-    let mut live: HashMap<(i32, i64), Vec<u32>> = HashMap::new();
+    // Per source offset: the forecast, both levels' bounds and the score, as bits.
+    let mut live: HashMap<(i32, i64), Vec<u64>> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while (live.len() as u64) < events && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
@@ -127,12 +128,18 @@ fn a_live_run_and_a_topic_backtest_make_the_same_forecasts() {
                 v["source"]["partition"].as_i64().unwrap() as i32,
                 v["source"]["offset"].as_i64().unwrap(),
             );
-            let f: Vec<u32> = v["forecast"][0]
+            let bits = |x: &serde_json::Value| (x.as_f64().unwrap() as f32).to_bits() as u64;
+            let mut f: Vec<u64> = v["forecast"][0]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                .map(bits)
                 .collect();
+            for level in v["intervals"].as_array().expect("intervals on by default") {
+                f.extend(level["lo"][0].as_array().unwrap().iter().map(bits));
+                f.extend(level["hi"][0].as_array().unwrap().iter().map(bits));
+            }
+            f.push(v["score"].as_f64().map_or(u64::MAX, f64::to_bits));
             live.insert(src, f);
         }
     }
@@ -165,13 +172,21 @@ fn a_live_run_and_a_topic_backtest_make_the_same_forecasts() {
     .unwrap();
     assert_eq!(out.made.len() as u64, events);
     let mut same = 0;
-    for (row, fc) in &out.made {
+    let levels = cfg.model.intervals.len();
+    for ((row, fc), (lo, hi, score)) in out.made.iter().zip(&out.made_bounds) {
         let src = t.source[*row];
-        let bt: Vec<u32> = fc.iter().map(|&x| (x as f32).to_bits()).collect();
+        let bits = |x: &f64| (*x as f32).to_bits() as u64;
+        let mut bt: Vec<u64> = fc.iter().map(bits).collect();
+        let n = fc.len();
+        for l in 0..levels {
+            bt.extend(lo[l * n..(l + 1) * n].iter().map(bits));
+            bt.extend(hi[l * n..(l + 1) * n].iter().map(bits));
+        }
+        bt.push(score.map_or(u64::MAX, f64::to_bits));
         assert_eq!(
             live.get(&src),
             Some(&bt),
-            "forecast after input {src:?} differs"
+            "forecast, intervals or score after input {src:?} differ"
         );
         same += 1;
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::baseline::LinearBaseline;
+use super::intervals::{LevelScores, LevelSums, SplitConformal};
 use crate::model::linear::LinearConfig;
 use crate::model::normalize::Normalizer;
 use crate::model::{Forecaster, ModelConfig, Normalize};
@@ -232,6 +233,10 @@ pub struct Scored {
     pub linear: Scores,
     /// The linear baseline, original units.
     pub linear_raw: Scores,
+    /// recur's intervals and the split-conformal baseline's, per level, scaled units.
+    pub intervals: Vec<LevelScores>,
+    /// The same in original units.
+    pub intervals_raw: Vec<LevelScores>,
 }
 
 /// One scored forecast component.
@@ -281,6 +286,9 @@ pub struct Outcome {
     pub predictions: Vec<Prediction>,
     /// Every forecast made, with the row of the event it was made after (online part), if requested.
     pub made: Vec<(usize, Vec<f64>)>,
+    /// For each of `made`: its interval bounds (lower, upper; `levels ×
+    /// horizon × targets`) and the event's anomaly score.
+    pub made_bounds: Vec<(Vec<f64>, Vec<f64>, Option<f64>)>,
     /// Wall-clock seconds of the whole run.
     pub elapsed_s: f64,
     /// Events processed per second (pretraining included).
@@ -327,6 +335,20 @@ struct Made {
     model: Vec<f64>,
     /// The linear baseline's.
     linear: Vec<f64>,
+    /// recur's interval bounds, `levels × horizon × targets` each (empty without intervals).
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    /// The split-conformal baseline's half-widths, shaped like `lower` (NaN:
+    /// no error observed yet for that component).
+    split: Vec<f64>,
+}
+
+/// What the learner made of one row.
+struct Fed {
+    forecast: Vec<f64>,
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    anomaly: Option<f64>,
 }
 
 /// Progress callback: `(events done, events total)`.
@@ -358,7 +380,7 @@ pub fn run(
             made: Default::default(),
         })
         .collect();
-    let mut sums = Sums::new(engine.hz, engine.targets.len(), ns);
+    let mut sums = Sums::new(engine.hz, engine.targets.len(), ns, &engine.levels);
     let mut out = Outcome::default();
     for r in online_from..replay.rows() {
         engine.step(r, &mut pend, &mut sums, &mut out);
@@ -425,6 +447,10 @@ struct Engine<'a> {
     mase_scale: Vec<f64>,
     stream_mase_scale: Vec<Vec<f64>>,
     linear: LinearBaseline,
+    /// Interval levels, ascending (empty without intervals).
+    levels: Vec<f64>,
+    /// Per stream and forecast component: the split-conformal baseline's errors.
+    split: Vec<Vec<SplitConformal>>,
     /// Scratch: one row in the learner's scalar type.
     x: Vec<f32>,
     /// Events processed so far, and in all (pretraining included).
@@ -472,6 +498,8 @@ impl<'a> Engine<'a> {
             }
         }
 
+        let levels = fs[0].interval_levels().to_vec();
+        let split = vec![vec![SplitConformal::default(); hz * targets.len()]; replay.streams.len()];
         let total = (protocol.warmup_rows * protocol.epochs + rows - protocol.warmup_rows) as u64;
         Ok(Engine {
             replay,
@@ -484,6 +512,8 @@ impl<'a> Engine<'a> {
             mase_scale,
             stream_mase_scale,
             linear,
+            levels,
+            split,
             x: vec![0f32; d],
             done: 0,
             total,
@@ -491,16 +521,22 @@ impl<'a> Engine<'a> {
     }
 
     /// Feeds row `r` to its group's learner; returns the forecast it made, if any.
-    fn feed(&mut self, r: usize) -> Option<Vec<f64>> {
+    fn feed(&mut self, r: usize) -> Option<Fed> {
         let replay = self.replay;
         for (xi, &v) in self.x.iter_mut().zip(replay.row(r)) {
             *xi = v as f32;
         }
         let name = &replay.streams[replay.stream[r] as usize];
+        let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         self.fs[replay.group_of(r)]
             .observe(name, &self.x)
             .ok()
-            .map(|o| o.forecast.iter().map(|&v| v as f64).collect())
+            .map(|o| Fed {
+                forecast: wide(o.forecast),
+                lower: wide(o.lower),
+                upper: wide(o.upper),
+                anomaly: o.anomaly,
+            })
     }
 
     /// Counts one processed event, reporting progress every 4096.
@@ -556,15 +592,29 @@ impl<'a> Engine<'a> {
         let k = p.rows.len() - 1; // this event's index within its stream
         self.score_matured(p, k, s, sums, out);
         let lin = self.linear.observe(s, replay.row(r));
-        if let Some(fc) = self.feed(r) {
+        if let Some(fed) = self.feed(r) {
             if self.keep == Keep::Predictions {
-                out.made.push((r, fc.clone()));
+                out.made.push((r, fed.forecast.clone()));
+                out.made_bounds
+                    .push((fed.lower.clone(), fed.upper.clone(), fed.anomaly));
             }
+            let split = self
+                .levels
+                .iter()
+                .flat_map(|&l| {
+                    self.split[s]
+                        .iter()
+                        .map(move |c| c.half_width(l).unwrap_or(f64::NAN))
+                })
+                .collect();
             p.made.push_back(Made {
                 k,
                 row: r,
-                model: fc,
+                model: fed.forecast,
                 linear: lin,
+                lower: fed.lower,
+                upper: fed.upper,
+                split,
             });
         }
     }
@@ -572,7 +622,7 @@ impl<'a> Engine<'a> {
     /// Scores stream `s`'s forecasts that are now complete, `k` being the
     /// index of its latest event: those made after event `k - hz` or earlier.
     fn score_matured(
-        &self,
+        &mut self,
         p: &mut Pending,
         k: usize,
         s: usize,
@@ -597,6 +647,13 @@ impl<'a> Engine<'a> {
                     out,
                     s,
                 );
+                score_intervals(self, &p.rows, &made, sums, s);
+            }
+            // Every matured forecast's errors feed the baseline, scored or not.
+            let nt = self.targets.len();
+            for (c, window) in self.split[s].iter_mut().enumerate() {
+                let actual = self.replay.row(p.rows[made.k + 1 + c / nt])[self.targets[c % nt]];
+                window.push((actual - made.model[c]).abs());
             }
         }
     }
@@ -649,13 +706,20 @@ struct Slice {
     /// Per target, absolute error sums for MASE, original units, per forecaster.
     by_target_ae: Vec<[f64; FORECASTERS]>,
     by_target_n: Vec<u64>,
+    /// Interval levels, and per level the intervals' sums, scaled and original units.
+    levels: Vec<f64>,
+    iv: Vec<LevelSums>,
+    iv_raw: Vec<LevelSums>,
 }
 
 impl Slice {
-    fn new(nt: usize) -> Self {
+    fn new(nt: usize, levels: &[f64]) -> Self {
         Slice {
             by_target_ae: vec![[0.0; FORECASTERS]; nt],
             by_target_n: vec![0; nt],
+            levels: levels.to_vec(),
+            iv: vec![LevelSums::default(); levels.len()],
+            iv_raw: vec![LevelSums::default(); levels.len()],
             ..Default::default()
         }
     }
@@ -695,7 +759,15 @@ impl Slice {
             mase: mase(which),
             ..Scores::from(s, 0.0)
         };
+        let levels = |sums: &[LevelSums]| -> Vec<LevelScores> {
+            sums.iter()
+                .zip(&self.levels)
+                .map(|(s, &l)| s.finish(l))
+                .collect()
+        };
         Scored {
+            intervals: levels(&self.iv),
+            intervals_raw: levels(&self.iv_raw),
             model: with(&self.scaled[MODEL], MODEL),
             naive: with(&self.scaled[NAIVE], NAIVE),
             seasonal: with(&self.scaled[SEASONAL], SEASONAL),
@@ -717,12 +789,51 @@ struct Sums {
 }
 
 impl Sums {
-    fn new(hz: usize, nt: usize, streams: usize) -> Self {
+    fn new(hz: usize, nt: usize, streams: usize, levels: &[f64]) -> Self {
         Sums {
-            all: Slice::new(nt),
-            step: vec![Slice::new(nt); hz],
-            target: vec![Slice::new(nt); nt],
-            stream: vec![Slice::new(nt); streams],
+            all: Slice::new(nt, levels),
+            step: vec![Slice::new(nt, levels); hz],
+            target: vec![Slice::new(nt, levels); nt],
+            stream: vec![Slice::new(nt, levels); streams],
+        }
+    }
+}
+
+/// Scores the intervals of the forecasts made after stream event `made.k`
+/// (recur's and the split-conformal baseline's, on the same point forecasts).
+fn score_intervals(e: &Engine<'_>, rows: &[usize], made: &Made, sums: &mut Sums, stream: usize) {
+    let nt = e.targets.len();
+    let fl = made.model.len();
+    if e.levels.is_empty() || made.lower.len() < e.levels.len() * fl {
+        return;
+    }
+    let warm = &e.warm[stream];
+    for (h, &r) in rows[made.k + 1..].iter().take(fl / nt).enumerate() {
+        let actual_row = e.replay.row(r);
+        for (j, &t) in e.targets.iter().enumerate() {
+            let c = h * nt + j;
+            let (mean, std) = (warm.0[t], warm.1[t]);
+            let z = |v: f64| (v - mean) / std;
+            let (y, m) = (actual_row[t], made.model[c]);
+            for (l, &level) in e.levels.iter().enumerate() {
+                let at = l * fl + c;
+                let half = made.split[at];
+                if half.is_nan() {
+                    continue;
+                }
+                let (lo, hi) = (made.lower[at], made.upper[at]);
+                for slice in [
+                    &mut sums.all,
+                    &mut sums.step[h],
+                    &mut sums.target[j],
+                    &mut sums.stream[stream],
+                ] {
+                    slice.iv[l].recur.add(level, z(lo), z(hi), z(y));
+                    slice.iv[l].split.add(level, z(m - half), z(m + half), z(y));
+                    slice.iv_raw[l].recur.add(level, lo, hi, y);
+                    slice.iv_raw[l].split.add(level, m - half, m + half, y);
+                }
+            }
         }
     }
 }

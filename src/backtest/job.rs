@@ -61,6 +61,9 @@ pub struct Summary {
     pub mse_std: f64,
     /// Standard deviation of the MAE over seeds.
     pub mae_std: f64,
+    /// Per interval level, recur's calibrated intervals and the rolling
+    /// split-conformal baseline (first seed), in `units`.
+    pub intervals: Vec<super::intervals::LevelScores>,
 }
 
 /// Parses `"A..B"`.
@@ -441,6 +444,10 @@ fn summarize(
         seeds,
         mse_std: std_dev(&mses),
         mae_std: std_dev(&maes),
+        intervals: match units {
+            Units::Normalized => first.overall.intervals.clone(),
+            Units::Original => first.overall.intervals_raw.clone(),
+        },
     }
 }
 
@@ -545,6 +552,7 @@ fn scored_json(s: &Scored) -> serde_json::Value {
             "model": metrics_json(&s.model_raw), "naive": metrics_json(&s.naive_raw),
             "seasonal": metrics_json(&s.seasonal_raw), "linear": metrics_json(&s.linear_raw),
         },
+        "intervals": {"normalized": s.intervals, "original": s.intervals_raw},
     })
 }
 

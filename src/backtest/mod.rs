@@ -5,12 +5,18 @@
 //!   and writing `predictions.parquet`.
 //! * [`engine`]: the replay and the scoring against baselines.
 //! * [`baseline`]: the per-stream linear baseline (online ridge regression on lags).
+//! * [`intervals`]: interval scores (coverage, width, Winkler, pinball) and the
+//!   rolling split-conformal baseline.
+//! * [`nab`]: the Numenta Anomaly Benchmark's scorer; [`anomaly`]: a NAB
+//!   corpus through the learner (`recur backtest --nab`).
 //! * [`job`]: `recur backtest` over a file: options, outputs, summary.
 //! * [`topic`]: reading a topic's time range (partitions assigned directly, nothing committed).
 //! * [`report`]: the self-contained `report.html` with SVG charts.
 
+pub mod anomaly;
 pub mod baseline;
 pub mod engine;
+pub mod intervals;
 pub mod job;
 pub mod nab;
 pub mod report;

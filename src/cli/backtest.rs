@@ -14,8 +14,12 @@ use super::table;
 #[derive(Args)]
 pub struct BacktestArgs {
     /// CSV file to replay (wide: a time column and value columns; long: stream, ts, values).
-    #[arg(long, conflicts_with_all = ["parquet", "topic"], required_unless_present_any = ["parquet", "topic"])]
+    #[arg(long, conflicts_with_all = ["parquet", "topic", "nab"], required_unless_present_any = ["parquet", "topic", "nab"])]
     csv: Option<PathBuf>,
+    /// A Numenta Anomaly Benchmark corpus (data/, labels/, config/): every
+    /// file through the learner, scored by NAB's rules and profiles.
+    #[arg(long, conflicts_with_all = ["parquet", "topic"])]
+    nab: Option<PathBuf>,
     /// Parquet file to replay (same layouts as --csv).
     #[arg(long)]
     parquet: Option<PathBuf>,
@@ -222,6 +226,9 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         },
     };
     let cfg = load(args.config.as_deref(), &overrides)?;
+    if let Some(dir) = &args.nab {
+        return nab(&cfg, dir, args);
+    }
     let bar = bar(args.quiet);
     let (summary, label) = match (&args.topic, args.csv.as_ref().or(args.parquet.as_ref())) {
         (Some(topic), _) => {
@@ -251,6 +258,50 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
                 println!("  wrote {}", p.display());
             }
         }
+    }
+    Ok(())
+}
+
+/// `--nab DIR`: the corpus scored, printed as JSON or as a table.
+fn nab(
+    cfg: &recur::config::Config,
+    dir: &std::path::Path,
+    args: &BacktestArgs,
+) -> anyhow::Result<()> {
+    let quiet = args.quiet;
+    let mut n = 0;
+    let mut progress = |key: &str| {
+        n += 1;
+        if !quiet {
+            eprintln!("nab: {n}: {key}");
+        }
+    };
+    let report =
+        recur::backtest::anomaly::run(&cfg.model, dir, args.out.as_deref(), &mut progress)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "NAB, {} files, {} rows ({:.1} s):",
+        report.files, report.rows, report.elapsed_s
+    );
+    for p in &report.profiles {
+        println!(
+            "  {:<20} {:>6.1}   threshold {:.6}, {}/{} windows detected, {} false-positive rows",
+            p.profile,
+            p.score,
+            p.threshold,
+            p.windows_detected,
+            p.windows_total,
+            p.false_positive_rows
+        );
+    }
+    if let Some(out) = &args.out {
+        println!(
+            "  wrote {}",
+            out.join(recur::backtest::anomaly::DETECTOR).display()
+        );
     }
     Ok(())
 }

@@ -1,44 +1,69 @@
-//! Online conformal quantile tracking: one bound of a calibrated interval.
+//! Online conformal intervals and anomaly scores, per stream, horizon step
+//! and target.
 //!
-//! Conformal PID control (Angelopoulos, Candès and Tibshirani 2023, "Conformal
-//! PID Control for Time Series Prediction", §2): a bound `q` on a score
-//! (here a forecast's residual in units of the stream's scale) moves after
-//! each scored forecast by
+//! Each interval bound tracks a quantile of the forecast's residuals by
+//! conformal quantile tracking (Angelopoulos, Candès and Tibshirani 2023,
+//! "Conformal PID Control for Time Series Prediction", §2.1; the adaptive
+//! conformal inference update of Gibbs and Candès 2021 on the bound itself):
+//! after each scored forecast
 //!
 //! ```text
-//! q ← q + η (miss − α) + integrator,   miss = 1{score > q}
+//! q ← q + η (miss − α),   miss = 1{score > q}
 //! ```
 //!
-//! That is quantile tracking (online gradient descent on the pinball loss).
-//! Its long-run miss rate is within `(B + η) / (η T)` of `α` for scores
-//! bounded by `B`, whatever the sequence: a guarantee under drift, with no
-//! exchangeability assumed (their Proposition 1). The bound issued adds an
-//! integrator on the running sum of `miss − α`, saturated so that it never
-//! exceeds `K_I` (their eq. 6 with `tanh` as the saturation): it reacts to
-//! sustained under- or over-coverage faster than the tracked quantile alone,
-//! and, being bounded, keeps the guarantee (with `B + K_I` for `B`).
+//! which is online gradient descent on the pinball loss. Whatever the
+//! sequence, with scores bounded by `B`, the long-run miss rate is within
+//! `(B + η) / (η T)` of `α` (their Proposition 1): a guarantee under drift,
+//! with no exchangeability assumed. The bound issued adds a bounded
+//! integrator on the running sum of `miss − α` (their §2.2, eq. 6, with
+//! `x / (1 + |x|)` as the saturation), which reacts to sustained under- or
+//! over-coverage sooner; being bounded by `K_I`, it keeps the guarantee with
+//! `B + K_I` for `B`.
 //!
-//! This module holds the pure update; where the trackers live (per stream,
-//! horizon step, target and level) is the caller's.
+//! Scores are residuals divided by the component's running scale `m` (a
+//! running mean of its absolute residuals), and bounds are issued as `m · q`:
+//! so the same step size `η` suits every stream whatever its scale, the
+//! widths follow a change of volatility as fast as `m` does (about 100
+//! events) while the quantile in units of `m` moves slowly, and a new stream
+//! starts from its first residual (each bound at the Gaussian quantile for
+//! its level, relative to that residual) instead of at zero.
+//!
+//! A cell holds one component's calibration: `[m, then per level: lower q,
+//! lower drift, upper q, upper drift]`. The lower bound tracks the
+//! `(1 − level) / 2` quantile of `ŷ − y`, the upper one that of `y − ŷ`, so
+//! intervals may be asymmetric.
 
-/// The settings shared by every tracker of a forecaster.
+use super::scalar::Scalar;
+
+/// Weight of a new absolute residual in the running mean `m` (about 100
+/// events): faster scales made widths noisier and the interval scores on
+/// ETT worse (docs/backtests.md, "Intervals").
+const MEAN_WEIGHT: f64 = 0.01;
+/// Mean of |N(0, 1)|: turns a first residual into a Gaussian scale.
+const MEAN_ABS_NORMAL: f64 = 0.797_884_560_802_865_4;
+
+/// Elements of one component's cell for `levels` interval levels.
+pub const fn cell_len(levels: usize) -> usize {
+    1 + 4 * levels
+}
+
+/// The settings shared by every cell of a forecaster.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pid {
-    /// Step size `η`, in score units (scores are scaled residuals, so ~0.05).
-    pub lr: f32,
-    /// Integrator gain `K_I` (0 turns the integrator off).
-    pub ki: f32,
-    /// The integrator saturates when the miss count drifts this far from its
-    /// target (`C_sat` in the paper): the term never exceeds `K_I` in size.
-    pub saturation: f32,
+    /// Step size relative to the mean absolute residual.
+    pub lr: f64,
+    /// Integrator gain `K_I`, relative to the mean absolute residual (0: none).
+    pub ki: f64,
+    /// Misses beyond target at which the integrator is half saturated.
+    pub saturation: f64,
 }
 
 impl Default for Pid {
     fn default() -> Self {
         Pid {
             lr: 0.05,
-            ki: 0.5,
-            saturation: 50.0,
+            ki: 0.0,
+            saturation: 20.0,
         }
     }
 }
@@ -46,37 +71,287 @@ impl Default for Pid {
 /// One bound: the tracked quantile and the running sum of `miss − α`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Tracker {
-    /// The current bound on the score.
-    pub q: f32,
+    /// The tracked quantile of the score.
+    pub q: f64,
     /// Σ (miss − α) over the scored forecasts so far.
-    pub drift: f32,
+    pub drift: f64,
 }
 
 impl Tracker {
-    /// The tracked quantile plus the integrator, unclamped: what misses are
-    /// counted against, so the update is exactly the one the guarantee is for.
-    #[inline]
-    fn raw(&self, pid: &Pid) -> f32 {
-        self.q + pid.ki * (self.drift / pid.saturation).tanh()
+    /// The bound to issue: the tracked quantile plus the integrator
+    /// (`scale`: the integrator's unit). It may be negative: residuals that
+    /// all lie on one side put the far bound past the point forecast.
+    #[inline(always)]
+    pub fn bound(&self, pid: &Pid, scale: f64) -> f64 {
+        let x = self.drift / pid.saturation;
+        self.q + pid.ki * scale * (x / (1.0 + x.abs()))
     }
 
-    /// The bound to issue now, never below 0 (the interval always holds the
-    /// point forecast; clamping only widens it, so coverage only rises).
-    #[inline]
-    pub fn bound(&self, pid: &Pid) -> f32 {
-        self.raw(pid).max(0.0)
-    }
-
-    /// Scores one forecast against the tracker as it was when the forecast
-    /// was issued, and moves it; `alpha` is the miss rate aimed at. Returns
-    /// whether the score missed.
-    #[inline]
-    pub fn observe(&mut self, score: f32, alpha: f32, pid: &Pid) -> bool {
-        let miss = score > self.raw(pid);
-        let e = f32::from(u8::from(miss)) - alpha;
+    /// Scores one residual against the tracker and moves it by `lr` (in
+    /// score units) toward a miss rate of `alpha`. Returns whether it missed.
+    #[inline(always)]
+    pub fn observe(&mut self, score: f64, alpha: f64, pid: &Pid, scale: f64) -> bool {
+        let miss = score > self.bound(pid, scale);
+        let e = if miss { 1.0 - alpha } else { -alpha };
         self.drift += e;
-        self.q += pid.lr * e;
+        self.q += pid.lr * scale * e;
         miss
+    }
+}
+
+/// `1 / √step`, for the first steps from a table.
+#[inline(always)]
+fn step_size(step: usize) -> f64 {
+    const TABLE: [f64; 4] = [
+        1.0,
+        std::f64::consts::FRAC_1_SQRT_2,
+        0.577_350_269_189_625_8,
+        0.5,
+    ];
+    match TABLE.get(step.wrapping_sub(1)) {
+        Some(&v) => v,
+        None => 1.0 / (step as f64).sqrt(),
+    }
+}
+
+/// The standard normal quantile at `p` in (0, 1) (Acklam's rational
+/// approximation, relative error below 1.2e-9): only for starting bounds.
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The interval levels and step settings of a forecaster, with the
+/// per-level constants its cells use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Calibration {
+    /// Levels in (0, 1), ascending.
+    levels: Vec<f64>,
+    /// Each level's miss rate per side, `(1 − level) / 2`.
+    alphas: Vec<f64>,
+    /// Each level's starting bound, per unit of the first absolute residual.
+    starts: Vec<f64>,
+    pid: Pid,
+}
+
+impl Calibration {
+    /// Calibration at `levels` (checked: each in (0, 1), no repeats).
+    pub fn new(levels: &[f64], pid: Pid) -> Result<Self, String> {
+        let mut sorted = levels.to_vec();
+        if let Some(bad) = sorted.iter().find(|l| !(**l > 0.0 && **l < 1.0)) {
+            return Err(format!(
+                "model.intervals contains {bad}: each level must be in (0, 1), e.g. 0.8"
+            ));
+        }
+        sorted.sort_by(f64::total_cmp);
+        sorted.dedup();
+        if !(pid.lr > 0.0 && pid.lr.is_finite()) {
+            return Err(format!(
+                "model.interval_lr = {}: must be a positive number",
+                pid.lr
+            ));
+        }
+        let alphas: Vec<f64> = sorted.iter().map(|l| (1.0 - l) / 2.0).collect();
+        let starts = alphas
+            .iter()
+            .map(|a| normal_quantile(1.0 - a) / MEAN_ABS_NORMAL)
+            .collect();
+        Ok(Calibration {
+            levels: sorted,
+            alphas,
+            starts,
+            pid,
+        })
+    }
+
+    /// The levels, ascending.
+    pub fn levels(&self) -> &[f64] {
+        &self.levels
+    }
+
+    /// Elements of one component's cell.
+    pub fn cell_len(&self) -> usize {
+        cell_len(self.levels.len())
+    }
+
+    /// The running scale of a cell (0 until it starts): what a forecast's
+    /// interval was issued in units of, kept to score that forecast later.
+    #[inline(always)]
+    pub fn scale<S: Scalar>(cell: &[S]) -> f64 {
+        cell[0].f64()
+    }
+
+    /// Scores the residual `r = y − ŷ` of one forecast component whose
+    /// interval was issued when the cell's scale was `issued` (see
+    /// [`Calibration::scale`]; a forecast's steps ahead are scored later than
+    /// it was made, and the scale moves meanwhile), and moves the cell. A
+    /// cell that has seen no residual yet starts from this one.
+    #[inline(always)]
+    pub fn observe<S: Scalar>(&self, cell: &mut [S], r: f64, issued: f64, step: usize) {
+        let m = cell[0].f64();
+        let a = r.abs();
+        if m != 0.0 && issued == 0.0 {
+            // Issued before the cell started: no interval to score.
+            cell[0] = S::of(m + MEAN_WEIGHT * (a - m));
+            return;
+        }
+        if m == 0.0 {
+            // The first residual sets the scale; a zero one leaves the cell unstarted.
+            cell[0] = S::of(a);
+            for (l, start) in self.starts.iter().enumerate() {
+                let at = 1 + 4 * l;
+                cell[at] = S::of(*start);
+                cell[at + 1] = S::zero();
+                cell[at + 2] = S::of(*start);
+                cell[at + 3] = S::zero();
+            }
+            return;
+        }
+        // Scores in units of the running scale: the trackers' steps stay the
+        // same size whatever the stream's volatility does, so the telescoping
+        // sum behind the guarantee holds exactly.
+        let z = r / issued;
+        // Step k's feedback arrives k events late, so its bound moves k
+        // times before the interval it issued is scored; a step size shrunk
+        // by √k keeps that drift (and the coverage it costs) from growing
+        // with the horizon, the usual remedy for delayed feedback.
+        let pid = Pid {
+            lr: self.pid.lr * step_size(step),
+            ..self.pid
+        };
+        for (l, &alpha) in self.alphas.iter().enumerate() {
+            let at = 1 + 4 * l;
+            for (side, score) in [(at, -z), (at + 2, z)] {
+                let mut t = Tracker {
+                    q: cell[side].f64(),
+                    drift: cell[side + 1].f64(),
+                };
+                t.observe(score, alpha, &pid, 1.0);
+                cell[side] = S::of(t.q);
+                cell[side + 1] = S::of(t.drift);
+            }
+        }
+        cell[0] = S::of(m + MEAN_WEIGHT * (a - m));
+    }
+
+    /// The interval around `forecast` at level index `l`: `(lower, upper)`.
+    /// An unstarted cell gives the point forecast; bounds that would cross
+    /// (both sides' quantiles past each other) meet in the middle.
+    #[inline(always)]
+    pub fn interval<S: Scalar>(&self, cell: &[S], l: usize, forecast: f64) -> (f64, f64) {
+        let m = cell[0].f64();
+        let at = 1 + 4 * l;
+        let (lo, hi) = (
+            forecast - m * self.bound(cell, at),
+            forecast + m * self.bound(cell, at + 2),
+        );
+        if lo <= hi {
+            (lo, hi)
+        } else {
+            let mid = 0.5 * (lo + hi);
+            (mid, mid)
+        }
+    }
+
+    /// The bound of the tracker at `at`, in units of the running scale.
+    #[inline(always)]
+    fn bound<S: Scalar>(&self, cell: &[S], at: usize) -> f64 {
+        Tracker {
+            q: cell[at].f64(),
+            drift: cell[at + 1].f64(),
+        }
+        .bound(&self.pid, 1.0)
+    }
+
+    /// How anomalous the residual `r = y − ŷ` is against the cell, in [0, 1]:
+    /// one minus a two-sided p-value read off the calibrated bounds of its
+    /// side. A bound at level `L` is exceeded with probability `(1 − L) / 2`;
+    /// from the point forecast (probability 1/2) to the first bound the tail
+    /// is taken as exponential, between bounds and past the widest as a power
+    /// law (log-linear in the log of the distance). Residuals of real series
+    /// have heavy tails: an exponential extrapolation would call every spike
+    /// impossible (p below 1e-16, a score of exactly 1) and leave the large
+    /// ones indistinguishable from the huge ones. `None` while the cell has
+    /// not started.
+    pub fn anomaly<S: Scalar>(&self, cell: &[S], r: f64) -> Option<f64> {
+        let m = cell[0].f64();
+        if m == 0.0 {
+            return None;
+        }
+        let side = if r >= 0.0 { 3 } else { 1 };
+        let x = r.abs();
+        // Knots (width, ln tail probability), from the point forecast out.
+        let (mut w0, mut lp0) = (0.0, 0.5f64.ln());
+        let mut power = None;
+        for (l, &alpha) in self.alphas.iter().enumerate() {
+            let w = m * self.bound(cell, side + 4 * l);
+            let lp = alpha.ln();
+            if w <= w0 {
+                continue;
+            }
+            if x <= w {
+                let lpx = if w0 == 0.0 {
+                    lp0 + (lp - lp0) * x / w
+                } else {
+                    lp0 + (lp - lp0) * (x / w0).ln() / (w / w0).ln()
+                };
+                return Some(1.0 - (2.0 * lpx.exp()).min(1.0));
+            }
+            if w0 > 0.0 {
+                power = Some((lp0 - lp) / (w / w0).ln());
+            }
+            (w0, lp0) = (w, lp);
+        }
+        if w0 == 0.0 {
+            // No bound wider than zero: the mean residual as the scale.
+            return Some(1.0 - (2.0 * (lp0 - x / m).exp()).min(1.0));
+        }
+        // Past the widest bound: the power law of the last two knots, or
+        // (with one level) the exponential's slope at that bound.
+        let gamma = power.unwrap_or((0.5f64.ln() - lp0).abs().max(1.0));
+        let lpx = lp0 - gamma * (x / w0).ln();
+        Some(1.0 - (2.0 * lpx.exp()).min(1.0))
     }
 }
 
@@ -85,78 +360,124 @@ mod tests {
     use super::*;
     use crate::model::rng::Rng;
 
-    /// Laplace noise of scale `b` (heavy enough tails to make a fixed bound miss).
+    /// Laplace noise of scale `b` (heavier tails than a Gaussian).
     fn laplace(rng: &mut Rng, b: f64) -> f64 {
         let u = rng.unit() - 0.5;
         -b * u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()
     }
 
-    /// The miss rate of one tracker over `scores`.
-    fn miss_rate(scores: &[f64], alpha: f32, pid: &Pid) -> f64 {
-        let mut t = Tracker::default();
-        let misses = scores
+    /// Coverage of each level's intervals over `residuals`, issued before each is scored.
+    fn coverage(residuals: &[f64], cal: &Calibration) -> Vec<f64> {
+        let mut cell = vec![0.0f64; cal.cell_len()];
+        let mut inside = vec![0usize; cal.levels().len()];
+        for &r in residuals {
+            for (l, n) in inside.iter_mut().enumerate() {
+                let (lo, hi) = cal.interval(&cell, l, 0.0);
+                if (lo..=hi).contains(&r) {
+                    *n += 1;
+                }
+            }
+            let issued = Calibration::scale(&cell);
+            cal.observe(&mut cell, r, issued, 1);
+        }
+        inside
             .iter()
-            .filter(|&&s| t.observe(s as f32, alpha, pid))
-            .count();
-        misses as f64 / scores.len() as f64
+            .map(|&n| n as f64 / residuals.len() as f64)
+            .collect()
     }
 
     #[test]
-    fn the_miss_rate_holds_its_target_on_stationary_and_drifting_scores() {
+    fn coverage_holds_on_stationary_drifting_and_skewed_residuals() {
         let mut rng = Rng::new(7);
         let n = 20_000;
-        let stationary: Vec<f64> = (0..n).map(|_| laplace(&mut rng, 1.0).abs()).collect();
-        // The scale triples halfway: a fixed bound would miss far more often after.
+        let stationary: Vec<f64> = (0..n).map(|_| laplace(&mut rng, 1.0)).collect();
+        // The scale grows tenfold halfway, then the residuals turn one-sided.
         let drifting: Vec<f64> = (0..n)
-            .map(|i| laplace(&mut rng, if i < n / 2 { 1.0 } else { 3.0 }).abs())
+            .map(|i| laplace(&mut rng, if i < n / 2 { 1.0 } else { 10.0 }))
             .collect();
+        let skewed: Vec<f64> = (0..n).map(|_| laplace(&mut rng, 1.0).abs() + 3.0).collect();
         for pid in [
             Pid::default(),
             Pid {
-                ki: 0.0,
+                ki: 0.5,
                 ..Pid::default()
             },
         ] {
-            for alpha in [0.2f32, 0.05] {
-                for scores in [&stationary, &drifting] {
-                    let rate = miss_rate(scores, alpha, &pid);
-                    assert!(
-                        (rate - alpha as f64).abs() < 0.01,
-                        "alpha {alpha}, ki {}: miss rate {rate}",
-                        pid.ki
-                    );
+            let cal = Calibration::new(&[0.8, 0.95], pid).unwrap();
+            for residuals in [&stationary, &drifting, &skewed] {
+                let got = coverage(residuals, &cal);
+                for (level, c) in cal.levels().iter().zip(&got) {
+                    assert!((c - level).abs() < 0.01, "{pid:?} level {level}: {c}");
                 }
             }
         }
     }
 
     #[test]
-    fn the_guarantee_holds_on_an_adversarial_sequence() {
-        // Scores that jump between 0 and a large value in long blocks: the
-        // bound (B + η) / (η T) of quantile tracking still caps the error.
+    fn quantile_tracking_keeps_its_guarantee_on_an_adversarial_sequence() {
+        // Scores jump between 0 and B in long blocks; the miss rate stays
+        // within (B + η) / (η T) of α.
         let pid = Pid {
             ki: 0.0,
             ..Pid::default()
         };
-        let (alpha, b, n) = (0.1f32, 10.0f64, 50_000usize);
-        let scores: Vec<f64> = (0..n)
-            .map(|i| if (i / 777) % 2 == 0 { 0.0 } else { b })
-            .collect();
-        let rate = miss_rate(&scores, alpha, &pid);
-        let bound = (b + pid.lr as f64) / (pid.lr as f64 * n as f64);
-        assert!(
-            (rate - alpha as f64).abs() <= bound + 1e-6,
-            "{rate} vs {alpha} ± {bound}"
-        );
+        let (alpha, b, n) = (0.1, 10.0, 50_000usize);
+        let mut t = Tracker::default();
+        let misses = (0..n)
+            .filter(|i| t.observe(if (i / 777) % 2 == 0 { 0.0 } else { b }, alpha, &pid, 1.0))
+            .count();
+        let rate = misses as f64 / n as f64;
+        let bound = (b + pid.lr) / (pid.lr * n as f64);
+        assert!((rate - alpha).abs() <= bound, "{rate} vs {alpha} ± {bound}");
     }
 
     #[test]
-    fn the_bound_is_never_negative() {
-        let pid = Pid::default();
-        let mut t = Tracker::default();
-        for _ in 0..100 {
-            t.observe(0.0, 0.5, &pid);
+    fn anomaly_scores_rise_with_the_residual_and_mark_the_tails() {
+        let mut rng = Rng::new(3);
+        let cal = Calibration::new(&[0.8, 0.95], Pid::default()).unwrap();
+        let mut cell = vec![0.0f32; cal.cell_len()];
+        assert_eq!(cal.anomaly(&cell, 1.0), None, "not started");
+        for _ in 0..5000 {
+            let issued = Calibration::scale(&cell);
+            cal.observe(&mut cell, laplace(&mut rng, 1.0), issued, 1);
         }
-        assert!(t.bound(&pid) >= 0.0);
+        let scores: Vec<f64> = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 30.0]
+            .iter()
+            .map(|&r| cal.anomaly(&cell, r).unwrap())
+            .collect();
+        assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
+        // Laplace(1) puts 3.4e-4 past 8 (a score of 0.9997); the power-law
+        // tail is heavier on purpose, and still far past the 0.95 bound.
+        assert!(
+            scores[0] == 0.0 && scores[5] > 0.99 && scores[6] > 0.999,
+            "{scores:?}"
+        );
+        assert!(
+            cal.anomaly(&cell, -30.0).unwrap() > 0.999,
+            "the lower side too"
+        );
+        // At a calibrated bound the score is its level: 1 − 2·(1 − L)/2 = L.
+        let (_, hi) = cal.interval(&cell, 1, 0.0);
+        let at = cal.anomaly(&cell, hi).unwrap();
+        assert!((at - 0.95).abs() < 1e-6, "{at}");
+        let (lo, _) = cal.interval(&cell, 0, 0.0);
+        let at = cal.anomaly(&cell, lo).unwrap();
+        assert!((at - 0.8).abs() < 1e-6, "{at}");
+    }
+
+    #[test]
+    fn levels_are_checked_and_the_starting_bounds_are_gaussian() {
+        assert!(Calibration::new(&[1.0], Pid::default()).is_err());
+        assert!(Calibration::new(&[0.0], Pid::default()).is_err());
+        assert!((normal_quantile(0.975) - 1.959_963_985).abs() < 1e-8);
+        assert!((normal_quantile(0.1) + 1.281_551_566).abs() < 1e-8);
+        let cal = Calibration::new(&[0.95, 0.8, 0.8], Pid::default()).unwrap();
+        assert_eq!(cal.levels(), &[0.8, 0.95]);
+        let mut cell = vec![0.0f64; cal.cell_len()];
+        cal.observe(&mut cell, -2.0, 0.0, 1);
+        // A first residual of 2 means a Gaussian scale of 2 / 0.798.
+        let (lo, hi) = cal.interval(&cell, 1, 10.0);
+        let w = 2.0 / MEAN_ABS_NORMAL * 1.959_963_985;
+        assert!((hi - 10.0 - w).abs() < 1e-6 && (10.0 - lo - w).abs() < 1e-6);
     }
 }

@@ -25,6 +25,7 @@
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
+use super::conformal::{self, Calibration};
 use super::linear::{LinearConfig, Rls};
 use super::loss::Loss;
 use super::network::{StepScratch, Tape, forecast, step};
@@ -136,6 +137,20 @@ pub struct ModelConfig {
     /// The stacking weights (with `combine = "stack"`).
     #[serde(default)]
     pub stack: StackConfig,
+    /// Levels of the calibrated intervals on every forecast (empty: none).
+    /// A configuration written before intervals existed means none.
+    #[serde(default)]
+    pub intervals: Vec<f64>,
+    /// The intervals' step size, relative to the mean absolute residual.
+    #[serde(default = "interval_lr")]
+    pub interval_lr: f64,
+    /// The intervals' integrator gain (0: quantile tracking alone).
+    #[serde(default)]
+    pub interval_ki: f64,
+}
+
+fn interval_lr() -> f64 {
+    conformal::Pid::default().lr
 }
 
 /// What a configuration written before stacking existed meant.
@@ -167,6 +182,9 @@ impl Default for ModelConfig {
             combine: Combine::Stack,
             linear: LinearConfig::default(),
             stack: StackConfig::default(),
+            intervals: vec![0.8, 0.95],
+            interval_lr: interval_lr(),
+            interval_ki: 0.0,
         }
     }
 }
@@ -221,7 +239,27 @@ impl ModelConfig {
             return Err("model.normalize = \"warmup\" needs model.normalize_events >= 1".into());
         }
         self.linear.validate("model.linear")?;
+        self.calibration()?;
         self.stack.validate()
+    }
+
+    /// The intervals' calibration, `None` without levels.
+    pub fn calibration(&self) -> Result<Option<Calibration>, String> {
+        if self.intervals.is_empty() {
+            return Ok(None);
+        }
+        if !(self.interval_ki >= 0.0 && self.interval_ki.is_finite()) {
+            return Err(format!(
+                "model.interval_ki = {}: must be a number >= 0",
+                self.interval_ki
+            ));
+        }
+        let pid = conformal::Pid {
+            lr: self.interval_lr,
+            ki: self.interval_ki,
+            ..conformal::Pid::default()
+        };
+        Calibration::new(&self.intervals, pid).map(Some)
     }
 
     /// Indices of the forecast values.
@@ -301,6 +339,8 @@ pub struct StateLayout {
     pub lags: usize,
     /// Experts per stacking cell (0 without stacking).
     pub experts: usize,
+    /// Elements of one component's interval calibration (0 without intervals).
+    pub calibration: usize,
 }
 
 impl StateLayout {
@@ -320,6 +360,10 @@ impl StateLayout {
             experts: match cfg.combine {
                 Combine::Stack => EXPERTS,
                 Combine::Rnn => 0,
+            },
+            calibration: match cfg.intervals.len() {
+                0 => 0,
+                n => conformal::cell_len(n),
             },
         }
     }
@@ -377,9 +421,33 @@ impl StateLayout {
                     0
                 }
     }
+    /// One interval calibration cell (see [`conformal`]) per forecast component.
+    fn calibration_cells(&self) -> std::ops::Range<usize> {
+        let start = self.stack_cells().end;
+        start..start + self.forecast_len() * self.calibration
+    }
+    /// Each pending forecast component's calibration scale when it was issued.
+    fn pending_scale(&self) -> std::ops::Range<usize> {
+        let start = self.calibration_cells().end;
+        start
+            ..start
+                + if self.calibration > 0 {
+                    self.horizon * self.forecast_len()
+                } else {
+                    0
+                }
+    }
+    /// Interval levels (0 without intervals).
+    pub fn levels(&self) -> usize {
+        if self.calibration == 0 {
+            0
+        } else {
+            (self.calibration - 1) / 4
+        }
+    }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.stack_cells().end
+        self.pending_scale().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -455,6 +523,15 @@ pub struct Observation<'a, S> {
     pub errors: Errors,
     /// The non-finite guard fired: the update was skipped and the stream reset.
     pub reset: bool,
+    /// Lower bounds of the calibrated intervals, `levels × horizon × targets`
+    /// (level-major, ascending levels; empty without intervals), original units.
+    pub lower: &'a [S],
+    /// Upper bounds, shaped like `lower`.
+    pub upper: &'a [S],
+    /// How anomalous this event is against its one-step interval, in [0, 1]
+    /// (the highest over targets); `None` without intervals or before the
+    /// stream's calibration started.
+    pub anomaly: Option<f64>,
 }
 
 /// Counters a forecaster keeps across all its streams.
@@ -485,6 +562,8 @@ pub struct Forecaster<S> {
     stats: StreamStats,
     clock: Clock,
     work: Work<S>,
+    /// The intervals' levels and step settings (`None` without intervals).
+    cal: Option<Calibration>,
 }
 
 /// Scratch reused by every event (never per stream).
@@ -505,6 +584,9 @@ struct Work<S> {
     phi: Vec<f64>,
     /// The linear expert's forecast changes, or its training targets.
     lin: Vec<f64>,
+    /// The intervals' lower and upper bounds of the last forecast.
+    lo: Vec<S>,
+    hi: Vec<S>,
     /// Where an update writes the new weights before they replace the old.
     spare: Spare<S>,
 }
@@ -547,8 +629,11 @@ impl<S: Scalar> Forecaster<S> {
             phi: vec![0.0; features],
             lin: vec![0.0; dims.outputs],
             spare: Spare::new(cfg.optimizer, &layout),
+            lo: vec![S::zero(); cfg.intervals.len() * dims.outputs],
+            hi: vec![S::zero(); cfg.intervals.len() * dims.outputs],
         };
         Ok(Forecaster {
+            cal: cfg.calibration()?,
             target_idx: cfg.target_indices(),
             cfg,
             layout,
@@ -648,6 +733,11 @@ impl<S: Scalar> Forecaster<S> {
         }
     }
 
+    /// The interval levels of every forecast, ascending (empty without intervals).
+    pub fn interval_levels(&self) -> &[f64] {
+        self.cal.as_ref().map_or(&[], |c| c.levels())
+    }
+
     /// Approximate bytes held per stream: the state struct, its buffers and the map entry.
     pub fn state_bytes_per_stream(&self) -> usize {
         let n = self.streams.len().max(1);
@@ -737,6 +827,7 @@ impl<S: Scalar> Forecaster<S> {
             stats,
             clock,
             work,
+            cal,
             ..
         } = self;
         let s = streams.get_mut(key).expect("inserted above");
@@ -756,8 +847,13 @@ impl<S: Scalar> Forecaster<S> {
             *z = S::of(s.norm.scale(k, work.raw[k]));
         }
 
-        // 1. Score earlier forecasts against this event, then learn.
+        // 1. Score earlier forecasts against this event (and calibrate their
+        // intervals), then learn.
         let errors = score(s, &sl, target_idx, &work.raw);
+        let anomaly = match cal {
+            Some(cal) => calibrate(s, &sl, target_idx, &work.raw, cal),
+            None => None,
+        };
         // A per-stream model is taken out while the stream's buffers are borrowed.
         let mut own = s.model.take();
         let model: &mut Model<S> = match own.as_deref_mut() {
@@ -853,6 +949,16 @@ impl<S: Scalar> Forecaster<S> {
             }
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
+        if let Some(cal) = cal {
+            intervals(cal, &buf[sl.calibration_cells()], &sl, work);
+            // The scale each component's interval was issued in, to score it by.
+            let (w, fl) = (sl.calibration, sl.forecast_len());
+            let cells = sl.calibration_cells().start;
+            let scales = sl.pending_scale().start + slot;
+            for c in 0..fl {
+                buf[scales + c] = S::of(Calibration::scale(&buf[cells + c * w..]));
+            }
+        }
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
             buf[sl.last_raw()][j] = values[k];
@@ -866,6 +972,9 @@ impl<S: Scalar> Forecaster<S> {
             loss,
             errors,
             reset: was_reset,
+            lower: &work.lo,
+            upper: &work.hi,
+            anomaly,
         })
     }
 }
@@ -1035,6 +1144,59 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
         }
     }
     e
+}
+
+/// Calibrates the intervals of the pending forecasts' components that this
+/// event completes; returns the event's anomaly score against its one-step
+/// intervals (scored before they move), the highest over targets.
+#[inline(always)]
+fn calibrate<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    raw: &[f64],
+    cal: &Calibration,
+) -> Option<f64> {
+    let buf = s.buf.as_slice_mut().expect("stream buffers are contiguous");
+    let (fl, nt, w) = (sl.forecast_len(), sl.targets, sl.calibration);
+    let (pending, cells) = (sl.pending().start, sl.calibration_cells().start);
+    let scales = sl.pending_scale().start;
+    let mut anomaly: Option<f64> = None;
+    for k in 1..=(sl.horizon as u64).min(s.seen) {
+        let made = s.seen - k;
+        let slot = (made % sl.horizon as u64) as usize * fl;
+        for (j, &t) in target_idx.iter().enumerate() {
+            let c = (k as usize - 1) * nt + j;
+            let r = raw[t] - buf[pending + slot + c].f64();
+            let issued = buf[scales + slot + c].f64();
+            let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
+            if k == 1
+                && let Some(a) = cal.anomaly(cell, r)
+            {
+                anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
+            }
+            cal.observe(cell, r, issued, k as usize);
+        }
+    }
+    anomaly
+}
+
+/// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`.
+#[inline(always)]
+fn intervals<S: Scalar>(cal: &Calibration, cells: &[S], sl: &StateLayout, work: &mut Work<S>) {
+    let (fl, w) = (sl.forecast_len(), sl.calibration);
+    for (l, (lo, hi)) in work
+        .lo
+        .chunks_exact_mut(fl)
+        .zip(work.hi.chunks_exact_mut(fl))
+        .enumerate()
+    {
+        for c in 0..fl {
+            let (a, b) = cal.interval(&cells[c * w..(c + 1) * w], l, work.out[c].f64());
+            lo[c] = S::of(a);
+            hi[c] = S::of(b);
+        }
+    }
 }
 
 /// Why a TBPTT step changed no weights.

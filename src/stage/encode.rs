@@ -5,7 +5,9 @@
 //! One JSON object per forecast, keyed (by the sink) like its input event:
 //!
 //! ```json
-//! {"stream":"meter-17","ts":1467331200000,"horizon":2,"forecast":[[12.5,0.3],[12.75,0.25]],
+//! {"stream":"meter-17","ts":1467331200000,"horizon":1,"forecast":[[12.5]],
+//!  "intervals":[{"level":0.8,"lo":[[11.9]],"hi":[[13.2]]},{"level":0.95,"lo":[[11.4]],"hi":[[13.9]]}],
+//!  "score":0.31,"anomaly":false,
 //!  "model_version":42,"source":{"topic":"recur-input","partition":3,"offset":1234}}
 //! ```
 //!
@@ -15,6 +17,14 @@
 //!   per target, in target order. Numbers are the shortest decimal that reads
 //!   back as the same `f32` (`0.1f32` is written `0.1`). A NaN or infinite
 //!   forecast is written `null`, so the record is always valid JSON.
+//! * `intervals` (with `model.intervals`, default levels 0.8 and 0.95): one
+//!   object per level, ascending, `{"level":0.8,"lo":[[..]],"hi":[[..]]}`,
+//!   `lo` and `hi` shaped like `forecast`: the calibrated lower and upper
+//!   bounds of every step and target.
+//! * `score`, `anomaly` (with intervals, once the stream's one-step
+//!   calibration has started): how anomalous this event's value is against
+//!   the one-step interval the stream's last forecast carried, in [0, 1], and
+//!   whether it reached `anomaly.threshold`.
 //! * `model_version`: the version of the weights that made the forecast.
 //! * `source`: where the input event was read, for tracing a forecast back.
 //!
@@ -50,7 +60,7 @@ pub struct SourceRef<'a> {
     pub offset: i64,
 }
 
-/// Appends the prediction JSON to `out` (cleared first).
+/// Appends the prediction JSON to `out` (cleared first), without intervals.
 ///
 /// `forecast` is row-major horizon × `targets`. `targets` is expected to
 /// divide `forecast.len()` (the model guarantees it); otherwise the last row is
@@ -65,6 +75,46 @@ pub fn prediction(
     model_version: u64,
     src: &SourceRef<'_>,
 ) {
+    let f = Forecast {
+        values: forecast,
+        targets,
+        model_version,
+        ..Forecast::default()
+    };
+    prediction_with(out, stream, ts_ms, &f, src);
+}
+
+/// What one prediction record carries besides its stream, time and source.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forecast<'a> {
+    /// Row-major horizon × `targets`.
+    pub values: &'a [f32],
+    /// Values per row.
+    pub targets: usize,
+    /// The version of the weights that made it.
+    pub model_version: u64,
+    /// Interval levels, ascending (empty: no intervals).
+    pub levels: &'a [f64],
+    /// Lower bounds, `levels × values` (level-major).
+    pub lower: &'a [f32],
+    /// Upper bounds, shaped like `lower`.
+    pub upper: &'a [f32],
+    /// The event's anomaly score in [0, 1], if it has one.
+    pub score: Option<f64>,
+    /// Whether the score is at or above `anomaly.threshold`.
+    pub anomaly: bool,
+}
+
+/// Appends the prediction JSON of `f` to `out` (cleared first); see the
+/// module docs for the shape, and [`prediction`] for odd `targets`.
+pub fn prediction_with(
+    out: &mut Vec<u8>,
+    stream: &str,
+    ts_ms: i64,
+    fc: &Forecast<'_>,
+    src: &SourceRef<'_>,
+) {
+    let (forecast, targets) = (fc.values, fc.targets);
     debug_assert!(
         targets > 0 && forecast.len().is_multiple_of(targets),
         "{} forecast values are not rows of {targets} targets",
@@ -72,7 +122,9 @@ pub fn prediction(
     );
     let targets = targets.max(1);
     out.clear();
-    out.reserve(96 + stream.len() + src.topic.len() + forecast.len() * 12);
+    out.reserve(
+        96 + stream.len() + src.topic.len() + forecast.len() * 12 * (1 + 2 * fc.levels.len()),
+    );
     let f = &mut CompactFormatter;
     out.extend_from_slice(b"{\"stream\":");
     string(out, stream);
@@ -82,8 +134,53 @@ pub fn prediction(
     integer(out, |w| {
         f.write_u64(w, forecast.len().div_ceil(targets) as u64)
     });
-    out.extend_from_slice(b",\"forecast\":[");
-    for (i, row) in forecast.chunks(targets).enumerate() {
+    out.extend_from_slice(b",\"forecast\":");
+    rows(out, forecast, targets);
+    let n = forecast.len();
+    if !fc.levels.is_empty() && fc.lower.len() >= fc.levels.len() * n {
+        out.extend_from_slice(b",\"intervals\":[");
+        for (l, &level) in fc.levels.iter().enumerate() {
+            if l > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"level\":");
+            integer(out, |w| f.write_f64(w, level));
+            out.extend_from_slice(b",\"lo\":");
+            rows(out, &fc.lower[l * n..(l + 1) * n], targets);
+            out.extend_from_slice(b",\"hi\":");
+            rows(out, &fc.upper[l * n..(l + 1) * n], targets);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    if let Some(score) = fc.score {
+        out.extend_from_slice(b",\"score\":");
+        if score.is_finite() {
+            integer(out, |w| f.write_f64(w, score));
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(if fc.anomaly {
+            b",\"anomaly\":true"
+        } else {
+            b",\"anomaly\":false"
+        });
+    }
+    out.extend_from_slice(b",\"model_version\":");
+    integer(out, |w| f.write_u64(w, fc.model_version));
+    out.extend_from_slice(b",\"source\":{\"topic\":");
+    string(out, src.topic);
+    out.extend_from_slice(b",\"partition\":");
+    integer(out, |w| f.write_i32(w, src.partition));
+    out.extend_from_slice(b",\"offset\":");
+    integer(out, |w| f.write_i64(w, src.offset));
+    out.extend_from_slice(b"}}");
+}
+
+/// Writes row-major `values` as a JSON array of rows of `targets`.
+fn rows(out: &mut Vec<u8>, values: &[f32], targets: usize) {
+    out.push(b'[');
+    for (i, row) in values.chunks(targets).enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -96,15 +193,7 @@ pub fn prediction(
         }
         out.push(b']');
     }
-    out.extend_from_slice(b"],\"model_version\":");
-    integer(out, |w| f.write_u64(w, model_version));
-    out.extend_from_slice(b",\"source\":{\"topic\":");
-    string(out, src.topic);
-    out.extend_from_slice(b",\"partition\":");
-    integer(out, |w| f.write_i32(w, src.partition));
-    out.extend_from_slice(b",\"offset\":");
-    integer(out, |w| f.write_i64(w, src.offset));
-    out.extend_from_slice(b"}}");
+    out.push(b']');
 }
 
 /// The headers of a dead-letter record: recur.error, recur.source.topic, recur.source.partition, recur.source.offset.

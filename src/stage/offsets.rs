@@ -1,19 +1,21 @@
 //! Which input offsets may be committed: only those whose output the broker acknowledged.
 //!
-//! Every input message yields exactly one record (a prediction or a dead
-//! letter). An offset is *in flight* from the moment it is fetched until that
-//! record is acknowledged. A partition may commit up to (not including) its
+//! Every input message yields one record (a prediction or a dead letter),
+//! and a flagged anomaly one more (on `anomaly.topic`). An offset is *in
+//! flight* from the moment it is fetched until each of its records is
+//! acknowledged. A partition may commit up to (not including) its
 //! lowest offset in flight, or past the highest fetched when none is in flight.
 //! With checkpoints, it commits no further than its last checkpoint's
 //! covered offset, so a restart's restored state and its position agree.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// One partition's offsets.
 #[derive(Debug, Default)]
 pub struct PartitionOffsets {
-    in_flight: BTreeSet<i64>,
+    /// Offset → records of it not yet acknowledged.
+    in_flight: BTreeMap<i64, u32>,
     /// One past the highest offset fetched.
     next: Option<i64>,
     /// The position last handed to the consumer for commit.
@@ -39,13 +41,24 @@ pub enum CommitPolicy {
 impl PartitionOffsets {
     /// An offset was fetched and is being processed.
     pub fn fetched(&mut self, offset: i64) {
-        self.in_flight.insert(offset);
+        self.in_flight.insert(offset, 1);
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
-    /// The broker acknowledged the record produced for `offset`.
+    /// `offset` produces one more record (a flagged anomaly's copy), which
+    /// must be acknowledged too before the offset is committed.
+    pub fn one_more(&mut self, offset: i64) {
+        *self.in_flight.entry(offset).or_insert(0) += 1;
+    }
+
+    /// The broker acknowledged a record produced for `offset`.
     pub fn acked(&mut self, offset: i64) {
-        self.in_flight.remove(&offset);
+        if let Some(n) = self.in_flight.get_mut(&offset) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&offset);
+            }
+        }
     }
 
     /// The record for `offset` failed for good; it is never committed.
@@ -60,13 +73,15 @@ impl PartitionOffsets {
 
     /// Whether every offset below `position` has its output acknowledged.
     pub fn acked_below(&self, position: i64) -> bool {
-        self.in_flight.first().is_none_or(|&low| low >= position)
+        self.in_flight
+            .first_key_value()
+            .is_none_or(|(&low, _)| low >= position)
     }
 
     /// The position that may be committed now (the next offset to consume), if any.
     pub fn committable(&self) -> Option<i64> {
-        match self.in_flight.first() {
-            Some(&low) => Some(low),
+        match self.in_flight.first_key_value() {
+            Some((&low, _)) => Some(low),
             None => self.next,
         }
     }
@@ -210,5 +225,16 @@ mod tests {
         pos.sort();
         assert_eq!(pos, vec![(0, 1), (1, 8)]);
         assert_eq!(o.in_flight(), 1);
+    }
+
+    #[test]
+    fn an_offset_with_two_records_waits_for_both() {
+        let mut o = PartitionOffsets::default();
+        o.fetched(5);
+        o.one_more(5);
+        o.acked(5);
+        assert_eq!(o.committable(), Some(5), "one of two acknowledged");
+        o.acked(5);
+        assert_eq!(o.committable(), Some(6));
     }
 }

@@ -108,6 +108,13 @@ impl Wiring {
             restoring: Some(self.health.restoring()),
             offsets: self.offsets.clone(),
             init: self.init.clone(),
+            levels: cfg
+                .model
+                .calibration()?
+                .map(|c| c.levels().to_vec())
+                .unwrap_or_default(),
+            anomaly_threshold: cfg.anomaly.threshold,
+            anomaly_topic: (!cfg.anomaly.topic.is_empty()).then(|| cfg.anomaly.topic.clone()),
             state,
             swap: self.swap.clone(),
         })

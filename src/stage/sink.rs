@@ -27,6 +27,8 @@ use crate::telemetry::Metrics;
 pub enum RecordKind {
     /// A prediction on the output topic.
     Prediction,
+    /// A flagged prediction's copy on the anomaly topic.
+    Anomaly,
     /// A dead letter on the dead-letter topic.
     DeadLetter(Reason),
     /// Record `i` of a checkpoint batch on the changelog.
@@ -148,6 +150,7 @@ impl ProducerContext for SinkContext {
                 self.offsets.with(d.partition, |p| p.acked(d.offset));
                 match &d.kind {
                     RecordKind::Prediction => self.metrics.predictions.inc(),
+                    RecordKind::Anomaly => {}
                     RecordKind::DeadLetter(r) => self
                         .metrics
                         .dead_letters
@@ -175,6 +178,7 @@ impl SinkContext {
         self.metrics.delivery_errors.inc();
         let what = match d.kind {
             RecordKind::Prediction => "prediction",
+            RecordKind::Anomaly => "anomaly record",
             _ => "dead letter",
         };
         self.health.fail(format!(

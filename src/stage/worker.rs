@@ -71,6 +71,12 @@ pub struct WorkerSetup {
     pub state: Option<StateSetup>,
     /// Checkpoints published for hot swap.
     pub swap: Arc<HotSwap>,
+    /// The forecasts' interval levels, ascending (empty without intervals).
+    pub levels: Vec<f64>,
+    /// Scores at or above this flag an anomaly.
+    pub anomaly_threshold: f64,
+    /// Where flagged predictions also go, if anywhere.
+    pub anomaly_topic: Option<String>,
 }
 
 /// The learner a partition starts with: its changelog state, else the warm start, else fresh.
@@ -398,26 +404,48 @@ impl Worker {
                         partition: self.setup.partition,
                         offset,
                     };
-                    encode::prediction(
-                        &mut self.out,
-                        stream,
-                        ts_ms,
-                        obs.forecast,
+                    let flagged = obs
+                        .anomaly
+                        .is_some_and(|a| a >= self.setup.anomaly_threshold);
+                    let fc = encode::Forecast {
+                        values: obs.forecast,
                         targets,
-                        obs.model_version,
-                        &src,
-                    );
-                    let d = Receipt {
-                        partition: self.setup.partition,
-                        offset,
-                        kind: RecordKind::Prediction,
+                        model_version: obs.model_version,
+                        levels: &self.setup.levels,
+                        lower: obs.lower,
+                        upper: obs.upper,
+                        score: obs.anomaly,
+                        anomaly: flagged,
                     };
+                    encode::prediction_with(&mut self.out, stream, ts_ms, &fc, &src);
+                    let p = self.setup.partition;
+                    let receipt = |kind| Receipt {
+                        partition: p,
+                        offset,
+                        kind,
+                    };
+                    if flagged {
+                        metrics.anomalies.inc();
+                        if let Some(topic) = &self.setup.anomaly_topic {
+                            // Counted before either record is sent: the offset
+                            // commits only once both are acknowledged.
+                            self.setup.offsets.with(p, |o| o.one_more(offset));
+                            let key = stream.as_bytes();
+                            self.setup.sink.send(
+                                topic,
+                                key,
+                                &self.out,
+                                None,
+                                receipt(RecordKind::Anomaly),
+                            );
+                        }
+                    }
                     self.setup.sink.send(
                         &self.setup.output_topic,
                         stream.as_bytes(),
                         &self.out,
                         None,
-                        d,
+                        receipt(RecordKind::Prediction),
                     );
                     metrics
                         .event_lag

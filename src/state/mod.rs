@@ -65,7 +65,7 @@ pub enum RestoreError {
 
 /// The `[model]` keys that shape a partition's saved state; a checkpoint
 /// written under other values cannot continue under these.
-pub const STATE_SHAPING_KEYS: [&str; 12] = [
+pub const STATE_SHAPING_KEYS: [&str; 13] = [
     "cell",
     "inputs",
     "targets",
@@ -78,6 +78,7 @@ pub const STATE_SHAPING_KEYS: [&str; 12] = [
     "predict",
     "learning",
     "combine",
+    "intervals",
 ];
 
 /// The state-shaping keys whose values differ between the configuration a
