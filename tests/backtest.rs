@@ -570,3 +570,75 @@ fn etth2_defaults_meet_the_goals_at_1_24_and_48_steps() {
         );
     }
 }
+
+#[test]
+fn intervals_cover_their_level_per_target_and_score_no_worse_than_split_conformal() {
+    // ETTh1 at one step, protocol flags only: every target's long-run coverage
+    // within 2 points of each level, and the interval score at or below the
+    // rolling split-conformal baseline's on the same forecasts.
+    let dir = std::env::temp_dir().join(format!("recur-iv-{}", std::process::id()));
+    let s = job::run_file(
+        &protocol(1),
+        &data("ETTh1.csv"),
+        Some(&dir),
+        ProgressBar::Off,
+    )
+    .unwrap();
+    assert_eq!(s.intervals.len(), 2, "levels 0.8 and 0.95 by default");
+    for lv in &s.intervals {
+        assert_eq!(
+            lv.recur.n, lv.split_conformal.n,
+            "scored on the same forecasts"
+        );
+        assert!(
+            lv.recur.winkler <= lv.split_conformal.winkler,
+            "level {}: {} against split conformal's {}",
+            lv.level,
+            lv.recur.winkler,
+            lv.split_conformal.winkler
+        );
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
+    let targets = metrics["per_target"].as_array().unwrap();
+    assert_eq!(targets.len(), 7);
+    for t in targets {
+        for lv in t["metrics"]["intervals"]["normalized"].as_array().unwrap() {
+            let (level, cov) = (
+                lv["level"].as_f64().unwrap(),
+                lv["recur"]["coverage"].as_f64().unwrap(),
+            );
+            assert!(
+                (cov - level).abs() <= 0.02,
+                "{}: {cov} at {level}",
+                t["target"]
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nab_json_prints_the_three_profile_scores() {
+    let nab = data("nab");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["backtest", "--nab"])
+        .arg(&nab)
+        .args(["--json", "--quiet"])
+        .output()
+        .expect("running recur backtest --nab");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(v["files"], 18);
+    for key in ["standard", "reward_low_fp_rate", "reward_low_fn_rate"] {
+        let score = v[key].as_f64().unwrap_or(f64::NAN);
+        // The null detector scores 0 and the perfect one 100: a detector
+        // that finds anything scores above 0.
+        assert!(score > 0.0 && score <= 100.0, "{key}: {score}");
+    }
+    assert_eq!(v["profiles"].as_array().unwrap().len(), 3);
+}

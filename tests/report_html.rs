@@ -206,6 +206,7 @@ fn sample() -> ReportData {
         actual: actual[lo..hi].to_vec(),
         forecast: forecast[lo..hi].to_vec(),
         naive: Some(naive[lo..hi].to_vec()),
+        bands: Vec::new(),
     };
     let metric = |scope: &str, mse: f64, mae: f64, smape: f64, mase: f64| MetricRow {
         scope: scope.to_string(),
@@ -238,6 +239,7 @@ fn sample() -> ReportData {
             seasonal: Some(rolling(&seasonal)),
             linear: None,
         }),
+        coverage: None,
         by_step: (1..=24)
             .map(|step| StepError {
                 step,

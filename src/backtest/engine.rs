@@ -262,6 +262,8 @@ pub struct Prediction {
     pub seasonal: f64,
     /// The linear baseline's forecast.
     pub linear: f64,
+    /// recur's interval `(lower, upper)` at each level, ascending (empty without intervals).
+    pub bounds: Vec<(f64, f64)>,
 }
 
 /// What a backtest produced.
@@ -893,10 +895,19 @@ fn score(
                     naive: nv,
                     seasonal: sv,
                     linear: lv,
+                    bounds: bounds_of(made, h * nt + j),
                 });
             }
         }
     }
+}
+
+/// recur's interval bounds at every level for component `c` of `made`.
+fn bounds_of(made: &Made, c: usize) -> Vec<(f64, f64)> {
+    let fl = made.model.len();
+    (0..made.lower.len() / fl.max(1))
+        .map(|l| (made.lower[l * fl + c], made.upper[l * fl + c]))
+        .collect()
 }
 
 /// Per stream: mean and population standard deviation of each column over rows `[0, n)`.

@@ -11,7 +11,9 @@ use super::Error;
 use super::engine::{
     self, Keep, Outcome, Prediction, Protocol, Replay, Scaling, Scored, Scores, TimeBase,
 };
-use super::report::{MetricRow, ReportData, RollingPanel, SeriesPanel, StepError, StreamRow};
+use super::report::{
+    Band, CoveragePanel, MetricRow, ReportData, RollingPanel, SeriesPanel, StepError, StreamRow,
+};
 use super::table::{self, LoadOptions, PredictionRow, Table, TimeColumn};
 use crate::config::Config;
 use crate::model::ModelConfig;
@@ -589,15 +591,32 @@ fn write_outputs(
         })
         .collect();
     let baseline = |f: fn(&Prediction) -> f64| o.predictions.iter().map(f).collect::<Vec<_>>();
-    table::write_predictions_with(
-        &dir.join("predictions.parquet"),
-        &rows,
-        vec![
-            ("naive", baseline(|p| p.naive)),
-            ("seasonal", baseline(|p| p.seasonal)),
-            ("linear", baseline(|p| p.linear)),
-        ],
-    )?;
+    // The intervals as statsforecast names them: lo-80, hi-80, lo-95, hi-95.
+    let levels = &cfg.model.calibration().ok().flatten();
+    let levels = levels.as_ref().map_or(&[][..], |c| c.levels());
+    let names: Vec<(String, String)> = levels
+        .iter()
+        .map(|l| {
+            let pct = format!("{}", (l * 100.0 * 1e6).round() / 1e6);
+            (format!("lo-{pct}"), format!("hi-{pct}"))
+        })
+        .collect();
+    let bound = |l: usize, side: fn(&(f64, f64)) -> f64| -> Vec<f64> {
+        o.predictions
+            .iter()
+            .map(|p| p.bounds.get(l).map_or(f64::NAN, side))
+            .collect()
+    };
+    let mut extra = vec![
+        ("naive", baseline(|p| p.naive)),
+        ("seasonal", baseline(|p| p.seasonal)),
+        ("linear", baseline(|p| p.linear)),
+    ];
+    for (l, (lo, hi)) in names.iter().enumerate() {
+        extra.push((lo.as_str(), bound(l, |b| b.0)));
+        extra.push((hi.as_str(), bound(l, |b| b.1)));
+    }
+    table::write_predictions_with(&dir.join("predictions.parquet"), &rows, extra)?;
 
     // metrics.json
     let per_seed: Vec<serde_json::Value> =
@@ -654,8 +673,15 @@ fn report_data(
     ReportData {
         title: "recur backtest".into(),
         summary: summary_rows(summary, units.name()),
-        series: series_panels(replay, target_names, &one_step, span.as_ref()),
+        series: series_panels(
+            replay,
+            target_names,
+            &one_step,
+            span.as_ref(),
+            &summary_levels(summary),
+        ),
         rolling: rolling_panel(&one_step, target_names.len().max(1)),
+        coverage: coverage_panel(&one_step, &summary_levels(summary)),
         by_step: step_errors(o, units),
         metrics: metric_rows(o, target_names, units),
         per_stream: stream_rows(o, replay, units),
@@ -702,6 +728,7 @@ fn series_panels(
     target_names: &[&str],
     one_step: &[&Prediction],
     span: Option<&std::ops::Range<usize>>,
+    levels: &[f64],
 ) -> Vec<SeriesPanel> {
     let mut series = Vec::new();
     for (j, name) in target_names.iter().enumerate() {
@@ -710,12 +737,22 @@ fn series_panels(
             Some(r) => pts.into_iter().filter(|p| r.contains(&p.row)).collect(),
             None => pts[pts.len().saturating_sub(500)..].to_vec(),
         };
+        let n = pts.first().map_or(0, |p| p.bounds.len());
+        let bands = (0..n)
+            .rev()
+            .map(|l| Band {
+                level: levels.get(l).copied().unwrap_or(f64::NAN),
+                lo: pts.iter().map(|p| p.bounds[l].0).collect(),
+                hi: pts.iter().map(|p| p.bounds[l].1).collect(),
+            })
+            .collect();
         series.push(SeriesPanel {
             name: format!("{} — {name}, one step ahead", replay.streams[0]),
             x: pts.iter().map(|p| p.row as f64).collect(),
             actual: pts.iter().map(|p| p.actual).collect(),
             forecast: pts.iter().map(|p| p.forecast).collect(),
             naive: Some(pts.iter().map(|p| p.naive).collect()),
+            bands,
         });
     }
     series
@@ -769,6 +806,46 @@ fn rolling_panel(one_step: &[&Prediction], nt: usize) -> Option<RollingPanel> {
             seasonal: Some(seasonal),
             linear: Some(linear),
         }
+    })
+}
+
+/// The interval levels a backtest scored.
+fn summary_levels(summary: &Summary) -> Vec<f64> {
+    summary.intervals.iter().map(|l| l.level).collect()
+}
+
+/// Rolling coverage of the one-step intervals (all targets) over a window of
+/// forecasts; `None` without intervals or with too few rows.
+fn coverage_panel(one_step: &[&Prediction], levels: &[f64]) -> Option<CoveragePanel> {
+    let window = 500.min(one_step.len());
+    if levels.is_empty() || window < 50 || one_step.iter().any(|p| p.bounds.len() != levels.len()) {
+        return None;
+    }
+    let mut x = Vec::new();
+    let mut lines = vec![Vec::new(); levels.len()];
+    let mut inside = vec![0usize; levels.len()];
+    let hit = |p: &Prediction, l: usize| {
+        let (lo, hi) = p.bounds[l];
+        usize::from(lo <= p.actual && p.actual <= hi)
+    };
+    for (i, p) in one_step.iter().enumerate() {
+        for (l, n) in inside.iter_mut().enumerate() {
+            *n += hit(p, l);
+            if i >= window {
+                *n -= hit(one_step[i - window], l);
+            }
+        }
+        if i + 1 >= window && (i + 1 - window) % 10 == 0 {
+            x.push(p.row as f64);
+            for (l, n) in inside.iter().enumerate() {
+                lines[l].push(*n as f64 / window as f64);
+            }
+        }
+    }
+    Some(CoveragePanel {
+        window,
+        x,
+        levels: levels.iter().copied().zip(lines).collect(),
     })
 }
 

@@ -26,6 +26,8 @@ pub struct ReportData {
     pub series: Vec<SeriesPanel>,
     /// Rolling error of the model against the baselines; no chart when `None`.
     pub rolling: Option<RollingPanel>,
+    /// Rolling coverage of the intervals; no chart when `None`.
+    pub coverage: Option<CoveragePanel>,
     /// Error by horizon step; the headline verdict averages these (or, when empty, the rolling error).
     pub by_step: Vec<StepError>,
     /// Rows of the metrics table.
@@ -51,6 +53,30 @@ pub struct SeriesPanel {
     pub forecast: Vec<f64>,
     /// The naive baseline's forecasts for the same rows, if shown.
     pub naive: Option<Vec<f64>>,
+    /// recur's intervals for the same rows, widest first.
+    pub bands: Vec<Band>,
+}
+
+/// One level's interval bounds along a [`SeriesPanel`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Band {
+    /// The level, e.g. 0.95.
+    pub level: f64,
+    /// Lower bounds, one per point.
+    pub lo: Vec<f64>,
+    /// Upper bounds, one per point.
+    pub hi: Vec<f64>,
+}
+
+/// Rolling coverage of recur's intervals over `window` one-step forecasts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoveragePanel {
+    /// Forecast components each point averages.
+    pub window: usize,
+    /// Row position of each point.
+    pub x: Vec<f64>,
+    /// Per level: the level and the rolling share of actual values inside.
+    pub levels: Vec<(f64, Vec<f64>)>,
 }
 
 /// Rolling mean squared error over `window` predictions.
@@ -206,7 +232,11 @@ fn page(out: &mut String, data: &ReportData) -> fmt::Result {
         if let Some(l) = &r.linear {
             lines.push(Line::new("linear", LINEAR, l));
         }
-        line_chart(out, "rolling", &title, ("row", "MSE"), &r.x, &lines)?;
+        line_chart(out, "rolling", &title, ("row", "MSE"), &r.x, &lines, &[])?;
+    }
+
+    if let Some(c) = &data.coverage {
+        coverage_section(out, c)?;
     }
 
     out.push_str("<h2>Forecast against actual</h2>\n");
@@ -226,7 +256,15 @@ fn page(out: &mut String, data: &ReportData) -> fmt::Result {
             });
         }
         let title = format!("Forecast against actual: {}", panel.name);
-        line_chart(out, "series", &title, ("row", "value"), &panel.x, &lines)?;
+        line_chart(
+            out,
+            "series",
+            &title,
+            ("row", "value"),
+            &panel.x,
+            &lines,
+            &panel.bands,
+        )?;
     }
 
     if !data.notes.is_empty() {
@@ -654,6 +692,45 @@ fn legend(out: &mut String, entries: &[(&str, &str, Option<&str>)]) -> fmt::Resu
     Ok(())
 }
 
+/// The rolling coverage chart: one line per level, each with its target dashed.
+fn coverage_section(out: &mut String, c: &CoveragePanel) -> fmt::Result {
+    out.push_str("<h2>Interval coverage</h2>\n");
+    let title = format!(
+        "Rolling coverage of the one-step intervals over the last {} forecasts",
+        c.window
+    );
+    writeln!(
+        out,
+        "<p class=\"hint\">{title}; each level's line should stay near its dashed target.</p>"
+    )?;
+    let names: Vec<String> = c
+        .levels
+        .iter()
+        .map(|(l, _)| format!("{:.0}%", l * 100.0))
+        .collect();
+    let targets: Vec<Vec<f64>> = c.levels.iter().map(|(l, _)| vec![*l; c.x.len()]).collect();
+    let target_names: Vec<String> = names.iter().map(|n| format!("{n} target")).collect();
+    let colours = [MODEL, NAIVE, SEASONAL, LINEAR];
+    let mut lines = Vec::new();
+    for (k, (_, ys)) in c.levels.iter().enumerate() {
+        let colour = colours[k % colours.len()];
+        lines.push(Line::new(&names[k], colour, ys));
+        lines.push(Line {
+            dash: Some("4 4"),
+            ..Line::new(&target_names[k], colour, &targets[k])
+        });
+    }
+    line_chart(
+        out,
+        "coverage",
+        &title,
+        ("row", "coverage"),
+        &c.x,
+        &lines,
+        &[],
+    )
+}
+
 fn line_chart(
     out: &mut String,
     class: &str,
@@ -661,14 +738,25 @@ fn line_chart(
     names: (&str, &str),
     x: &[f64],
     lines: &[Line<'_>],
+    bands: &[Band],
 ) -> fmt::Result {
     let points: Vec<_> = lines
         .iter()
         .map(|l| thin(x, l.ys, MAX_LINE_POINTS))
         .collect();
+    let band_points: Vec<_> = bands
+        .iter()
+        .map(|b| {
+            (
+                thin(x, &b.lo, MAX_LINE_POINTS),
+                thin(x, &b.hi, MAX_LINE_POINTS),
+            )
+        })
+        .collect();
     let mut bounds = Bounds::default();
     points
         .iter()
+        .chain(band_points.iter().flat_map(|(lo, hi)| [lo, hi]))
         .flatten()
         .flatten()
         .for_each(|p| bounds.add(*p));
@@ -682,6 +770,27 @@ fn line_chart(
     let (ticks, step) = xa.ticks(8);
     for t in ticks {
         x_tick(out, xa.px_x(t), &tick_label(t, step))?;
+    }
+    // Bands first, widest first, under the lines.
+    for (band, (lo, hi)) in bands.iter().zip(&band_points) {
+        let px = |p: &Option<(f64, f64)>| p.map(|(x, y)| (xa.px_x(x), ya.px_y(y)));
+        let (lo, hi): (Vec<_>, Vec<_>) = (
+            lo.iter().filter_map(px).collect(),
+            hi.iter().filter_map(px).collect(),
+        );
+        if lo.len() < 2 || lo.len() != hi.len() {
+            continue;
+        }
+        let mut d = String::with_capacity(lo.len() * 24);
+        for (i, (x, y)) in lo.iter().chain(hi.iter().rev()).enumerate() {
+            write!(d, "{}{x:.1} {y:.1}", if i == 0 { "M" } else { " L" })?;
+        }
+        let opacity = if band.level >= 0.9 { 0.12 } else { 0.22 };
+        writeln!(
+            out,
+            "<path d=\"{d} Z\" fill=\"{MODEL}\" fill-opacity=\"{opacity}\" stroke=\"none\"><title>{:.0}% interval</title></path>",
+            band.level * 100.0
+        )?;
     }
     // Drawn last-first so the legend's first line (actual, or the model) ends on top.
     for (line, pts) in lines.iter().zip(&points).rev() {
@@ -910,6 +1019,7 @@ mod tests {
                     actual: actual.clone(),
                     forecast: forecast.clone(),
                     naive: Some(naive),
+                    bands: Vec::new(),
                 },
                 SeriesPanel {
                     name: "b".into(),
@@ -917,6 +1027,7 @@ mod tests {
                     actual,
                     forecast,
                     naive: None,
+                    bands: Vec::new(),
                 },
             ],
             rolling: Some(RollingPanel {
@@ -927,6 +1038,7 @@ mod tests {
                 seasonal: Some(vec![0.015; n]),
                 linear: None,
             }),
+            coverage: None,
             by_step: (1..=24)
                 .map(|step| StepError {
                     step,
@@ -1063,6 +1175,36 @@ mod tests {
     }
 
     #[test]
+    fn interval_bands_and_rolling_coverage_are_drawn() {
+        let mut data = sample(100);
+        let f = data.series[0].forecast.clone();
+        let band = |level: f64, w: f64| Band {
+            level,
+            lo: f.iter().map(|v| v - w).collect(),
+            hi: f.iter().map(|v| v + w).collect(),
+        };
+        data.series[0].bands = vec![band(0.95, 0.3), band(0.8, 0.1)];
+        data.coverage = Some(CoveragePanel {
+            window: 50,
+            x: (0..10).map(f64::from).collect(),
+            levels: vec![(0.8, vec![0.79; 10]), (0.95, vec![0.96; 10])],
+        });
+        let html = render(&data);
+        assert!(html.contains("95% interval</title>") && html.contains("80% interval</title>"));
+        assert!(html.contains("<h2>Interval coverage</h2>") && html.contains("95% target"));
+        // The band's outline runs along the lower bounds and back along the upper ones.
+        let band_path = html
+            .split("fill-opacity=\"0.12\"")
+            .next()
+            .and_then(|before| before.rsplit("<path d=\"").next())
+            .unwrap();
+        assert_eq!(band_path.matches(" L").count(), 2 * f.len() - 1);
+        assert!(
+            sample(100).coverage.is_none() && !render(&sample(100)).contains("Interval coverage")
+        );
+    }
+
+    #[test]
     fn gaps_split_lines_and_lone_points_become_dots() {
         let x = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
         let y = [1.0, 2.0, f64::NAN, 3.0, f64::NAN, 4.0];
@@ -1076,6 +1218,7 @@ mod tests {
             ("row", "value"),
             &x,
             &[Line::new("a", ACTUAL, &y)],
+            &[],
         )
         .unwrap();
         assert_eq!(path_points(&out), vec![2]);
@@ -1096,6 +1239,7 @@ mod tests {
             actual: vec![3.0],
             forecast: vec![3.0],
             naive: Some(vec![]),
+            bands: Vec::new(),
         };
         data.rolling.as_mut().unwrap().x = vec![0.0, 1.0, 2.0];
         data.rolling.as_mut().unwrap().model = vec![2.5; 3];

@@ -345,6 +345,17 @@ fn print_summary(summary: &Summary, label: &str) {
         "  linear          MSE {:.4}  MAE {:.4}",
         summary.linear_mse, summary.linear_mae
     );
+    for lv in &summary.intervals {
+        println!(
+            "  {:>3.0}% interval   coverage {:.3}  width {:.3}  interval score {:.3} (split conformal {:.3}, {:.3})",
+            lv.level * 100.0,
+            lv.recur.coverage,
+            lv.recur.width,
+            lv.recur.winkler,
+            lv.split_conformal.coverage,
+            lv.split_conformal.winkler
+        );
+    }
     println!(
         "  {:.2} s, {:.0} events/s",
         summary.elapsed_s, summary.events_per_sec

@@ -83,6 +83,9 @@ impl Tracker {
     /// all lie on one side put the far bound past the point forecast.
     #[inline(always)]
     pub fn bound(&self, pid: &Pid, scale: f64) -> f64 {
+        if pid.ki == 0.0 {
+            return self.q;
+        }
         let x = self.drift / pid.saturation;
         self.q + pid.ki * scale * (x / (1.0 + x.abs()))
     }
@@ -168,8 +171,9 @@ fn normal_quantile(p: f64) -> f64 {
 pub struct Calibration {
     /// Levels in (0, 1), ascending.
     levels: Vec<f64>,
-    /// Each level's miss rate per side, `(1 − level) / 2`.
+    /// Each level's miss rate per side, `(1 − level) / 2`, and its logarithm.
     alphas: Vec<f64>,
+    ln_alphas: Vec<f64>,
     /// Each level's starting bound, per unit of the first absolute residual.
     starts: Vec<f64>,
     pid: Pid,
@@ -199,6 +203,7 @@ impl Calibration {
             .collect();
         Ok(Calibration {
             levels: sorted,
+            ln_alphas: alphas.iter().map(|a| a.ln()).collect(),
             alphas,
             starts,
             pid,
@@ -227,7 +232,7 @@ impl Calibration {
     /// [`Calibration::scale`]; a forecast's steps ahead are scored later than
     /// it was made, and the scale moves meanwhile), and moves the cell. A
     /// cell that has seen no residual yet starts from this one.
-    #[inline(always)]
+    #[inline(never)]
     pub fn observe<S: Scalar>(&self, cell: &mut [S], r: f64, issued: f64, step: usize) {
         let m = cell[0].f64();
         let a = r.abs();
@@ -278,7 +283,7 @@ impl Calibration {
     /// The interval around `forecast` at level index `l`: `(lower, upper)`.
     /// An unstarted cell gives the point forecast; bounds that would cross
     /// (both sides' quantiles past each other) meet in the middle.
-    #[inline(always)]
+    #[inline(never)]
     pub fn interval<S: Scalar>(&self, cell: &[S], l: usize, forecast: f64) -> (f64, f64) {
         let m = cell[0].f64();
         let at = 1 + 4 * l;
@@ -322,11 +327,14 @@ impl Calibration {
         let side = if r >= 0.0 { 3 } else { 1 };
         let x = r.abs();
         // Knots (width, ln tail probability), from the point forecast out.
-        let (mut w0, mut lp0) = (0.0, 0.5f64.ln());
+        // The logarithms and exponentials run in f32: a score needs no more,
+        // and they are most of its cost on every event.
+        let ln = |v: f64| f64::from((v as f32).ln());
+        let exp = |v: f64| f64::from((v as f32).exp());
+        let (mut w0, mut lp0) = (0.0, -std::f64::consts::LN_2);
         let mut power = None;
-        for (l, &alpha) in self.alphas.iter().enumerate() {
+        for (l, &lp) in self.ln_alphas.iter().enumerate() {
             let w = m * self.bound(cell, side + 4 * l);
-            let lp = alpha.ln();
             if w <= w0 {
                 continue;
             }
@@ -334,24 +342,24 @@ impl Calibration {
                 let lpx = if w0 == 0.0 {
                     lp0 + (lp - lp0) * x / w
                 } else {
-                    lp0 + (lp - lp0) * (x / w0).ln() / (w / w0).ln()
+                    lp0 + (lp - lp0) * ln(x / w0) / ln(w / w0)
                 };
-                return Some(1.0 - (2.0 * lpx.exp()).min(1.0));
+                return Some(1.0 - (2.0 * exp(lpx)).min(1.0));
             }
             if w0 > 0.0 {
-                power = Some((lp0 - lp) / (w / w0).ln());
+                power = Some((lp0 - lp) / ln(w / w0));
             }
             (w0, lp0) = (w, lp);
         }
         if w0 == 0.0 {
             // No bound wider than zero: the mean residual as the scale.
-            return Some(1.0 - (2.0 * (lp0 - x / m).exp()).min(1.0));
+            return Some(1.0 - (2.0 * exp(lp0 - x / m)).min(1.0));
         }
         // Past the widest bound: the power law of the last two knots, or
         // (with one level) the exponential's slope at that bound.
-        let gamma = power.unwrap_or((0.5f64.ln() - lp0).abs().max(1.0));
-        let lpx = lp0 - gamma * (x / w0).ln();
-        Some(1.0 - (2.0 * lpx.exp()).min(1.0))
+        let gamma = power.unwrap_or((-std::f64::consts::LN_2 - lp0).abs().max(1.0));
+        let lpx = lp0 - gamma * ln(x / w0);
+        Some(1.0 - (2.0 * exp(lpx)).min(1.0))
     }
 }
 

@@ -950,14 +950,7 @@ impl<S: Scalar> Forecaster<S> {
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
         if let Some(cal) = cal {
-            intervals(cal, &buf[sl.calibration_cells()], &sl, work);
-            // The scale each component's interval was issued in, to score it by.
-            let (w, fl) = (sl.calibration, sl.forecast_len());
-            let cells = sl.calibration_cells().start;
-            let scales = sl.pending_scale().start + slot;
-            for c in 0..fl {
-                buf[scales + c] = S::of(Calibration::scale(&buf[cells + c * w..]));
-            }
+            intervals(cal, buf, slot, &sl, work);
         }
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
@@ -1148,8 +1141,10 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 
 /// Calibrates the intervals of the pending forecasts' components that this
 /// event completes; returns the event's anomaly score against its one-step
-/// intervals (scored before they move), the highest over targets.
-#[inline(always)]
+/// intervals (scored before they move), the highest over targets. Kept out
+/// of line: inlined into `observe` it slowed the forecast path by more than
+/// its own cost (measured with `recur bench model`).
+#[inline(never)]
 fn calibrate<S: Scalar>(
     s: &mut Stream<S>,
     sl: &StateLayout,
@@ -1181,10 +1176,26 @@ fn calibrate<S: Scalar>(
     anomaly
 }
 
-/// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`.
-#[inline(always)]
-fn intervals<S: Scalar>(cal: &Calibration, cells: &[S], sl: &StateLayout, work: &mut Work<S>) {
+/// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
+/// and the scale each was issued in, to score it by, into the stream's
+/// pending slot `slot` (out of line, like [`calibrate`]).
+#[inline(never)]
+fn intervals<S: Scalar>(
+    cal: &Calibration,
+    buf: &mut [S],
+    slot: usize,
+    sl: &StateLayout,
+    work: &mut Work<S>,
+) {
     let (fl, w) = (sl.forecast_len(), sl.calibration);
+    let (start, scales) = (
+        sl.calibration_cells().start,
+        sl.pending_scale().start + slot,
+    );
+    for c in 0..fl {
+        buf[scales + c] = S::of(Calibration::scale(&buf[start + c * w..]));
+    }
+    let cells = &buf[sl.calibration_cells()];
     for (l, (lo, hi)) in work
         .lo
         .chunks_exact_mut(fl)
