@@ -58,12 +58,50 @@ fn a_panicking_partition_worker_fails_the_stage() {
 
 /// A stage config against `brokers` (a test's own mock cluster), checkpoints off.
 fn stage_config(brokers: &str, extra: &str) -> recur::config::Config {
+    stage_config_at(brokers, "", "\"off\"", extra)
+}
+
+/// A stage config with more `[kafka]` keys and `checkpoint.interval = interval`.
+fn stage_config_at(
+    brokers: &str,
+    kafka: &str,
+    interval: &str,
+    extra: &str,
+) -> recur::config::Config {
     let addr = format!("127.0.0.1:{}", common::free_port());
     let text = format!(
-        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\ndlq_topic = \"dlq\"\n\
-         [metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = \"off\"\n{extra}"
+        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\ndlq_topic = \"dlq\"\n{kafka}\
+         [metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = {interval}\n{extra}"
     );
     recur::config::Config::load_with(None, text.parse().unwrap()).unwrap()
+}
+
+/// An input event of stream `s`, `i` ms after a fixed start.
+fn event(s: &str, i: i64, value: impl std::fmt::Display) -> Vec<u8> {
+    format!(
+        r#"{{"stream":"{s}","ts":{},"value":{value}}}"#,
+        1_467_331_200_000i64 + i
+    )
+    .into_bytes()
+}
+
+/// Starts the stage on its own thread; notify the handle to stop it.
+fn start(
+    cfg: recur::config::Config,
+) -> (
+    Arc<tokio::sync::Notify>,
+    std::thread::JoinHandle<anyhow::Result<recur::stage::RunReport>>,
+) {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s = stop.clone();
+    let run = std::thread::spawn(move || {
+        recur::stage::run(
+            cfg,
+            async move { s.notified().await },
+            recur::stage::LiveLine::Quiet,
+        )
+    });
+    (stop, run)
 }
 
 fn mock(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerContext> {
@@ -168,13 +206,7 @@ fn predictions_that_cannot_be_delivered_fail_the_stage_loudly() {
     let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1)]);
     let brokers = cluster.bootstrap_servers();
     let events: Vec<(&[u8], Vec<u8>)> = (0..20)
-        .map(|i| {
-            let v = format!(
-                r#"{{"stream":"s","ts":{},"value":{i}}}"#,
-                1_467_331_200_000i64 + i
-            );
-            (b"s".as_slice(), v.into_bytes())
-        })
+        .map(|i| (b"s".as_slice(), event("s", i, i)))
         .collect();
     send(&brokers, "in", &events);
     // From now on the broker refuses every produce request (a long output outage).
@@ -230,15 +262,7 @@ fn run_watching(
     mut watch: impl FnMut(&str),
 ) -> recur::stage::RunReport {
     let addr = cfg.metrics.addr.clone();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let s = stop.clone();
-    let run = std::thread::spawn(move || {
-        recur::stage::run(
-            cfg,
-            async move { s.notified().await },
-            recur::stage::LiveLine::Quiet,
-        )
-    });
+    let (stop, run) = start(cfg);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let text = common::metrics_text(&addr);
@@ -258,27 +282,22 @@ fn run_watching(
 fn a_sender_of_new_streams_cannot_grow_memory_past_max_streams() {
     const STREAMS: usize = 4000;
     const CAP: usize = 200;
-    let addr = format!("127.0.0.1:{}", common::free_port());
     let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1), ("cap-state", 1)]);
     let brokers = cluster.bootstrap_servers();
     // A checkpoint interval far beyond the run: only crowding can evict.
-    let text = format!(
-        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\n\
-         dlq_topic = \"dlq\"\ngroup = \"cap\"\n[metrics]\naddr = \"{addr}\"\n\
-         [checkpoint]\ninterval = \"1h\"\n[state]\nmax_streams = {CAP}\n"
+    let cfg = stage_config_at(
+        &brokers,
+        "group = \"cap\"\n",
+        "\"1h\"",
+        &format!("[state]\nmax_streams = {CAP}\n"),
     );
-    let cfg = recur::config::Config::load_with(None, text.parse().unwrap()).unwrap();
     assert_eq!(cfg.changelog_topic(), "cap-state");
     // Every event a stream never seen before.
     let events: Vec<(Vec<u8>, Vec<u8>)> = (0..STREAMS)
         .map(|i| {
             let key = format!("s{i}");
-            let v = format!(
-                r#"{{"stream":"{key}","ts":{},"value":{}}}"#,
-                1_467_331_200_000i64 + i as i64,
-                i % 7
-            );
-            (key.into_bytes(), v.into_bytes())
+            let v = event(&key, i as i64, i % 7);
+            (key.into_bytes(), v)
         })
         .collect();
     let refs: Vec<(&[u8], Vec<u8>)> = events
@@ -336,15 +355,7 @@ fn readiness_ends_while_no_broker_is_reachable_and_returns_with_it() {
         "[run]\nbroker_loss = \"1s\"\n[kafka.properties]\n\"statistics.interval.ms\" = \"200\"\n",
     );
     let addr = cfg.metrics.addr.clone();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let s = stop.clone();
-    let run = std::thread::spawn(move || {
-        recur::stage::run(
-            cfg,
-            async move { s.notified().await },
-            recur::stage::LiveLine::Quiet,
-        )
-    });
+    let (stop, run) = start(cfg);
     let wait_for = |status: &str, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -373,27 +384,19 @@ fn an_aborted_transaction_stops_the_partition_and_commits_nothing() {
     let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1), ("eos-state", 1)]);
     let brokers = cluster.bootstrap_servers();
     let events: Vec<(&[u8], Vec<u8>)> = (0..200)
-        .map(|i| {
-            let v = format!(
-                r#"{{"stream":"s","ts":{},"value":{}}}"#,
-                1_467_331_200_000i64 + i,
-                i % 5
-            );
-            (b"s".as_slice(), v.into_bytes())
-        })
+        .map(|i| (b"s".as_slice(), event("s", i, i % 5)))
         .collect();
     send(&brokers, "in", &events);
     // Every transaction's offsets are refused (abortable): the first
     // checkpoint's transaction aborts.
     let refused = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 1000];
     cluster.request_errors(RDKafkaApiKey::AddOffsetsToTxn, &refused);
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let text = format!(
-        "[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"in\"\noutput_topic = \"out\"\n\
-         dlq_topic = \"dlq\"\ngroup = \"eos\"\ndelivery = \"exactly_once\"\n\
-         [metrics]\naddr = \"{addr}\"\n[checkpoint]\ninterval = 50\n"
+    let cfg = stage_config_at(
+        &brokers,
+        "group = \"eos\"\ndelivery = \"exactly_once\"\n",
+        "50",
+        "",
     );
-    let cfg = recur::config::Config::load_with(None, text.parse().unwrap()).unwrap();
     let started = Instant::now();
     let err = recur::stage::run(cfg, std::future::pending(), recur::stage::LiveLine::Quiet)
         .expect_err("the stage kept running after its transaction aborted");

@@ -592,9 +592,7 @@ fn write_outputs(
         .collect();
     let baseline = |f: fn(&Prediction) -> f64| o.predictions.iter().map(f).collect::<Vec<_>>();
     // The intervals as statsforecast names them: lo-80, hi-80, lo-95, hi-95.
-    let levels = &cfg.model.calibration().ok().flatten();
-    let levels = levels.as_ref().map_or(&[][..], |c| c.levels());
-    let names: Vec<(String, String)> = levels
+    let names: Vec<(String, String)> = summary_levels(summary)
         .iter()
         .map(|l| {
             let pct = format!("{}", (l * 100.0 * 1e6).round() / 1e6);

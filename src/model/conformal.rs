@@ -78,42 +78,27 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// The bound to issue: the tracked quantile plus the integrator
-    /// (`scale`: the integrator's unit). It may be negative: residuals that
-    /// all lie on one side put the far bound past the point forecast.
+    /// The bound to issue: the tracked quantile plus the integrator. It may
+    /// be negative: residuals that all lie on one side put the far bound past
+    /// the point forecast.
     #[inline(always)]
-    pub fn bound(&self, pid: &Pid, scale: f64) -> f64 {
+    pub fn bound(&self, pid: &Pid) -> f64 {
         if pid.ki == 0.0 {
             return self.q;
         }
         let x = self.drift / pid.saturation;
-        self.q + pid.ki * scale * (x / (1.0 + x.abs()))
+        self.q + pid.ki * (x / (1.0 + x.abs()))
     }
 
     /// Scores one residual against the tracker and moves it by `lr` (in
     /// score units) toward a miss rate of `alpha`. Returns whether it missed.
     #[inline(always)]
-    pub fn observe(&mut self, score: f64, alpha: f64, pid: &Pid, scale: f64) -> bool {
-        let miss = score > self.bound(pid, scale);
+    pub fn observe(&mut self, score: f64, alpha: f64, pid: &Pid) -> bool {
+        let miss = score > self.bound(pid);
         let e = if miss { 1.0 - alpha } else { -alpha };
         self.drift += e;
-        self.q += pid.lr * scale * e;
+        self.q += pid.lr * e;
         miss
-    }
-}
-
-/// `1 / √step`, for the first steps from a table.
-#[inline(always)]
-fn step_size(step: usize) -> f64 {
-    const TABLE: [f64; 4] = [
-        1.0,
-        std::f64::consts::FRAC_1_SQRT_2,
-        0.577_350_269_189_625_8,
-        0.5,
-    ];
-    match TABLE.get(step.wrapping_sub(1)) {
-        Some(&v) => v,
-        None => 1.0 / (step as f64).sqrt(),
     }
 }
 
@@ -262,7 +247,7 @@ impl Calibration {
         // by √k keeps that drift (and the coverage it costs) from growing
         // with the horizon, the usual remedy for delayed feedback.
         let pid = Pid {
-            lr: self.pid.lr * step_size(step),
+            lr: self.pid.lr / (step as f64).sqrt(),
             ..self.pid
         };
         for (l, &alpha) in self.alphas.iter().enumerate() {
@@ -272,7 +257,7 @@ impl Calibration {
                     q: cell[side].f64(),
                     drift: cell[side + 1].f64(),
                 };
-                t.observe(score, alpha, &pid, 1.0);
+                t.observe(score, alpha, &pid);
                 cell[side] = S::of(t.q);
                 cell[side + 1] = S::of(t.drift);
             }
@@ -306,7 +291,7 @@ impl Calibration {
             q: cell[at].f64(),
             drift: cell[at + 1].f64(),
         }
-        .bound(&self.pid, 1.0)
+        .bound(&self.pid)
     }
 
     /// How anomalous the residual `r = y − ŷ` is against the cell, in [0, 1]:
@@ -432,7 +417,7 @@ mod tests {
         let (alpha, b, n) = (0.1, 10.0, 50_000usize);
         let mut t = Tracker::default();
         let misses = (0..n)
-            .filter(|i| t.observe(if (i / 777) % 2 == 0 { 0.0 } else { b }, alpha, &pid, 1.0))
+            .filter(|i| t.observe(if (i / 777) % 2 == 0 { 0.0 } else { b }, alpha, &pid))
             .count();
         let rate = misses as f64 / n as f64;
         let bound = (b + pid.lr) / (pid.lr * n as f64);
