@@ -313,3 +313,82 @@ fn learning_off_never_changes_weights() {
     assert_eq!(f.shared().params, init);
     assert_eq!(f.stats().updates, 0);
 }
+
+/// A value past everything a stream has seen, and past its widest interval,
+/// scores 1; one as far from the forecast but inside the range seen does not.
+#[test]
+fn a_value_new_to_the_streams_range_scores_one() {
+    let cfg = ModelConfig::default();
+    assert!(!cfg.intervals.is_empty(), "intervals are on by default");
+    // Heavy-tailed noise around a level, with rare large dips: the tails
+    // make a big residual only "very unlikely", never certain.
+    let mut rng = recur::model::rng::Rng::new(5);
+    let mut f = Forecaster::<f32>::new(cfg.clone()).unwrap();
+    for i in 0..1500 {
+        let u = rng.unit() - 0.5;
+        let noise = -u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln();
+        let dip = if i % 97 == 0 { -40.0 } else { 0.0 };
+        f.observe("s", &[(10.0 + noise + dip) as f32]).unwrap();
+    }
+    // As far below the forecast as the dips went: inside the range seen.
+    let mut g = f.clone();
+    let inside = g.observe("s", &[-30.0]).unwrap().anomaly.unwrap();
+    assert!(inside > 0.95 && inside < 1.0, "{inside}");
+    // As far above: new to the range.
+    let above = f.observe("s", &[50.0]).unwrap().anomaly.unwrap();
+    assert_eq!(above, 1.0);
+}
+
+/// Checkpoint files are read from disk (`state.init`, hot swap): whatever
+/// their bytes, reading one either fails with an error or gives a learner
+/// that can go on observing; it never panics.
+#[test]
+fn a_corrupt_checkpoint_file_is_an_error_never_a_panic() {
+    for scope in [WeightScope::Shared, WeightScope::PerStream] {
+        let cfg = ModelConfig {
+            weight_scope: scope,
+            horizon: 2,
+            hidden: 4,
+            ..ModelConfig::default()
+        };
+        let mut f = Forecaster::<f32>::new(cfg).unwrap();
+        run(&mut f, &events(200, 3));
+        let good = f.to_safetensors();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // The header (JSON) is at the front; tensors follow.
+        let header = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        for round in 0..1500 {
+            let mut bytes = good.clone();
+            match round % 3 {
+                0 => bytes.truncate(next() as usize % bytes.len()),
+                1 => {
+                    let i = next() as usize % header;
+                    bytes[i] = next() as u8;
+                }
+                _ => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = header + next() as usize % (bytes.len() - header);
+                        bytes[i] = next() as u8;
+                    }
+                }
+            }
+            let result = std::panic::catch_unwind(|| {
+                if let Ok(mut g) = Forecaster::<f32>::from_safetensors(&bytes) {
+                    for k in 0..6 {
+                        let _ = g.observe(&format!("s{}", k % 3), &[k as f32]);
+                    }
+                }
+            });
+            assert!(
+                result.is_ok(),
+                "{scope:?} round {round}: a corrupt checkpoint panicked"
+            );
+        }
+    }
+}

@@ -528,12 +528,14 @@ impl<S: Scalar> Forecaster<S> {
         };
         for (i, key) in keys.iter().enumerate() {
             let c = &counters[i * COUNTERS..(i + 1) * COUNTERS];
-            let ring_cap = f.state_layout().ring as i64;
-            if c.iter().any(|&v| v < 0) || c[1] > ring_cap || c[2] >= ring_cap.max(1) || c[5] > 2 {
+            if c.iter().any(|&v| v < 0) || c[5] > 2 {
                 return Err(bad(format!(
                     "stream `{key}` has out-of-range counters {c:?}"
                 )));
             }
+            f.state_layout()
+                .check_counters(c[0] as u64, c[1] as u64, c[2] as u64)
+                .map_err(|reason| bad(format!("stream `{key}`: {reason}")))?;
             let phase = match c[5] {
                 0 => NormPhase::Off,
                 1 => NormPhase::Running,

@@ -42,6 +42,35 @@ const MEAN_WEIGHT: f64 = 0.01;
 /// Mean of |N(0, 1)|: turns a first residual into a Gaussian scale.
 const MEAN_ABS_NORMAL: f64 = 0.797_884_560_802_865_4;
 
+/// How far past the range of the values a stream has seen (as a fraction of
+/// that range) a value must fall to be new to it: the "spatial anomaly" of
+/// Numenta's detector (Ahmad et al. 2017, NAB's `numenta` detector uses 5%).
+pub const RANGE_TOLERANCE: f64 = 0.05;
+/// Values a stream must have seen before one can be new to its range.
+pub const RANGE_WARMUP: u64 = 100;
+
+/// Whether `x` falls more than [`RANGE_TOLERANCE`] of the range outside the
+/// range `[lo, hi]` held in `range` (the values seen before), which then
+/// takes `x` in. `first` starts the range at `x` (a new stream); `armed`
+/// (the stream has seen [`RANGE_WARMUP`] values) lets a value be new.
+#[inline]
+pub fn outside_range<S: Scalar>(range: &mut [S], x: f64, first: bool, armed: bool) -> bool {
+    if first {
+        range[0] = S::of(x);
+        range[1] = S::of(x);
+        return false;
+    }
+    let (lo, hi) = (range[0].f64(), range[1].f64());
+    let slack = RANGE_TOLERANCE * (hi - lo);
+    if x < lo {
+        range[0] = S::of(x);
+    }
+    if x > hi {
+        range[1] = S::of(x);
+    }
+    armed && hi > lo && (x < lo - slack || x > hi + slack)
+}
+
 /// Elements of one component's cell for `levels` interval levels.
 pub const fn cell_len(levels: usize) -> usize {
     1 + 4 * levels
@@ -198,6 +227,11 @@ impl Calibration {
     /// The levels, ascending.
     pub fn levels(&self) -> &[f64] {
         &self.levels
+    }
+
+    /// The widest level (what a residual past every bound scores at least).
+    pub fn widest(&self) -> f64 {
+        self.levels.last().copied().unwrap_or(0.0)
     }
 
     /// Elements of one component's cell.
@@ -422,6 +456,26 @@ mod tests {
         let rate = misses as f64 / n as f64;
         let bound = (b + pid.lr) / (pid.lr * n as f64);
         assert!((rate - alpha).abs() <= bound, "{rate} vs {alpha} ± {bound}");
+    }
+
+    #[test]
+    fn a_value_is_new_to_a_range_only_past_its_tolerance_and_once_armed() {
+        let mut range = [0.0f32; 2];
+        assert!(
+            !outside_range(&mut range, 5.0, true, true),
+            "the first value starts it"
+        );
+        assert!(
+            !outside_range(&mut range, 15.0, false, true),
+            "a one-point range has no span"
+        );
+        assert_eq!(range, [5.0, 15.0]);
+        // Span 10: new only past 4.5 or 15.5.
+        assert!(!outside_range(&mut range, 15.4, false, true));
+        assert!(outside_range(&mut range, 4.4, false, true));
+        assert_eq!(range, [4.4, 15.4], "the range takes every value in");
+        assert!(!outside_range(&mut range, 100.0, false, false), "not armed");
+        assert_eq!(range[1], 100.0);
     }
 
     #[test]

@@ -437,6 +437,18 @@ impl StateLayout {
                     0
                 }
     }
+    /// The lowest and highest value of each target seen so far (with
+    /// intervals): a value new to that range scores as anomalous as it gets.
+    fn seen_range(&self) -> std::ops::Range<usize> {
+        let start = self.pending_scale().end;
+        start
+            ..start
+                + if self.calibration > 0 {
+                    2 * self.targets
+                } else {
+                    0
+                }
+    }
     /// Interval levels (0 without intervals).
     pub fn levels(&self) -> usize {
         if self.calibration == 0 {
@@ -445,9 +457,30 @@ impl StateLayout {
             (self.calibration - 1) / 4
         }
     }
+    /// Whether a stream's ring counters (read back from a checkpoint) fit
+    /// this layout and the events it has seen: training reads `ring_len`
+    /// events from `ring_head` on, so counters that do not would read past
+    /// the events held (or the ring). The reason when they do not.
+    pub fn check_counters(&self, seen: u64, ring_len: u64, ring_head: u64) -> Result<(), String> {
+        let ring = self.ring as u64;
+        if ring_len > ring || ring_head >= ring.max(1) {
+            return Err(format!(
+                "ring counters {ring_len} and {ring_head} out of range for a ring of {ring}"
+            ));
+        }
+        // A learning stream's ring holds its last events, up to its capacity.
+        let held = if self.learning { seen.min(ring) } else { 0 };
+        if ring_len != held {
+            return Err(format!(
+                "the ring holds {ring_len} events but the stream has seen {seen} (a ring of {ring}{})",
+                if self.learning { "" } else { ", learning off" }
+            ));
+        }
+        Ok(())
+    }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.pending_scale().end
+        self.seen_range().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -1155,8 +1188,27 @@ fn calibrate<S: Scalar>(
     let buf = s.buf.as_slice_mut().expect("stream buffers are contiguous");
     let (fl, nt, w) = (sl.forecast_len(), sl.targets, sl.calibration);
     let (pending, cells) = (sl.pending().start, sl.calibration_cells().start);
-    let scales = sl.pending_scale().start;
+    let (scales, range) = (sl.pending_scale().start, sl.seen_range().start);
+    let (first, armed) = (s.seen == 0, s.seen >= conformal::RANGE_WARMUP);
     let mut anomaly: Option<f64> = None;
+    for (j, &t) in target_idx.iter().enumerate() {
+        let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], first, armed);
+        if s.seen == 0 {
+            continue;
+        }
+        // The one-step forecast made at the previous event.
+        let slot = ((s.seen - 1) % sl.horizon as u64) as usize * fl;
+        let r = raw[t] - buf[pending + slot + j].f64();
+        let cell = &buf[cells + j * w..cells + (j + 1) * w];
+        if let Some(mut a) = cal.anomaly(cell, r) {
+            // Outside the widest interval and new to the stream's range:
+            // nothing it has seen or expected comes close.
+            if new && a >= cal.widest() {
+                a = 1.0;
+            }
+            anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
+        }
+    }
     for k in 1..=(sl.horizon as u64).min(s.seen) {
         let made = s.seen - k;
         let slot = (made % sl.horizon as u64) as usize * fl;
@@ -1165,11 +1217,6 @@ fn calibrate<S: Scalar>(
             let r = raw[t] - buf[pending + slot + c].f64();
             let issued = buf[scales + slot + c].f64();
             let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
-            if k == 1
-                && let Some(a) = cal.anomaly(cell, r)
-            {
-                anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
-            }
             cal.observe(cell, r, issued, k as usize);
         }
     }

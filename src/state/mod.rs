@@ -359,13 +359,9 @@ fn decode<S: Scalar>(
     record::decode_stream(stream, value, &mut s)
         .map_err(|source| RestoreError::Stream { partition, source })?;
     // The counters index the ring: check them against this learner's shape.
-    let ring = f.state_layout().ring;
-    if s.ring_len as usize > ring || s.ring_head as usize >= ring.max(1) {
-        return Err(bad(format!(
-            "ring counters {} and {} out of range for a ring of {ring}",
-            s.ring_len, s.ring_head
-        )));
-    }
+    f.state_layout()
+        .check_counters(s.seen, s.ring_len.into(), s.ring_head.into())
+        .map_err(bad)?;
     Ok(s)
 }
 
@@ -929,6 +925,28 @@ mod tests {
             });
             assert!(result.is_ok(), "round {round}: a corrupt record panicked");
         }
+    }
+
+    /// A ring count short of the events seen once let training read a
+    /// window of no events (a panic in the backward pass, found by the
+    /// fuzzing above): such a record is refused, naming the ring.
+    #[test]
+    fn a_record_whose_ring_holds_fewer_events_than_seen_is_refused() {
+        let (log, ..) = checkpointed(None);
+        let key = Key::Stream {
+            partition: 0,
+            slot: 1,
+            stream: "s2",
+        }
+        .to_bytes();
+        let mut bytes = log[&key].1.clone().unwrap();
+        let f = Forecaster::<f32>::new(cfg()).unwrap();
+        let good = decode(&f, 0, "s2", &bytes).expect("the record as written decodes");
+        assert!(good.seen >= f.state_layout().ring as u64, "a full ring");
+        // `ring_len` is the u32 after the header (20 bytes) and `seen` (8).
+        bytes[28..32].copy_from_slice(&0u32.to_le_bytes());
+        let err = decode(&f, 0, "s2", &bytes).expect_err("an empty ring after many events");
+        assert!(err.to_string().contains("the ring holds 0 events"), "{err}");
     }
 
     #[test]
