@@ -16,6 +16,8 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
 use num_traits::Float;
 
+pub use super::simd::Kernels;
+
 /// Independent accumulators per reduction: 16 lanes fill one AVX-512 or two
 /// AVX2 registers and hide the add latency.
 const LANES: usize = 16;
@@ -58,17 +60,6 @@ pub trait Scalar:
     fn kernels() -> Option<&'static Kernels<Self>> {
         None
     }
-}
-
-/// A set of hand-vectorised kernels, bit-identical to the portable ones.
-pub struct Kernels<S: 'static> {
-    /// See [`gemv_acc`].
-    pub gemv_acc: unsafe fn(&mut [S], &[S], &[S]),
-    /// See [`gemv_t_acc`].
-    pub gemv_t_acc: unsafe fn(&mut [S], &[S], &[S]),
-    /// See [`ger_batch`].
-    #[allow(clippy::type_complexity)]
-    pub ger_batch: unsafe fn(&mut [S], usize, &[S], usize, usize, &[S], usize, usize, usize),
 }
 
 impl Scalar for f64 {
@@ -280,9 +271,10 @@ pub fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
 #[inline(always)]
 pub fn gemv_t_acc<S: Scalar>(out: &mut [S], w: &[S], y: &[S]) {
     match S::kernels() {
-        // SAFETY: `kernels()` only returns kernels the CPU supports.
-        Some(k) => unsafe { (k.gemv_t_acc)(out, w, y) },
-        None => gemv_t_acc_portable(out, w, y),
+        // SAFETY: `kernels()` only returns kernels the CPU supports, and
+        // the vector kernel takes whole registers of rows.
+        Some(k) if y.len().is_multiple_of(8) => unsafe { (k.gemv_t_acc)(out, w, y) },
+        _ => gemv_t_acc_portable(out, w, y),
     }
 }
 

@@ -8,7 +8,18 @@
 
 use std::arch::x86_64::*;
 
-use super::scalar::Kernels;
+/// A set of hand-vectorised kernels, bit-identical to the portable ones
+/// (`gemv_acc`, `gemv_t_acc` and `ger_batch` in `scalar`, which dispatch to
+/// them).
+pub struct Kernels<S: 'static> {
+    /// `out += W x`.
+    pub gemv_acc: unsafe fn(&mut [S], &[S], &[S]),
+    /// `out += Wᵀ y`, for `y` a whole number of 8-lane registers long.
+    pub gemv_t_acc: unsafe fn(&mut [S], &[S], &[S]),
+    /// `W += Σ_t a_t b_tᵀ`.
+    #[allow(clippy::type_complexity)]
+    pub ger_batch: unsafe fn(&mut [S], usize, &[S], usize, usize, &[S], usize, usize, usize),
+}
 
 /// The AVX2 kernel set (valid only where the CPU reports AVX2).
 pub static AVX2: Kernels<f32> = Kernels {
@@ -108,10 +119,10 @@ unsafe fn gemv_t_acc(out: &mut [f32], w: &[f32], y: &[f32]) {
         rows * cols,
         "gemv_t_acc: W does not match out and y"
     );
-    if !rows.is_multiple_of(8) {
-        super::scalar::gemv_t_acc_portable(out, w, y);
-        return;
-    }
+    assert!(
+        rows.is_multiple_of(8),
+        "gemv_t_acc: {rows} rows, not whole registers (the dispatch takes those)"
+    );
     let (wp, yp) = (w.as_ptr(), y.as_ptr());
     let whole = cols / 4 * 4;
     // SAFETY: i + 8 <= rows and j < cols keep j * rows + i + 8 <= w.len().
@@ -263,7 +274,8 @@ mod tests {
 
             let mut fast = random(&mut rng, cols);
             let mut slow = fast.clone();
-            unsafe { gemv_t_acc(&mut fast, &w, &y) };
+            // Through the dispatch: the vector kernel takes whole registers of rows.
+            scalar::gemv_t_acc(&mut fast, &w, &y);
             scalar::gemv_t_acc_portable(&mut slow, &w, &y);
             assert_eq!(bits(&fast), bits(&slow), "gemv_t_acc {rows}x{cols}");
 
