@@ -256,6 +256,57 @@ fn bad_cells_are_named() {
     assert!(err.to_string().contains("`2020-13-01`"), "{err}");
 }
 
+/// A value column whose first value is not finite is still a value
+/// column: the bad cell is named, not the column silently left out.
+#[test]
+fn a_column_starting_with_a_non_finite_value_is_named_not_dropped() {
+    let dir = TempDir::new("nan-first");
+    let path = dir.write(
+        "nan.csv",
+        "t,a,b\n2020-01-01,1,NaN\n2020-01-02,3,4\n2020-01-03,5,6\n",
+    );
+    let err = load(&path, &named("t")).unwrap_err();
+    assert!(
+        matches!(&err, TableError::BadValue { column, row: 1, value, .. } if column == "b" && value == "NaN"),
+        "{err:?}"
+    );
+    let path = dir.write("inf.csv", "t,a\n2020-01-01,inf\n2020-01-02,3\n");
+    let err = load(&path, &named("t")).unwrap_err();
+    assert!(
+        matches!(&err, TableError::BadValue { column, row: 1, .. } if column == "a"),
+        "{err:?}"
+    );
+}
+
+/// Two columns of one name are ambiguous: refused, naming the column
+/// (not renamed behind the user's back).
+#[test]
+fn a_repeated_column_name_is_refused() {
+    let dir = TempDir::new("dup");
+    let path = dir.write("dup.csv", "t,a,a\n2020-01-01,1,2\n2020-01-02,3,4\n");
+    let err = load(&path, &named("t")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, TableError::DuplicateColumn { column, .. } if column == "a"),
+        "{err:?}"
+    );
+    assert!(msg.contains("dup.csv") && msg.contains("`a`"), "{msg}");
+}
+
+/// An empty file says so once, plainly.
+#[test]
+fn an_empty_file_says_it_is_empty() {
+    let dir = TempDir::new("empty-file");
+    let path = dir.write("nothing.csv", "");
+    let err = load(&path, &named("t")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(&err, TableError::Empty { .. }), "{err:?}");
+    assert!(
+        msg.contains("nothing.csv") && msg.contains("empty"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn missing_columns_are_named() {
     let err = load(

@@ -124,6 +124,20 @@ pub enum TableError {
         /// `time` or `stream`.
         role: &'static str,
     },
+    /// The file has no header row.
+    #[error("{path}: the file is empty (expected a header row, then one row per time step)")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+    /// Two columns share a name.
+    #[error("{path}: column `{column}` appears more than once in the header")]
+    DuplicateColumn {
+        /// The file.
+        path: String,
+        /// The repeated name.
+        column: String,
+    },
     /// No column holds numbers (with no explicit column list).
     #[error("{path}: no numeric value columns (columns: {})", .available.join(", "))]
     NoValueColumns {
@@ -203,12 +217,36 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Table, TableError> {
 /// can be reported by column and row.
 fn read_csv(path: &Path, file: &str) -> Result<DataFrame, TableError> {
     let handle = open(path, file)?;
-    CsvReadOptions::default()
+    if handle.metadata().is_ok_and(|m| m.len() == 0) {
+        return Err(TableError::Empty {
+            path: file.to_owned(),
+        });
+    }
+    let df = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
         .into_reader_with_file_handle(handle)
         .finish()
-        .map_err(|source| polars_err(file, source))
+        .map_err(|source| match source {
+            PolarsError::NoData(_) => TableError::Empty {
+                path: file.to_owned(),
+            },
+            source => polars_err(file, source),
+        })?;
+    // polars renames a repeated header name to `<name>_duplicated_<k>`.
+    let names: Vec<&str> = df.get_column_names().iter().map(|n| n.as_str()).collect();
+    for name in &names {
+        if let Some((base, k)) = name.rsplit_once("_duplicated_")
+            && k.parse::<u32>().is_ok()
+            && names.contains(&base)
+        {
+            return Err(TableError::DuplicateColumn {
+                path: file.to_owned(),
+                column: base.to_owned(),
+            });
+        }
+    }
+    Ok(df)
 }
 
 fn read_parquet(path: &Path, file: &str) -> Result<DataFrame, TableError> {
@@ -360,7 +398,9 @@ fn looks_numeric(col: &Column) -> bool {
             .flatten()
             .map(str::trim)
             .find(|s| !s.is_empty())
-            .is_some_and(|s| parse_number(s).is_some()),
+            // Any number, NaN and infinities too: a column that holds one
+            // is a value column, and its non-finite cells are named there.
+            .is_some_and(|s| s.parse::<f64>().is_ok()),
         Err(_) => false,
     }
 }

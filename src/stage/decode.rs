@@ -829,6 +829,58 @@ mod tests {
         );
     }
 
+    /// Whatever the bytes, decoding gives an event that keeps the rules
+    /// (the configured width, finite values, a non-empty bounded stream id)
+    /// or an error; it never panics.
+    #[test]
+    fn mangled_events_decode_or_fail_but_never_panic() {
+        let c = cfg(3);
+        let good =
+            br#"{"stream":"meter-17","ts":"2016-07-01T00:00:00Z","values":[12.5,-0.25,7e3]}"#;
+        let specials = b"{}[]\",:-+.eE0\\u\x00\xff\xc3";
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut decoded, mut refused) = (0, 0);
+        for round in 0..20_000 {
+            let mut bytes = good.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let i = next() as usize % bytes.len();
+                match next() % 4 {
+                    0 => bytes[i] = specials[next() as usize % specials.len()],
+                    1 => bytes.insert(i, specials[next() as usize % specials.len()]),
+                    2 => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes[i] = next() as u8,
+                }
+                if bytes.is_empty() {
+                    bytes.push(b'{');
+                }
+            }
+            let key = (round % 5 == 0).then_some(&bytes[..bytes.len() / 2]);
+            let result = std::panic::catch_unwind(|| decode(&c, key, Some(&bytes), Some(1)));
+            match result {
+                Ok(Ok(e)) => {
+                    decoded += 1;
+                    assert_eq!(e.values.len(), 3, "{:?}", String::from_utf8_lossy(&bytes));
+                    assert!(e.values.iter().all(|v| v.is_finite()));
+                    assert!(!e.stream.is_empty() && e.stream.len() <= 256);
+                }
+                Ok(Err(_)) => refused += 1,
+                Err(_) => panic!("panicked on {:?}", String::from_utf8_lossy(&bytes)),
+            }
+        }
+        assert!(
+            decoded > 100 && refused > 100,
+            "{decoded} decoded, {refused} refused"
+        );
+    }
+
     #[test]
     fn whitespace_and_field_order_do_not_matter() {
         let e = ok(
