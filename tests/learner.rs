@@ -392,3 +392,56 @@ fn a_corrupt_checkpoint_file_is_an_error_never_a_panic() {
         }
     }
 }
+
+/// Shapes no machine has memory for are refused by name before anything is
+/// allocated (an allocation that large aborts or swaps the host to death).
+#[test]
+fn shapes_too_large_for_memory_are_refused_naming_the_setting() {
+    let huge = [
+        (
+            ModelConfig {
+                hidden: 100_000_000,
+                ..ModelConfig::default()
+            },
+            "model.hidden",
+        ),
+        (
+            ModelConfig {
+                horizon: 1_000_000,
+                ..ModelConfig::default()
+            },
+            "model.horizon",
+        ),
+        (
+            ModelConfig {
+                tbptt: 100_000_000,
+                ..ModelConfig::default()
+            },
+            "model.tbptt",
+        ),
+        (
+            ModelConfig {
+                linear: recur::model::linear::LinearConfig {
+                    lags: 100_000,
+                    ..Default::default()
+                },
+                ..ModelConfig::default()
+            },
+            "model.linear.lags",
+        ),
+    ];
+    for (cfg, key) in huge {
+        match Forecaster::<f32>::new(cfg) {
+            Ok(_) => panic!("{key}: accepted"),
+            Err(e) => assert!(e.contains(key), "{key}: {e}"),
+        }
+    }
+    // Large but real shapes still build.
+    let big = ModelConfig {
+        hidden: 512,
+        horizon: 96,
+        inputs: 7,
+        ..ModelConfig::default()
+    };
+    assert!(Forecaster::<f32>::new(big).is_ok());
+}

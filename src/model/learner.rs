@@ -240,7 +240,55 @@ impl ModelConfig {
         }
         self.linear.validate("model.linear")?;
         self.calibration()?;
-        self.stack.validate()
+        self.stack.validate()?;
+        self.check_sizes()
+    }
+
+    /// Refuses shapes whose memory no machine has, naming the setting,
+    /// before anything is allocated (an allocation that large aborts).
+    /// Sizes are counted in `f64` so that no product overflows.
+    fn check_sizes(&self) -> Result<(), String> {
+        let (d, h, l) = (self.inputs as f64, self.hidden as f64, self.layers as f64);
+        let g = self.cell.gates() as f64;
+        let targets = self.target_indices().len() as f64;
+        let horizon = self.horizon as f64;
+        let outputs = horizon * targets;
+        let params = g * h * (d + 2.0 * h + 2.0) * l + outputs * (h + 1.0);
+        if params > MAX_PARAMETERS {
+            return Err(format!(
+                "model.hidden = {}, model.layers = {}, model.inputs = {}, model.horizon = {}: \
+                 {params:.3e} weights, past the {MAX_PARAMETERS:.0} a learner holds",
+                self.hidden, self.layers, self.inputs, self.horizon
+            ));
+        }
+        // Per stream: the pending forecasts (with their experts, scales and bounds).
+        let stream = horizon * outputs * 6.0 + 4.0 * l * h;
+        if stream > MAX_STREAM_ELEMENTS {
+            return Err(format!(
+                "model.horizon = {} with {} targets and model.inputs = {}: {stream:.3e} values \
+                 per stream, past the {MAX_STREAM_ELEMENTS:.0} allowed",
+                self.horizon, targets, self.inputs
+            ));
+        }
+        // The tape of one TBPTT window (each step's gates and states) and the ring.
+        let tape = (self.tbptt as f64 + horizon) * (l * h * (g + 2.0) + d);
+        if tape > MAX_STREAM_ELEMENTS {
+            return Err(format!(
+                "model.tbptt = {} and model.horizon = {} with model.hidden = {} and \
+                 model.layers = {}: a window of {tape:.3e} values, past the \
+                 {MAX_STREAM_ELEMENTS:.0} allowed",
+                self.tbptt, self.horizon, self.hidden, self.layers
+            ));
+        }
+        let features = (self.linear.lags as f64 - 1.0) * d + 1.0;
+        if features > MAX_LINEAR_FEATURES {
+            return Err(format!(
+                "model.linear.lags = {} with model.inputs = {}: {features:.0} features, past \
+                 the {MAX_LINEAR_FEATURES:.0} the linear expert's covariance allows",
+                self.linear.lags, self.inputs
+            ));
+        }
+        Ok(())
     }
 
     /// The intervals' calibration, `None` without levels.
@@ -581,6 +629,13 @@ pub struct StreamStats {
     /// Updates undone because a new weight or moment was not finite.
     pub rollbacks: u64,
 }
+
+/// The most weights a learner holds (with Adam's two moments, 1.2 GB in `f32`).
+const MAX_PARAMETERS: f64 = 1e8;
+/// The most values in one stream's state or one TBPTT window (64 MiB in `f32`).
+const MAX_STREAM_ELEMENTS: f64 = 16_777_216.0;
+/// The most features of the linear expert (its covariance is their square, in `f64`).
+const MAX_LINEAR_FEATURES: f64 = 4096.0;
 
 /// The online learner for a set of streams (one per partition in the pipeline).
 #[derive(Clone, Debug)]
