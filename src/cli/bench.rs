@@ -208,6 +208,7 @@ pub fn pipeline(b: &PipelineBench) -> anyhow::Result<PipelineBenchReport> {
     create_topics(mock.as_ref(), &brokers, &topics)?;
 
     produce_backlog(b, &brokers, &cfg.kafka.input_topic)?;
+    check_backlog_kept(b, &brokers, &cfg.kafka.input_topic)?;
     let raw_rate = raw_consume_rate(b, &brokers, &tag, &cfg.kafka.input_topic)?;
     cfg.metrics.addr = free_addr()?;
     let (e2e, lat_events) = run_stage_timed(b, &cfg, &brokers)?;
@@ -235,6 +236,33 @@ fn produce_backlog(b: &PipelineBench, brokers: &str, input_topic: &str) -> anyho
     Ok(())
 }
 
+/// Fails, saying why, when the broker no longer holds the whole backlog:
+/// every later phase counts on reading all of it (librdkafka's mock cluster
+/// drops a partition's oldest records past about 5 MB).
+fn check_backlog_kept(b: &PipelineBench, brokers: &str, input_topic: &str) -> anyhow::Result<()> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let (mut dropped, mut held) = (0i64, 0i64);
+    for p in 0..b.partitions {
+        let (low, high) = c.fetch_watermarks(input_topic, p, std::time::Duration::from_secs(10))?;
+        dropped += low;
+        held += high - low;
+    }
+    if dropped > 0 {
+        anyhow::bail!(
+            "the broker holds {held} of the {} events produced to {input_topic}: it dropped the \
+             oldest {dropped} (the embedded mock cluster keeps about 5 MB per partition); use \
+             fewer --events, more --partitions, or a real broker with --brokers",
+            b.events
+        );
+    }
+    Ok(())
+}
+
 /// Events per second a plain consumer reads the backlog at, from the same broker.
 fn raw_consume_rate(
     b: &PipelineBench,
@@ -255,6 +283,8 @@ fn raw_consume_rate(
     let raw: BaseConsumer = raw
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{tag}-raw"))
+        // The stage reads statistics for its readiness; this consumer has no use for them.
+        .set("statistics.interval.ms", "0")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..b.partitions {
@@ -404,11 +434,25 @@ fn output_latencies(
         tpl.add_partition_offset(output_topic, p, Offset::Beginning)?;
     }
     out.assign(&tpl)?;
+    // The stage has stopped: every prediction is in. Read each partition to
+    // its end (a broker may already have dropped the oldest records, as the
+    // mock cluster does past its retention, so counting to the number
+    // produced could wait for records that are gone).
+    let mut ends = Vec::with_capacity(b.partitions as usize);
+    for p in 0..b.partitions {
+        let (_, high) =
+            out.fetch_watermarks(output_topic, p, std::time::Duration::from_secs(10))?;
+        ends.push(high);
+    }
+    let mut next: Vec<i64> = vec![0; ends.len()];
+    let done = |next: &[i64]| next.iter().zip(&ends).all(|(n, e)| n >= e);
     let mut lat = Vec::with_capacity(lat_events as usize);
-    let (mut read, deadline) = (0u64, Instant::now() + std::time::Duration::from_secs(600));
-    while read < b.events + lat_events && Instant::now() < deadline {
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while !done(&next) && Instant::now() < deadline {
         if let Some(Ok(m)) = out.poll(std::time::Duration::from_millis(100)) {
-            read += 1;
+            if let Some(n) = next.get_mut(m.partition() as usize) {
+                *n = m.offset() + 1;
+            }
             if m.key().is_some_and(|k| k.starts_with(b"lat-")) {
                 let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
                 if let (Some(ts), Some(made)) = (v["ts"].as_i64(), m.timestamp().to_millis()) {
@@ -802,8 +846,9 @@ pub enum BenchCommand {
         /// Bootstrap servers, or `embedded`.
         #[arg(long, default_value = "embedded")]
         brokers: String,
-        /// Events in the backlog.
-        #[arg(long, default_value_t = 1_000_000)]
+        /// Events in the backlog (the embedded cluster keeps about 5 MB per
+        /// partition, some 60,000 events: more are refused there).
+        #[arg(long, default_value_t = 200_000)]
         events: u64,
         /// Streams.
         #[arg(long, default_value_t = 1000)]
