@@ -878,8 +878,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn corrupt_stream_records_never_panic_and_never_index_out_of_range() {
+    /// Stream `s2`'s record as a checkpoint wrote it.
+    fn s2_record() -> Vec<u8> {
         let (log, ..) = checkpointed(None);
         let key = Key::Stream {
             partition: 0,
@@ -887,7 +887,12 @@ mod tests {
             stream: "s2",
         }
         .to_bytes();
-        let good = log[&key].1.clone().unwrap();
+        log[&key].1.clone().unwrap()
+    }
+
+    #[test]
+    fn corrupt_stream_records_never_panic_and_never_index_out_of_range() {
+        let good = s2_record();
         let f = Forecaster::<f32>::new(cfg()).unwrap();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
@@ -932,14 +937,7 @@ mod tests {
     /// fuzzing above): such a record is refused, naming the ring.
     #[test]
     fn a_record_whose_ring_holds_fewer_events_than_seen_is_refused() {
-        let (log, ..) = checkpointed(None);
-        let key = Key::Stream {
-            partition: 0,
-            slot: 1,
-            stream: "s2",
-        }
-        .to_bytes();
-        let mut bytes = log[&key].1.clone().unwrap();
+        let mut bytes = s2_record();
         let f = Forecaster::<f32>::new(cfg()).unwrap();
         let good = decode(&f, 0, "s2", &bytes).expect("the record as written decodes");
         assert!(good.seen >= f.state_layout().ring as u64, "a full ring");
