@@ -136,16 +136,7 @@ fn a_dead_letter_too_large_to_send_is_cut_to_fit_and_the_partition_commits() {
     let huge = vec![b'x'; 2 << 20];
     let good = br#"{"stream":"s","ts":1467331200000,"value":1.5}"#.to_vec();
     send(&brokers, "in", &[(b"s", huge), (b"s", good)]);
-    let cfg = stage_config(&brokers, "");
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let s = stop.clone();
-    let run = std::thread::spawn(move || {
-        recur::stage::run(
-            cfg,
-            async move { s.notified().await },
-            recur::stage::LiveLine::Quiet,
-        )
-    });
+    let (stop, run) = start(stage_config(&brokers, ""));
     // Read the dead letter back.
     let c: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)

@@ -241,14 +241,13 @@ fn produce_backlog(b: &PipelineBench, brokers: &str, input_topic: &str) -> anyho
 /// drops a partition's oldest records past about 5 MB).
 fn check_backlog_kept(b: &PipelineBench, brokers: &str, input_topic: &str) -> anyhow::Result<()> {
     use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::BaseConsumer;
 
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let (mut dropped, mut held) = (0i64, 0i64);
-    for p in 0..b.partitions {
-        let (low, high) = c.fetch_watermarks(input_topic, p, std::time::Duration::from_secs(10))?;
+    for (low, high) in watermarks(&c, input_topic, b.partitions)? {
         dropped += low;
         held += high - low;
     }
@@ -261,6 +260,17 @@ fn check_backlog_kept(b: &PipelineBench, brokers: &str, input_topic: &str) -> an
         );
     }
     Ok(())
+}
+
+/// `(low, high)` watermarks of partitions `0..partitions` of `topic`.
+fn watermarks<C: rdkafka::consumer::Consumer>(
+    c: &C,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    (0..partitions)
+        .map(|p| Ok(c.fetch_watermarks(topic, p, std::time::Duration::from_secs(10))?))
+        .collect()
 }
 
 /// Events per second a plain consumer reads the backlog at, from the same broker.
@@ -438,12 +448,10 @@ fn output_latencies(
     // its end (a broker may already have dropped the oldest records, as the
     // mock cluster does past its retention, so counting to the number
     // produced could wait for records that are gone).
-    let mut ends = Vec::with_capacity(b.partitions as usize);
-    for p in 0..b.partitions {
-        let (_, high) =
-            out.fetch_watermarks(output_topic, p, std::time::Duration::from_secs(10))?;
-        ends.push(high);
-    }
+    let ends: Vec<i64> = watermarks(&out, output_topic, b.partitions)?
+        .into_iter()
+        .map(|(_, high)| high)
+        .collect();
     let mut next: Vec<i64> = vec![0; ends.len()];
     let done = |next: &[i64]| next.iter().zip(&ends).all(|(n, e)| n >= e);
     let mut lat = Vec::with_capacity(lat_events as usize);

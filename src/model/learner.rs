@@ -1244,32 +1244,33 @@ fn calibrate<S: Scalar>(
     let (fl, nt, w) = (sl.forecast_len(), sl.targets, sl.calibration);
     let (pending, cells) = (sl.pending().start, sl.calibration_cells().start);
     let (scales, range) = (sl.pending_scale().start, sl.seen_range().start);
-    let (first, armed) = (s.seen == 0, s.seen >= conformal::RANGE_WARMUP);
-    let mut anomaly: Option<f64> = None;
-    for (j, &t) in target_idx.iter().enumerate() {
-        let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], first, armed);
-        if s.seen == 0 {
-            continue;
+    if s.seen == 0 {
+        // A new stream: its first value starts each target's range.
+        for (j, &t) in target_idx.iter().enumerate() {
+            conformal::outside_range(&mut buf[range + 2 * j..], raw[t], true, false);
         }
-        // The one-step forecast made at the previous event.
-        let slot = ((s.seen - 1) % sl.horizon as u64) as usize * fl;
-        let r = raw[t] - buf[pending + slot + j].f64();
-        let cell = &buf[cells + j * w..cells + (j + 1) * w];
-        if let Some(mut a) = cal.anomaly(cell, r) {
-            // Outside the widest interval and new to the stream's range:
-            // nothing it has seen or expected comes close.
-            if new && a >= cal.widest() {
-                a = 1.0;
-            }
-            anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
-        }
+        return None;
     }
+    let armed = s.seen >= conformal::RANGE_WARMUP;
+    let mut anomaly: Option<f64> = None;
     for k in 1..=(sl.horizon as u64).min(s.seen) {
         let made = s.seen - k;
         let slot = (made % sl.horizon as u64) as usize * fl;
         for (j, &t) in target_idx.iter().enumerate() {
             let c = (k as usize - 1) * nt + j;
             let r = raw[t] - buf[pending + slot + c].f64();
+            if k == 1 {
+                let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], false, armed);
+                // Scored against the one-step interval before it moves.
+                if let Some(mut a) = cal.anomaly(&buf[cells + j * w..cells + (j + 1) * w], r) {
+                    // Outside the widest interval and new to the stream's
+                    // range: nothing it has seen or expected comes close.
+                    if new && a >= cal.widest() {
+                        a = 1.0;
+                    }
+                    anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
+                }
+            }
             let issued = buf[scales + slot + c].f64();
             let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
             cal.observe(cell, r, issued, k as usize);
