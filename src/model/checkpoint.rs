@@ -542,7 +542,7 @@ impl<S: Scalar> Forecaster<S> {
                 _ => NormPhase::Frozen,
             };
             let mut s = f.new_stream();
-            s.buf = Array1::from(state[i * sl..(i + 1) * sl].to_vec());
+            s.buf = state[i * sl..(i + 1) * sl].into();
             s.norm = Normalizer {
                 phase,
                 count: c[4] as u64,

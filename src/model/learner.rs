@@ -22,7 +22,6 @@
 //! Determinism: the output depends only on the configuration (seed included)
 //! and the sequence of `observe` calls, bit for bit.
 
-use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use super::conformal::{self, Calibration};
@@ -389,6 +388,9 @@ pub struct StateLayout {
     pub experts: usize,
     /// Elements of one component's interval calibration (0 without intervals).
     pub calibration: usize,
+    /// Elements of the stream's own linear weights (stacking with shared
+    /// weights: features × horizon × targets; 0 otherwise).
+    pub own_linear: usize,
 }
 
 impl StateLayout {
@@ -412,6 +414,12 @@ impl StateLayout {
             calibration: match cfg.intervals.len() {
                 0 => 0,
                 n => conformal::cell_len(n),
+            },
+            own_linear: match (cfg.combine, cfg.weight_scope) {
+                (Combine::Stack, WeightScope::Shared) => {
+                    cfg.linear.features(cfg.inputs) * cfg.horizon * cfg.target_indices().len()
+                }
+                _ => 0,
             },
         }
     }
@@ -497,6 +505,13 @@ impl StateLayout {
                     0
                 }
     }
+    /// The stream's own weights of the linear expert, laid out as
+    /// [`Rls::weight`], learned with the covariance pooled over the streams
+    /// (see [`Rls::update_own`]); empty unless weights are shared.
+    fn own_linear_range(&self) -> std::ops::Range<usize> {
+        let start = self.seen_range().end;
+        start..start + self.own_linear
+    }
     /// Interval levels (0 without intervals).
     pub fn levels(&self) -> usize {
         if self.calibration == 0 {
@@ -528,7 +543,7 @@ impl StateLayout {
     }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.seen_range().end
+        self.own_linear_range().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -540,7 +555,7 @@ impl StateLayout {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stream<S> {
     /// `[live state | entering state | ring | pending forecasts | last raw targets]`; see [`StateLayout`].
-    pub buf: Array1<S>,
+    pub buf: Box<[S]>,
     /// Scaling statistics.
     pub norm: Normalizer,
     /// Events consumed since creation or the last reset.
@@ -799,12 +814,15 @@ impl<S: Scalar> Forecaster<S> {
 
     /// A new, empty stream state.
     pub fn new_stream(&self) -> Stream<S> {
-        let mut buf = Array1::zeros(self.sl.len());
-        init_stack(
-            buf.as_slice_mut().expect("contiguous"),
-            &self.sl,
-            &self.cfg.stack,
-        );
+        let mut buf = vec![S::zero(); self.sl.len()].into_boxed_slice();
+        let b = &mut buf[..];
+        init_stack(b, &self.sl, &self.cfg.stack);
+        if let (Some(linear), true) = (&self.shared.linear, self.sl.own_linear > 0) {
+            // A new stream starts from what the partition's streams learned together.
+            for (w, &p) in b[self.sl.own_linear_range()].iter_mut().zip(&linear.weight) {
+                *w = S::of(p);
+            }
+        }
         Stream {
             buf,
             norm: Normalizer::new(self.cfg.normalize, self.cfg.inputs),
@@ -975,7 +993,7 @@ impl<S: Scalar> Forecaster<S> {
         }
 
         // 2. Advance: the ring takes z_t (the oldest input leaves and moves the entering state on).
-        let buf = s.buf.as_slice_mut().expect("stream buffers are contiguous");
+        let buf = &mut s.buf[..];
         if sl.learning {
             let d = sl.width;
             if s.ring_len as usize == sl.ring {
@@ -1064,7 +1082,7 @@ impl<S: Scalar> Forecaster<S> {
 fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
     // The stacking weights are what the stream learned about its experts: they stay.
     let keep = sl.stack_cells().start;
-    s.buf.as_slice_mut().expect("contiguous")[..keep].fill(S::zero());
+    s.buf[..keep].fill(S::zero());
     s.seen = 0;
     s.ring_len = 0;
     s.ring_head = 0;
@@ -1127,7 +1145,15 @@ fn stack_step<S: Scalar>(
                 work.lin[h * nt + j] = buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64();
             }
         }
-        linear.update(&work.phi, &work.lin);
+        if let Some(quad) = linear.prepare(&work.phi, &work.lin) {
+            if sl.own_linear > 0 {
+                // The stream's own weights, from its own `seen - (hz + lags - 1)` earlier updates.
+                let scale = linear.stream_gain(seen - (hz + lags - 1) as u64);
+                let own = &mut buf[sl.own_linear_range()];
+                linear.update_own(own, &work.phi, &work.lin, quad, scale);
+            }
+            linear.apply(&work.phi, &work.lin, quad);
+        }
     }
     // Each step's stacking cell learns from the forecast whose step-h component this event completes.
     let fl = sl.forecast_len();
@@ -1152,7 +1178,11 @@ fn stack_step<S: Scalar>(
     // stream has `lags` rows), stacked with the recurrent head's.
     if seen + 1 >= lags as u64 {
         fill_lags(&buf[hist], sl, 0, &mut work.phi);
-        linear.predict(&work.phi, &mut work.lin);
+        if sl.own_linear > 0 {
+            super::linear::predict_with(&buf[sl.own_linear_range()], &work.phi, &mut work.lin);
+        } else {
+            linear.predict(&work.phi, &mut work.lin);
+        }
     } else {
         work.lin.fill(0.0);
     }
@@ -1200,7 +1230,7 @@ fn fill_lags<S: Scalar>(hist: &[S], sl: &StateLayout, back: usize, phi: &mut [f6
 #[inline(always)]
 fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: &[f64]) -> Errors {
     let mut e = Errors::default();
-    let buf = s.buf.as_slice().expect("stream buffers are contiguous");
+    let buf = &s.buf[..];
     let pending = &buf[sl.pending()];
     let fl = sl.forecast_len();
     let nt = sl.targets;
@@ -1240,7 +1270,7 @@ fn calibrate<S: Scalar>(
     raw: &[f64],
     cal: &Calibration,
 ) -> Option<f64> {
-    let buf = s.buf.as_slice_mut().expect("stream buffers are contiguous");
+    let buf = &mut s.buf[..];
     let (fl, nt, w) = (sl.forecast_len(), sl.targets, sl.calibration);
     let (pending, cells) = (sl.pending().start, sl.calibration_cells().start);
     let (scales, range) = (sl.pending_scale().start, sl.seen_range().start);
@@ -1338,7 +1368,7 @@ fn train<S: Scalar>(
     let nt = sl.targets;
     let hz = sl.horizon;
     let o = hz * nt;
-    let buf = s.buf.as_slice().expect("stream buffers are contiguous");
+    let buf = &s.buf[..];
     let ring = &buf[sl.ring_range()];
     let len = s.ring_len as usize;
     // Window: the oldest `n` ring entries; the newest `hz - 1` entries and z_t are targets only.

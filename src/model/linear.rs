@@ -24,6 +24,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::scalar::Scalar;
+
 /// Settings of the linear forecaster.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,9 +175,22 @@ impl Rls {
     /// Learns `y ≈ Wᵀ φ` from one observation; returns false (and changes
     /// nothing) if the inputs or the update are not finite.
     pub fn update(&mut self, phi: &[f64], y: &[f64]) -> bool {
-        let (p, q) = (self.p, self.q);
+        match self.prepare(phi, y) {
+            Some(quad) => {
+                self.apply(phi, y, quad);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The first half of [`Rls::update`]: `P φ` (kept for [`Rls::apply`] and
+    /// [`Rls::update_own`]) and `φᵀ P φ`, or `None` if the observation or the
+    /// gain is not finite.
+    pub fn prepare(&mut self, phi: &[f64], y: &[f64]) -> Option<f64> {
+        let p = self.p;
         if !phi.iter().chain(y).all(|v| v.is_finite()) {
-            return false;
+            return None;
         }
         // P φ (P symmetric) and φᵀ P φ.
         let mut quad = 0.0;
@@ -190,8 +205,15 @@ impl Rls {
         }
         let denom = self.forgetting + quad;
         if !(denom.is_finite() && denom > 0.0) {
-            return false;
+            return None;
         }
+        Some(quad)
+    }
+
+    /// The second half of [`Rls::update`], after [`Rls::prepare`] returned `quad`.
+    pub fn apply(&mut self, phi: &[f64], y: &[f64], quad: f64) {
+        let (p, q) = (self.p, self.q);
+        let denom = self.forgetting + quad;
         // Residual before the update.
         self.predict_into_resid(phi, y);
         // W += k rᵀ with k = P φ / denom.
@@ -228,7 +250,61 @@ impl Rls {
             }
         }
         self.updates += 1;
-        true
+    }
+
+    /// The gain scale `s` for the own weights of a stream that has learned
+    /// from `stream_updates` observations, when this pooled fit has learned
+    /// from every stream: `s · P` stands for the stream's own `P`.
+    ///
+    /// A stream's own RLS would hold `P_s ≈ (n_s Σ)⁻¹` and the pooled one
+    /// holds `P ≈ (n Σ)⁻¹`, with `n_s` and `n` the effective (forgotten)
+    /// counts and `Σ` the features' second moment, so `s = n / n_s`. It is
+    /// capped where `trace(s · P)` would pass the prior's `p / ρ`: a stream's
+    /// gain is never larger than a fresh fit's. With one stream `s = 1` and
+    /// the own weights are exactly the pooled fit.
+    pub fn stream_gain(&self, stream_updates: u64) -> f64 {
+        let ratio = effective(self.forgetting, self.updates + 1)
+            / effective(self.forgetting, stream_updates + 1);
+        let trace: f64 = (0..self.p).map(|i| self.cov[i * self.p + i]).sum();
+        let cap = self.max_trace / trace;
+        if cap.is_finite() && cap > 0.0 {
+            ratio.min(cap)
+        } else {
+            ratio
+        }
+    }
+
+    /// Learns a stream's own weights `w` (`p × q`, row-major, as [`Rls::weight`])
+    /// from the observation [`Rls::prepare`] just saw (returning `quad`), with
+    /// the gain `scale · P φ / (λ + scale · φᵀ P φ)`: RLS on the stream's own
+    /// observations with the covariance pooled over every stream. Call it
+    /// before [`Rls::apply`], which moves `P` on.
+    pub fn update_own<S: Scalar>(
+        &mut self,
+        w: &mut [S],
+        phi: &[f64],
+        y: &[f64],
+        quad: f64,
+        scale: f64,
+    ) {
+        let (p, q) = (self.p, self.q);
+        debug_assert_eq!(w.len(), p * q);
+        let denom = self.forgetting + scale * quad;
+        self.resid.copy_from_slice(&y[..q]);
+        for (i, &f) in phi.iter().enumerate() {
+            for (r, wi) in self.resid.iter_mut().zip(&w[i * q..(i + 1) * q]) {
+                *r -= f * wi.f64();
+            }
+        }
+        for i in 0..p {
+            let k = scale * self.pphi[i] / denom;
+            if k == 0.0 {
+                continue;
+            }
+            for (wi, &r) in w[i * q..(i + 1) * q].iter_mut().zip(&self.resid) {
+                *wi = S::of(wi.f64() + k * r);
+            }
+        }
     }
 
     fn predict_into_resid(&mut self, phi: &[f64], y: &[f64]) {
@@ -251,6 +327,47 @@ impl Rls {
         self.weight.copy_from_slice(weight);
         self.updates = updates;
         true
+    }
+}
+
+/// The effective number of observations behind a fit with forgetting `λ`
+/// after `n` updates: `Σ_{i<n} λⁱ`.
+pub fn effective(forgetting: f64, n: u64) -> f64 {
+    if forgetting >= 1.0 {
+        n as f64
+    } else {
+        (1.0 - forgetting.powf(n as f64)) / (1.0 - forgetting)
+    }
+}
+
+/// `out = Wᵀ φ` for weights `w` laid out as [`Rls::weight`] (`p × q`), held in `S`.
+#[inline(always)]
+pub fn predict_with<S: Scalar>(w: &[S], phi: &[f64], out: &mut [f64]) {
+    let q = out.len();
+    if q == 1 {
+        // One output: a dot product in four fixed lanes, as [`Rls::predict`].
+        let mut lanes = [0.0; 4];
+        let chunks = phi.len() / 4 * 4;
+        for (f, w) in phi[..chunks]
+            .chunks_exact(4)
+            .zip(w[..chunks].chunks_exact(4))
+        {
+            for l in 0..4 {
+                lanes[l] += f[l] * w[l].f64();
+            }
+        }
+        let mut acc = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+        for (f, w) in phi[chunks..].iter().zip(&w[chunks..]) {
+            acc += f * w.f64();
+        }
+        out[0] = acc;
+        return;
+    }
+    out.fill(0.0);
+    for (i, &f) in phi.iter().enumerate() {
+        for (o, wi) in out.iter_mut().zip(&w[i * q..(i + 1) * q]) {
+            *o += f * wi.f64();
+        }
     }
 }
 
@@ -330,6 +447,60 @@ mod tests {
         let exact = ridge_solve(&rows, &ys, 3.0);
         for (w, e) in rls.weight.iter().zip(&exact) {
             assert!((w - e).abs() < 1e-9, "{w} vs {e}");
+        }
+    }
+
+    /// One update of the pooled fit and of `own`, a stream's own weights, as the learner does it.
+    fn learn(rls: &mut Rls, own: &mut [f64], own_updates: u64, phi: &[f64], y: f64) {
+        let quad = rls.prepare(phi, &[y]).expect("finite");
+        let scale = rls.stream_gain(own_updates);
+        rls.update_own(own, phi, &[y], quad, scale);
+        rls.apply(phi, &[y], quad);
+    }
+
+    #[test]
+    fn one_streams_own_weights_are_the_pooled_fit() {
+        let mut rng = crate::model::rng::Rng::new(3);
+        let mut rls = Rls::new(3, 1, 0.99, 10.0);
+        let mut own = vec![0.0; 3];
+        for n in 0..2000 {
+            let phi = [rng.normal(), rng.normal(), 1.0];
+            let y = 0.7 * phi[0] - 0.2 * phi[1] + 0.3 + 0.1 * rng.normal();
+            learn(&mut rls, &mut own, n, &phi, y);
+        }
+        for (o, w) in own.iter().zip(&rls.weight) {
+            assert!((o - w).abs() < 1e-9, "own {o} vs pooled {w}");
+        }
+    }
+
+    #[test]
+    fn own_weights_follow_each_streams_dynamics_where_the_pooled_fit_cannot() {
+        // Two streams take turns; their next value moves with the feature in
+        // opposite directions, so the pooled fit learns about zero.
+        let mut rng = crate::model::rng::Rng::new(5);
+        let mut rls = Rls::new(2, 1, 1.0, 10.0);
+        let mut own = [vec![0.0; 2], vec![0.0; 2]];
+        let mut seen: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
+        let mut ys: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for n in 0..3000u64 {
+            for (s, sign) in [(0, 1.0), (1, -1.0)] {
+                let phi = vec![rng.normal(), 1.0];
+                let y = sign * 0.8 * phi[0] + 0.1 * rng.normal();
+                learn(&mut rls, &mut own[s], n, &phi, y);
+                seen[s].push(phi);
+                ys[s].push(y);
+            }
+        }
+        assert!(rls.weight[0].abs() < 0.1, "pooled slope {}", rls.weight[0]);
+        for s in 0..2 {
+            // Each stream's own ridge fit, solved directly.
+            let exact = ridge_solve(&seen[s], &ys[s], 10.0);
+            for (o, e) in own[s].iter().zip(&exact) {
+                assert!(
+                    (o - e).abs() < 0.005,
+                    "stream {s}: own {o} vs its own fit {e}"
+                );
+            }
         }
     }
 

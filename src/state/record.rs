@@ -195,7 +195,7 @@ pub fn decode_stream<S: Scalar>(
             S::BYTES
         )));
     }
-    r.floats_into(s.buf.as_slice_mut().expect("contiguous"), "state")?;
+    r.floats_into(&mut s.buf, "state")?;
     let d = r.u32()? as usize;
     if d != s.norm.mean.len() {
         return Err(err(format!(
