@@ -267,6 +267,72 @@ fn streams_sharing_weights_each_get_their_own_linear_dynamics() {
 }
 
 #[test]
+fn a_level_shift_of_ten_thousand_deviations_does_not_freeze_the_blend() {
+    // Noise around a level, statistics frozen after 500 events, then the
+    // level moves by 10⁴ standard deviations. Once the lags have passed the
+    // shift the forecasts must again beat naive's, as they did before it.
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::Warmup,
+        normalize_events: 500,
+        ..ModelConfig::default()
+    };
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    let mut rng = recur::model::rng::Rng::new(1);
+    let (mut pending, mut last) = (None::<f64>, 0.0);
+    let (mut model, mut naive) = (0.0, 0.0);
+    for t in 0..3000 {
+        let x = if t < 1000 { 0.0 } else { 1e4 } + rng.normal();
+        if t >= 1500 {
+            model += (pending.expect("a forecast") - x).powi(2);
+            naive += (last - x).powi(2);
+        }
+        let obs = f.observe("s", &[x as f32]).unwrap();
+        pending = Some(obs.forecast[0] as f64);
+        last = x;
+    }
+    let ratio = model / naive;
+    assert!(
+        ratio < 0.8,
+        "MSE {ratio:.3} of naive's, 500 events after the shift"
+    );
+}
+
+#[test]
+fn values_at_the_edge_of_f32_never_leave_the_intervals_broken() {
+    // Finite inputs whose residual does not fit in f32: the calibration
+    // must skip them, not turn into inf and then NaN for good.
+    for learning in [Learning::On, Learning::Off] {
+        let cfg = ModelConfig {
+            learning,
+            ..ModelConfig::default()
+        };
+        let mut f = Forecaster::<f32>::new(cfg).unwrap();
+        for i in 0..50 {
+            f.observe("s", &[(i % 7) as f32]).unwrap();
+        }
+        f.observe("s", &[f32::MAX]).unwrap();
+        f.observe("s", &[-f32::MAX]).unwrap();
+        for i in 0..50 {
+            let obs = f.observe("s", &[(i % 7) as f32]).unwrap();
+            if i == 49 {
+                let bounds: Vec<f32> = obs.lower.iter().chain(obs.upper).copied().collect();
+                assert!(
+                    !bounds.is_empty() && bounds.iter().all(|b| b.is_finite()),
+                    "learning {learning:?}: bounds {bounds:?}"
+                );
+                let score = obs.anomaly.expect("a score");
+                assert!(score.is_finite(), "learning {learning:?}: score {score}");
+            }
+        }
+        let s = f.stream("s").unwrap();
+        assert!(
+            s.buf.iter().all(|v| v.is_finite()),
+            "learning {learning:?}: state not finite"
+        );
+    }
+}
+
+#[test]
 fn a_checkpoint_resumes_bit_for_bit() {
     let evs = events(3000, 4);
     for scope in [WeightScope::Shared, WeightScope::PerStream] {

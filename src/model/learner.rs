@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::conformal::{self, Calibration};
-use super::linear::{LinearConfig, Rls};
+use super::linear::{LinearConfig, Rls, bounded};
 use super::loss::Loss;
 use super::network::{StepScratch, Tape, forecast, step};
 use super::normalize::{NormPhase, Normalize, Normalizer};
@@ -1142,7 +1142,7 @@ fn stack_step<S: Scalar>(
         fill_lags(&buf[hist.clone()], sl, hz, &mut work.phi);
         for h in 0..hz {
             for (j, &k) in target_idx.iter().enumerate() {
-                work.lin[h * nt + j] = buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64();
+                work.lin[h * nt + j] = bounded(buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64());
             }
         }
         if let Some(quad) = linear.prepare(&work.phi, &work.lin) {
@@ -1165,7 +1165,7 @@ fn stack_step<S: Scalar>(
             let slot = (made % hz as u64) as usize;
             for (j, &k) in target_idx.iter().enumerate() {
                 let c = h * nt + j;
-                let y = buf[at(0, k)].f64() - buf[at(h + 1, k)].f64();
+                let y = bounded(buf[at(0, k)].f64() - buf[at(h + 1, k)].f64());
                 let ex = pending + (slot * fl + c) * e;
                 let mut experts = [S::zero(); EXPERTS];
                 experts.copy_from_slice(&buf[ex..ex + e]);
@@ -1192,7 +1192,10 @@ fn stack_step<S: Scalar>(
         (seen % hz as u64) as usize
     };
     for c in 0..fl {
-        let experts = [S::of(work.lin[c]), work.out[c]];
+        let experts = [
+            S::of(bounded(work.lin[c])),
+            S::of(bounded(work.out[c].f64())),
+        ];
         if sl.learning {
             // Kept for the cell's update once the target arrives.
             let ex = pending + (slot * fl + c) * e;
@@ -1214,12 +1217,12 @@ fn fill_lags<S: Scalar>(hist: &[S], sl: &StateLayout, back: usize, phi: &mut [f6
     if d == 1 {
         let last = last[0].f64();
         for (p, v) in phi.iter_mut().zip(run) {
-            *p = v.f64() - last;
+            *p = bounded(v.f64() - last);
         }
     } else {
         for (p, row) in phi.chunks_exact_mut(d).zip(run.chunks_exact(d)) {
             for k in 0..d {
-                p[k] = row[k].f64() - last[k].f64();
+                p[k] = bounded(row[k].f64() - last[k].f64());
             }
         }
     }
