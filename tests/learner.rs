@@ -179,6 +179,52 @@ fn a_checkpoint_with_a_non_finite_weight_is_refused() {
 }
 
 #[test]
+fn weights_whose_meaning_differs_are_refused_naming_the_key() {
+    // Same shapes, other equations: a tanh network's weights read by a ReLU
+    // one, or a level head's read as changes, would load and forecast wrongly.
+    let saved = Forecaster::<f32>::new(ModelConfig {
+        cell: CellKind::Rnn,
+        ..ModelConfig::default()
+    })
+    .unwrap()
+    .to_safetensors();
+    for (key, cfg) in [
+        (
+            "cell",
+            ModelConfig {
+                cell: CellKind::RnnRelu,
+                ..ModelConfig::default()
+            },
+        ),
+        (
+            "predict",
+            ModelConfig {
+                cell: CellKind::Rnn,
+                predict: recur::model::learner::Predict::Level,
+                ..ModelConfig::default()
+            },
+        ),
+    ] {
+        let mut f = Forecaster::<f32>::new(cfg).unwrap();
+        let before = f.shared().params.clone();
+        let err = f
+            .load_weights(&Reader::new(&saved).unwrap())
+            .expect_err(key)
+            .to_string();
+        assert!(err.contains(key), "{err}");
+        assert_eq!(f.shared().params, before, "nothing loaded");
+    }
+    // What does not change the weights' meaning loads.
+    let mut off = Forecaster::<f32>::new(ModelConfig {
+        cell: CellKind::Rnn,
+        learning: Learning::Off,
+        ..ModelConfig::default()
+    })
+    .unwrap();
+    off.load_weights(&Reader::new(&saved).unwrap()).unwrap();
+}
+
+#[test]
 fn a_wrong_width_is_an_error_that_changes_nothing() {
     let mut f = Forecaster::<f32>::new(ModelConfig {
         inputs: 3,

@@ -586,6 +586,15 @@ impl<S: Scalar> Forecaster<S> {
     /// Loads the shared weights and optimiser state of a checkpoint (warm start).
     pub fn load_weights(&mut self, r: &Reader<'_>) -> Result<(), CheckpointError> {
         let cfg = self.config().clone();
+        if let Some(saved) = r.meta("recur.config") {
+            let differences = meaning_diff(saved, &cfg);
+            if !differences.is_empty() {
+                return Err(CheckpointError::Mismatch(format!(
+                    "the weights were trained for other equations ({}): they would load but forecast wrongly",
+                    differences.join("; ")
+                )));
+            }
+        }
         let layout = self.layout().clone();
         let mut model: Model<S> = self.shared().clone();
         get_params(r, &layout, "", &mut model.params)?;
@@ -650,4 +659,25 @@ fn parse_meta(r: &Reader<'_>, key: &str) -> Result<u64, CheckpointError> {
     r.need_meta(key)?
         .parse()
         .map_err(|e| bad(format!("metadata `{key}`: {e}")))
+}
+
+/// The `[model]` keys that give the same tensors another meaning: the
+/// cell's equations (`rnn` and `rnn_relu` share shapes) and what the head
+/// forecasts. Shapes are checked tensor by tensor; keys that shape only a
+/// stream's state (`learning`, `intervals`, `tbptt`, …) do not matter here.
+const WEIGHT_MEANING_KEYS: [&str; 2] = ["cell", "predict"];
+
+/// `key: checkpoint X, configured Y` for each [`WEIGHT_MEANING_KEYS`] entry on
+/// which the checkpoint's `recur.config` (JSON) and `current` differ; a key
+/// the checkpoint does not record is not compared.
+fn meaning_diff(saved: &str, current: &ModelConfig) -> Vec<String> {
+    let saved: serde_json::Value = serde_json::from_str(saved).unwrap_or_default();
+    let current = serde_json::to_value(current).unwrap_or_default();
+    WEIGHT_MEANING_KEYS
+        .iter()
+        .filter_map(|k| {
+            let (a, b) = (saved.get(*k)?, current.get(*k)?);
+            (a != b).then(|| format!("{k}: checkpoint {a}, configured {b}"))
+        })
+        .collect()
 }
