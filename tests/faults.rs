@@ -224,6 +224,37 @@ fn predictions_that_cannot_be_delivered_fail_the_stage_loudly() {
 }
 
 #[test]
+fn a_prediction_that_failed_for_good_does_not_hold_a_checkpoint_for_minutes() {
+    // The output partition has no leader: predictions time out after 1.5 s
+    // while the changelog keeps working. A checkpoint covering a failed
+    // prediction can never finish; it must give up at once, not wait out
+    // the two-minute acknowledgement deadline, so the stage stops promptly.
+    let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1), ("lost-state", 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let events: Vec<(&[u8], Vec<u8>)> = (0..20)
+        .map(|i| (b"s".as_slice(), event("s", i, i)))
+        .collect();
+    send(&brokers, "in", &events);
+    cluster.partition_leader("out", 0, None).unwrap();
+    let cfg = stage_config_at(
+        &brokers,
+        "group = \"lost\"\n",
+        "\"1s\"",
+        "[kafka.properties]\n\"message.timeout.ms\" = \"1500\"\n",
+    );
+    let started = Instant::now();
+    let result = recur::stage::run(cfg, std::future::pending(), recur::stage::LiveLine::Quiet);
+    let err = result.expect_err("the stage kept running with a prediction lost");
+    let text = format!("{err:#}");
+    assert!(text.contains("not delivered"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn the_changelog_replication_defaults_to_the_brokers_and_is_checked() {
     // (A single-broker test cluster cannot show more than one replica; the
     // Kafka tests create their changelogs with this default on tansu.)

@@ -88,6 +88,12 @@ pub(super) fn write_checkpoint(
     // The head says "everything below `covered` is done": its predictions too.
     let deadline = Instant::now() + ACK_WAIT;
     while !input.with(p, |o| o.acked_below(covered)) {
+        if input.with(p, |o| o.failures()) > 0 {
+            // A record that failed for good stays in flight: waiting cannot help.
+            return Err(retry(format!(
+                "a record of partition {p} was not delivered, so no checkpoint can cover offset {covered}"
+            )));
+        }
         if Instant::now() > deadline {
             return Err(retry(format!(
                 "predictions below offset {covered} not acknowledged after {} s",

@@ -66,6 +66,11 @@ impl PartitionOffsets {
         self.failed += 1;
     }
 
+    /// Records of this partition that failed for good.
+    pub fn failures(&self) -> u64 {
+        self.failed
+    }
+
     /// A checkpoint covering offsets below `position` is acknowledged.
     pub fn checkpointed(&mut self, position: i64) {
         self.checkpointed = Some(self.checkpointed.map_or(position, |c| c.max(position)));
