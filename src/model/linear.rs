@@ -144,32 +144,7 @@ impl Rls {
     #[inline(always)]
     pub fn predict(&self, phi: &[f64], out: &mut [f64]) {
         debug_assert_eq!(phi.len(), self.p);
-        if self.q == 1 {
-            // One output (one target, one step): a dot product in four fixed lanes.
-            let mut lanes = [0.0; 4];
-            let chunks = phi.len() / 4 * 4;
-            for (f, w) in phi[..chunks]
-                .chunks_exact(4)
-                .zip(self.weight[..chunks].chunks_exact(4))
-            {
-                for l in 0..4 {
-                    lanes[l] += f[l] * w[l];
-                }
-            }
-            let mut acc = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-            for (f, w) in phi[chunks..].iter().zip(&self.weight[chunks..]) {
-                acc += f * w;
-            }
-            out[0] = acc;
-            return;
-        }
-        out[..self.q].fill(0.0);
-        for (i, &f) in phi.iter().enumerate() {
-            let row = &self.weight[i * self.q..(i + 1) * self.q];
-            for (o, &w) in out.iter_mut().zip(row) {
-                *o += f * w;
-            }
-        }
+        predict_with(&self.weight, phi, &mut out[..self.q]);
     }
 
     /// Learns `y ≈ Wᵀ φ` from one observation; returns false (and changes
@@ -365,7 +340,7 @@ pub fn effective(forgetting: f64, n: u64) -> f64 {
 pub fn predict_with<S: Scalar>(w: &[S], phi: &[f64], out: &mut [f64]) {
     let q = out.len();
     if q == 1 {
-        // One output: a dot product in four fixed lanes, as [`Rls::predict`].
+        // One output (one target, one step): a dot product in four fixed lanes.
         let mut lanes = [0.0; 4];
         let chunks = phi.len() / 4 * 4;
         for (f, w) in phi[..chunks]
