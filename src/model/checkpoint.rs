@@ -671,13 +671,29 @@ const WEIGHT_MEANING_KEYS: [&str; 2] = ["cell", "predict"];
 /// which the checkpoint's `recur.config` (JSON) and `current` differ; a key
 /// the checkpoint does not record is not compared.
 fn meaning_diff(saved: &str, current: &ModelConfig) -> Vec<String> {
-    let saved: serde_json::Value = serde_json::from_str(saved).unwrap_or_default();
+    let saved: Value = serde_json::from_str(saved).unwrap_or_default();
+    let recorded: Vec<&str> = WEIGHT_MEANING_KEYS
+        .into_iter()
+        .filter(|k| saved.get(*k).is_some())
+        .collect();
+    config_differences(&saved, current, &recorded)
+}
+
+/// `key: checkpoint X, configured Y` for each of `keys` (top-level `[model]`
+/// keys) whose value in `saved`, a [`ModelConfig`] as JSON (as a checkpoint's
+/// `recur.config` records it), differs from `current`'s; `-` stands for a key
+/// one side lacks.
+pub fn config_differences(saved: &Value, current: &ModelConfig, keys: &[&str]) -> Vec<String> {
     let current = serde_json::to_value(current).unwrap_or_default();
-    WEIGHT_MEANING_KEYS
-        .iter()
-        .filter_map(|k| {
-            let (a, b) = (saved.get(*k)?, current.get(*k)?);
-            (a != b).then(|| format!("{k}: checkpoint {a}, configured {b}"))
+    keys.iter()
+        .filter(|k| saved.get(**k) != current.get(**k))
+        .map(|k| {
+            let show = |v: &Value| v.get(*k).map_or("-".into(), |x| x.to_string());
+            format!(
+                "{k}: checkpoint {}, configured {}",
+                show(saved),
+                show(&current)
+            )
         })
         .collect()
 }

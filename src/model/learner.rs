@@ -817,7 +817,9 @@ impl<S: Scalar> Forecaster<S> {
         let mut buf = vec![S::zero(); self.sl.len()].into_boxed_slice();
         let b = &mut buf[..];
         init_stack(b, &self.sl, &self.cfg.stack);
-        if let (Some(linear), true) = (&self.shared.linear, self.sl.own_linear > 0) {
+        if self.sl.own_linear > 0
+            && let Some(linear) = &self.shared.linear
+        {
             // A new stream starts from what the partition's streams learned together.
             for (w, &p) in b[self.sl.own_linear_range()].iter_mut().zip(&linear.weight) {
                 *w = S::of(p);

@@ -87,8 +87,12 @@ pub(super) fn write_checkpoint(
     let offsets = batch.wait(ACK_WAIT).map_err(retry)?;
     // The head says "everything below `covered` is done": its predictions too.
     let deadline = Instant::now() + ACK_WAIT;
-    while !input.with(p, |o| o.acked_below(covered)) {
-        if input.with(p, |o| o.failures()) > 0 {
+    loop {
+        let (acked, failures) = input.with(p, |o| (o.acked_below(covered), o.failures()));
+        if acked {
+            break;
+        }
+        if failures > 0 {
             // A record that failed for good stays in flight: waiting cannot help.
             return Err(retry(format!(
                 "a record of partition {p} was not delivered, so no checkpoint can cover offset {covered}"

@@ -26,7 +26,7 @@ pub mod record;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::model::checkpoint::{CheckpointError, Reader};
+use crate::model::checkpoint::{CheckpointError, Reader, config_differences};
 use crate::model::learner::Stream;
 use crate::model::{Forecaster, ModelConfig, Scalar};
 use record::Key;
@@ -85,18 +85,8 @@ pub const STATE_SHAPING_KEYS: [&str; 13] = [
 /// checkpoint was written under (`saved`) and `current`, as
 /// `key: checkpoint X, configured Y` (empty when they agree).
 pub fn state_shape_diff(saved: &ModelConfig, current: &ModelConfig) -> Vec<String> {
-    let (a, b) = (
-        serde_json::to_value(saved).unwrap_or_default(),
-        serde_json::to_value(current).unwrap_or_default(),
-    );
-    let mut out: Vec<String> = STATE_SHAPING_KEYS
-        .iter()
-        .filter(|k| a.get(**k) != b.get(**k))
-        .map(|k| {
-            let show = |v: &serde_json::Value| v.get(*k).map_or("-".into(), |x| x.to_string());
-            format!("{k}: checkpoint {}, configured {}", show(&a), show(&b))
-        })
-        .collect();
+    let saved_json = serde_json::to_value(saved).unwrap_or_default();
+    let mut out = config_differences(&saved_json, current, &STATE_SHAPING_KEYS);
     if saved.linear.lags != current.linear.lags {
         out.push(format!(
             "linear.lags: checkpoint {}, configured {}",
