@@ -142,6 +142,7 @@ pub struct StateConfig {
     /// Streams a partition keeps in memory at most (0: no limit); past it the
     /// least recently seen are evicted to the changelog at each checkpoint,
     /// and a checkpoint comes early at `max_streams * 9/8 + 64` streams.
+    /// Without checkpoints they are dropped there instead.
     #[serde(default)]
     pub max_streams: usize,
 }
@@ -707,12 +708,6 @@ impl Config {
                     "checkpoint.interval = {every:?} with kafka.delivery = \"exactly_once\": each transaction stays open for an interval, and the broker aborts one after transaction.timeout.ms = {timeout_ms}; use an interval under half of it"
                 ));
             }
-        }
-        if self.state.max_streams > 0 && self.checkpoint.every()? == Every::Off {
-            return Err(format!(
-                "state.max_streams = {} needs checkpoints (evicted streams live in the changelog): set checkpoint.interval",
-                self.state.max_streams
-            ));
         }
         if self.checkpoint.replication == 0 || self.checkpoint.replication < -1 {
             return Err(format!(

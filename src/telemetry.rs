@@ -63,6 +63,8 @@ pub struct Metrics {
     pub checkpoint_seconds: Histogram,
     /// Streams evicted to the changelog after `state.idle_ttl`.
     pub streams_evicted: IntCounter,
+    /// Streams dropped from memory past `state.max_streams` without checkpoints.
+    pub streams_dropped: IntCounter,
     /// Evicted streams brought back because they had a new event.
     pub streams_returned: IntCounter,
     /// Hot swaps applied (partitions that loaded a new checkpoint).
@@ -178,6 +180,10 @@ impl Metrics {
             streams_evicted: r.counter(
                 "recur_streams_evicted_total",
                 "Idle streams evicted from memory to the changelog",
+            ),
+            streams_dropped: r.counter(
+                "recur_streams_dropped_total",
+                "Streams dropped from memory past state.max_streams with checkpoints off (they start afresh)",
             ),
             streams_returned: r.counter(
                 "recur_streams_returned_total",

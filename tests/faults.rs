@@ -302,20 +302,47 @@ fn run_watching(
 
 #[test]
 fn a_sender_of_new_streams_cannot_grow_memory_past_max_streams() {
-    const STREAMS: usize = 4000;
-    const CAP: usize = 200;
+    // A checkpoint interval far beyond the run: only crowding can evict.
+    let (most, bound, gone) = flood_of_new_streams("\"1h\"", "recur_streams_evicted_total");
+    assert!(
+        most > 0.0 && most <= bound,
+        "{most} streams in memory, bound {bound}"
+    );
+    assert!(gone >= FLOOD as f64 - bound, "{gone} evicted");
+}
+
+#[test]
+fn without_checkpoints_max_streams_still_bounds_memory() {
+    // No changelog to evict to: past the cap the least recently seen are dropped.
+    let (most, bound, gone) = flood_of_new_streams("\"off\"", "recur_streams_dropped_total");
+    assert!(
+        most > 0.0 && most <= bound,
+        "{most} streams in memory, bound {bound}"
+    );
+    assert!(gone >= FLOOD as f64 - bound, "{gone} dropped");
+    // Only the least recently seen go: the cap's worth of the newest stay.
+    assert!(gone <= (FLOOD - FLOOD_CAP) as f64, "{gone} dropped");
+}
+
+/// New streams in [`flood_of_new_streams`], and the cap it runs under.
+const FLOOD: usize = 4000;
+const FLOOD_CAP: usize = 200;
+
+/// Runs the stage under `state.max_streams = FLOOD_CAP` on `FLOOD` events,
+/// each of a stream never seen before: the most streams in memory at once,
+/// the bound they must stay under, and the highest value of the counter
+/// `gone` (streams taken out of memory).
+fn flood_of_new_streams(interval: &str, gone: &str) -> (f64, f64, f64) {
     let cluster = mock(&[("in", 1), ("out", 1), ("dlq", 1), ("cap-state", 1)]);
     let brokers = cluster.bootstrap_servers();
-    // A checkpoint interval far beyond the run: only crowding can evict.
     let cfg = stage_config_at(
         &brokers,
         "group = \"cap\"\n",
-        "\"1h\"",
-        &format!("[state]\nmax_streams = {CAP}\n"),
+        interval,
+        &format!("[state]\nmax_streams = {FLOOD_CAP}\n"),
     );
     assert_eq!(cfg.changelog_topic(), "cap-state");
-    // Every event a stream never seen before.
-    let events: Vec<(Vec<u8>, Vec<u8>)> = (0..STREAMS)
+    let events: Vec<(Vec<u8>, Vec<u8>)> = (0..FLOOD)
         .map(|i| {
             let key = format!("s{i}");
             let v = event(&key, i as i64, i % 7);
@@ -327,20 +354,16 @@ fn a_sender_of_new_streams_cannot_grow_memory_past_max_streams() {
         .map(|(k, v)| (k.as_slice(), v.clone()))
         .collect();
     send(&brokers, "in", &refs);
-    let (mut most, mut evicted) = (0.0f64, 0.0f64);
-    let report = run_watching(cfg, STREAMS as u64, |text| {
+    let (mut most, mut taken) = (0.0f64, 0.0f64);
+    let report = run_watching(cfg, FLOOD as u64, |text| {
         most = most.max(common::metric(text, "recur_streams_active"));
-        evicted = evicted.max(common::metric(text, "recur_streams_evicted_total"));
+        taken = taken.max(common::metric(text, gone));
     });
-    assert_eq!(report.predictions, STREAMS as u64, "{report:?}");
+    assert_eq!(report.predictions, FLOOD as u64, "{report:?}");
     // Crowding is checked between windows: one window's worth of new streams on top.
     let window = recur::config::Config::load(None).unwrap().window.max_events;
-    let bound = (recur::stage::worker::crowd_limit(CAP) + window) as f64;
-    assert!(
-        most > 0.0 && most <= bound,
-        "{most} streams in memory, bound {bound}"
-    );
-    assert!(evicted >= STREAMS as f64 - bound, "{evicted} evicted");
+    let bound = (recur::stage::worker::crowd_limit(FLOOD_CAP) + window) as f64;
+    (most, bound, taken)
 }
 
 #[test]

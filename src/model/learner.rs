@@ -805,6 +805,12 @@ impl<S: Scalar> Forecaster<S> {
     pub fn remove_stream(&mut self, key: &str) -> Option<Stream<S>> {
         self.streams.remove(key)
     }
+    /// Drops every stream last seen before `ts_ms` (event time); returns how many.
+    pub fn drop_seen_before(&mut self, ts_ms: i64) -> usize {
+        let before = self.streams.len();
+        self.streams.retain(|_, s| s.last_ts_ms >= ts_ms);
+        before - self.streams.len()
+    }
 
     /// Fixes a stream's scaling statistics (creating the stream if needed).
     pub fn set_normalizer(&mut self, key: &str, norm: Normalizer) {

@@ -95,6 +95,7 @@ impl Wiring {
             dlq_max_bytes: cfg.kafka.dead_letter_budget(),
             decode: cfg.decode_config(),
             late: cfg.events.late,
+            max_streams: (cfg.state.max_streams > 0).then_some(cfg.state.max_streams),
             max_future_ms: cfg
                 .events
                 .max_future_ms()

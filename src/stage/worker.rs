@@ -49,6 +49,9 @@ pub struct WorkerSetup {
     pub max_future_ms: Option<i64>,
     /// `events.late`.
     pub late: Late,
+    /// `state.max_streams` (`None`: no limit). With checkpoints it evicts to
+    /// the changelog (see [`StateSetup`]); without, it drops.
+    pub max_streams: Option<usize>,
     /// The learner's configuration.
     pub model: ModelConfig,
     /// Window size limit.
@@ -249,6 +252,7 @@ pub fn run(mut setup: WorkerSetup, mut feed: PartitionFeed, stop: &AtomicBool) {
         if w.checkpoint_due() {
             w.checkpoint();
         }
+        w.drop_crowd();
     }
     // Revoked or shutting down: everything handled goes into a last checkpoint.
     // Messages still queued were never marked, so they are not committed:
@@ -368,12 +372,14 @@ impl Worker {
         let now_ms = wall_ms();
         for i in 0..rows.len() {
             let (stream, ts_ms, offset) = (rows.stream(i), rows.ts_ms(i), rows.offset(i));
+            // Streams are stamped with their last event time with or without
+            // checkpoints: crowding evicts (or drops) by it.
+            self.model.set_clock(Clock {
+                ts_ms,
+                generation: self.cp.as_ref().map_or(0, |c| c.book.generation()),
+            });
             if let Some(c) = self.cp.as_mut() {
-                c.book.saw(ts_ms);
-                self.model.set_clock(Clock {
-                    ts_ms,
-                    generation: c.book.generation(),
-                });
+                c.book.saw(ts_ms, now_ms);
                 if let Some(at) = c.book.evicted(stream)
                     && self.model.stream(stream).is_none()
                 {
@@ -556,6 +562,31 @@ impl Worker {
             }
             _ => false,
         }
+    }
+
+    /// Without checkpoints there is no changelog to evict to: once a
+    /// partition holds [`crowd_limit`] streams, the least recently seen (in
+    /// event time) are dropped down to `state.max_streams`, so memory stays
+    /// bounded whatever the sender does. A dropped stream that returns starts
+    /// afresh, as every stream does after a restart without checkpoints.
+    fn drop_crowd(&mut self) {
+        let (None, Some(cap)) = (&self.cp, self.setup.max_streams) else {
+            return;
+        };
+        if self.model.stream_count() < crowd_limit(cap) {
+            return;
+        }
+        let ts = self.model.streams().map(|(_, s)| s.last_ts_ms).collect();
+        let Some(cutoff) = crate::state::least_recent_cutoff(ts, cap) else {
+            return;
+        };
+        let dropped = self.model.drop_seen_before(cutoff);
+        self.setup.metrics.streams_dropped.inc_by(dropped as u64);
+        self.sync_counters();
+        tracing::warn!(
+            "partition {}: {dropped} streams dropped from memory (state.max_streams = {cap}, no checkpoints to evict them to); they start afresh if they return",
+            self.setup.partition
+        );
     }
 
     /// Loads a newly published checkpoint's weights (hot swap).

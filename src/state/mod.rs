@@ -143,6 +143,18 @@ pub struct Checkpoints {
     max_streams: Option<usize>,
 }
 
+/// The event time below which streams go so that at most `cap` of the
+/// streams last seen at `ts` stay (ties at the cutoff go too); `None` when
+/// they fit.
+pub fn least_recent_cutoff(mut ts: Vec<i64>, cap: usize) -> Option<i64> {
+    if ts.len() <= cap {
+        return None;
+    }
+    let excess = ts.len() - cap;
+    let (_, nth, _) = ts.select_nth_unstable(excess - 1);
+    Some(*nth + 1)
+}
+
 /// Hash of a stream id in the evicted-stream index (SipHash with fixed keys: stable across runs).
 fn key_hash(stream: &str) -> u64 {
     #[allow(deprecated)]
@@ -183,17 +195,12 @@ impl Checkpoints {
         if f.stream_count() <= cap {
             return None;
         }
-        let mut ts: Vec<i64> = f
+        let ts = f
             .streams()
             .map(|(_, s)| s.last_ts_ms)
             .filter(|t| idle_before.is_none_or(|h| *t >= h))
             .collect();
-        if ts.len() <= cap {
-            return None;
-        }
-        let excess = ts.len() - cap;
-        let (_, nth, _) = ts.select_nth_unstable(excess - 1);
-        Some(*nth + 1)
+        least_recent_cutoff(ts, cap)
     }
 
     /// Names the input topic this partition's checkpoints cover, and its
@@ -208,9 +215,12 @@ impl Checkpoints {
         self.next
     }
 
-    /// Notes an event's time.
-    pub fn saw(&mut self, ts_ms: i64) {
-        self.max_ts = self.max_ts.max(ts_ms);
+    /// Notes an event's time, seen when the wall clock read `now_ms`. The
+    /// idle TTL counts back from the newest time noted, and a time ahead of
+    /// the wall clock counts as now: one event stamped hours ahead (as
+    /// `events.max_future` lets through) cannot make every stream idle.
+    pub fn saw(&mut self, ts_ms: i64, now_ms: i64) {
+        self.max_ts = self.max_ts.max(ts_ms.min(now_ms));
     }
 
     /// Streams evicted and not back yet.
@@ -744,7 +754,7 @@ mod tests {
         for i in events {
             let stream = format!("s{}", i % 7);
             let ts = i as i64 * 1000;
-            cp.saw(ts);
+            cp.saw(ts, i64::MAX);
             f.set_clock(Clock {
                 ts_ms: ts,
                 generation: cp.generation(),
@@ -1046,6 +1056,31 @@ mod tests {
             f.observe("quiet", &[9.0]).unwrap().forecast,
             reference.observe("quiet", &[9.0]).unwrap().forecast
         );
+        assert_eq!(cp.idle_count(), 0);
+    }
+
+    #[test]
+    fn an_event_stamped_ahead_of_the_wall_clock_does_not_make_every_stream_idle() {
+        // events.max_future lets through events up to a day ahead: one such
+        // event must not move "now" for the idle TTL.
+        let hour = 3_600_000;
+        let mut f = Forecaster::<f32>::new(cfg()).unwrap();
+        let mut cp = Checkpoints::new(0, Some(hour));
+        let (mut log, mut off) = (Latest::default(), 0);
+        let now = 1_700_000_000_000i64;
+        for (i, (stream, ts)) in [("a", now), ("b", now), ("ahead", now + 20 * hour)]
+            .into_iter()
+            .enumerate()
+        {
+            cp.saw(ts, now);
+            f.set_clock(Clock {
+                ts_ms: ts,
+                generation: cp.generation(),
+            });
+            f.observe(stream, &[i as f32]).unwrap();
+        }
+        checkpoint(&mut f, &mut cp, &mut log, &mut off, 3);
+        assert_eq!(f.stream_count(), 3, "no stream is idle yet");
         assert_eq!(cp.idle_count(), 0);
     }
 
