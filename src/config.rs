@@ -306,6 +306,15 @@ impl KafkaConfig {
         self.brokers == "embedded"
     }
 
+    /// `transaction.timeout.ms` of the producer (librdkafka's default, 60 s,
+    /// when unset): the broker aborts a transaction open longer.
+    pub fn transaction_timeout_ms(&self) -> u64 {
+        self.properties
+            .get("transaction.timeout.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(60_000)
+    }
+
     /// Bytes of key and value a dead letter may carry: librdkafka's
     /// `message.max.bytes` (default 1,000,000) less 8 KiB for headers and
     /// record overhead.
@@ -697,12 +706,7 @@ impl Config {
             && let Every::Time(every) = self.checkpoint.every()?
         {
             // Each checkpoint commits the transaction open since the last one.
-            let timeout_ms = self
-                .kafka
-                .properties
-                .get("transaction.timeout.ms")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(60_000);
+            let timeout_ms = self.kafka.transaction_timeout_ms();
             if every.as_millis() as u64 >= timeout_ms / 2 {
                 return Err(format!(
                     "checkpoint.interval = {every:?} with kafka.delivery = \"exactly_once\": each transaction stays open for an interval, and the broker aborts one after transaction.timeout.ms = {timeout_ms}; use an interval under half of it"

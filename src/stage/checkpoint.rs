@@ -42,6 +42,28 @@ pub struct StateSetup {
     pub topic_id: Option<String>,
     /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
     pub transaction: Option<Arc<ConsumerGroupMetadata>>,
+    /// Exactly-once: the longest a checkpoint's transaction may stay open
+    /// (half of `transaction.timeout.ms`), whatever the interval.
+    pub longest_open: Option<Duration>,
+}
+
+/// When a checkpoint is due by the clock after one at `last`: an interval
+/// later, and (exactly-once) before the transaction opened since then stays
+/// open `longest_open`, so an interval counted in events cannot hold one
+/// open past the broker's timeout on a quiet partition.
+pub(super) fn due_by_time(
+    every: Every,
+    longest_open: Option<Duration>,
+    last: Instant,
+) -> Option<Instant> {
+    let interval = match every {
+        Every::Time(d) => Some(last + d),
+        _ => None,
+    };
+    match (interval, longest_open.map(|l| last + l)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A worker's checkpoint progress.
@@ -152,5 +174,32 @@ pub(super) fn bring_back(
         Err(e) => tracing::warn!(
             "partition {p}: evicted stream could not be fetched back, it starts afresh: {e}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_exactly_once_a_checkpoint_comes_before_the_transaction_times_out() {
+        let last = Instant::now();
+        let s = Duration::from_secs;
+        // An interval in events: with exactly-once a checkpoint is still due
+        // by the clock, half a transaction timeout after the last one.
+        assert_eq!(due_by_time(Every::Events(50_000), None, last), None);
+        assert_eq!(
+            due_by_time(Every::Events(50_000), Some(s(30)), last),
+            Some(last + s(30))
+        );
+        // An interval in time: the sooner of the two.
+        assert_eq!(
+            due_by_time(Every::Time(s(10)), Some(s(30)), last),
+            Some(last + s(10))
+        );
+        assert_eq!(
+            due_by_time(Every::Time(s(10)), None, last),
+            Some(last + s(10))
+        );
     }
 }

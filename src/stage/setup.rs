@@ -78,6 +78,9 @@ impl Wiring {
                 topic_id: self.topic_id.clone(),
                 max_streams: (cfg.state.max_streams > 0).then_some(cfg.state.max_streams),
                 dir: (!cfg.checkpoint.dir.is_empty()).then(|| PathBuf::from(&cfg.checkpoint.dir)),
+                longest_open: self
+                    .exactly_once
+                    .then(|| Duration::from_millis(cfg.kafka.transaction_timeout_ms() / 2)),
                 transaction: if self.exactly_once {
                     Some(Arc::new(
                         group.ok_or("exactly_once needs the consumer group's metadata")?,

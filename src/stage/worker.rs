@@ -536,22 +536,17 @@ impl Worker {
     fn checkpoint_deadline(&self) -> Option<Instant> {
         match self.cp.as_ref()? {
             c if c.since == 0 => None,
-            c => match c.setup.every {
-                Every::Time(d) => Some(c.last + d),
-                _ => None,
-            },
+            c => checkpoint::due_by_time(c.setup.every, c.setup.longest_open, c.last),
         }
     }
 
     fn checkpoint_due(&self) -> bool {
         match &self.cp {
             Some(c) if c.since > 0 => {
-                let scheduled = match c.setup.every {
-                    Every::Events(n) => c.since >= n,
-                    _ => self
+                let scheduled = matches!(c.setup.every, Every::Events(n) if c.since >= n)
+                    || self
                         .checkpoint_deadline()
-                        .is_some_and(|d| d <= Instant::now()),
-                };
+                        .is_some_and(|d| d <= Instant::now());
                 // Evictions happen at checkpoints: one comes early when new
                 // streams crowd memory past the cap, whatever the interval.
                 let crowded = c
