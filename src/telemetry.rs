@@ -27,6 +27,8 @@ pub struct Metrics {
     pub nonfinite: IntCounter,
     /// Weight updates undone because a new weight was not finite.
     pub weight_rollbacks: IntCounter,
+    /// Streams restarted after a level shift far outside their running statistics.
+    pub level_shifts: IntCounter,
     /// Events whose anomaly score reached `anomaly.threshold`.
     pub anomalies: IntCounter,
     /// Produce requests that failed for good (their offsets are never committed).
@@ -112,6 +114,10 @@ impl Metrics {
             ),
             weight_rollbacks: r
                 .counter("recur_weight_rollbacks_total", "Updates undone: not finite"),
+            level_shifts: r.counter(
+                "recur_level_shifts_total",
+                "Streams whose running statistics restarted after a level shift",
+            ),
             delivery_errors: r.counter("recur_delivery_errors_total", "Records never acknowledged"),
             anomalies: r.counter("recur_anomalies_total", "Events flagged as anomalies"),
             window_events: r.hist(

@@ -343,6 +343,54 @@ fn a_level_shift_of_ten_thousand_deviations_does_not_freeze_the_blend() {
     );
 }
 
+/// One-step MSE of the forecasts of `f` over events 1,500..3,000 as a
+/// multiple of naive's, on noise around a level that moves by `shift` at
+/// event 1,000 (and, with `spikes`, single events 500 deviations off every 97).
+fn after_a_level_shift(f: &mut Forecaster<f32>, shift: f64, spikes: bool) -> f64 {
+    let mut rng = recur::model::rng::Rng::new(1);
+    let (mut pending, mut last) = (None::<f64>, 0.0);
+    let (mut model, mut naive) = (0.0, 0.0);
+    for t in 0..3000 {
+        let spike = if spikes && t % 97 == 0 { 500.0 } else { 0.0 };
+        let x = if t < 1000 { 0.0 } else { shift } + rng.normal() + spike;
+        if t >= 1500 {
+            model += (pending.expect("a forecast") - x).powi(2);
+            naive += (last - x).powi(2);
+        }
+        let obs = f.observe("s", &[x as f32]).unwrap();
+        pending = Some(obs.forecast[0] as f64);
+        last = x;
+    }
+    model / naive
+}
+
+#[test]
+fn under_running_statistics_a_level_shift_of_a_thousand_deviations_is_absorbed() {
+    // Running statistics never forget: without a restart the stream's scale
+    // stays near half the shift and the forecasts were 15 times naive's MSE
+    // (1,000σ) and 1,900 times (10⁴σ) long after it.
+    for shift in [1e3, 1e4] {
+        let mut f = Forecaster::<f32>::new(ModelConfig::default()).unwrap();
+        let ratio = after_a_level_shift(&mut f, shift, false);
+        assert!(
+            ratio < 0.8,
+            "shift {shift}: MSE {ratio:.3} of naive's, 500 events after it"
+        );
+        assert_eq!(f.stats().level_shifts, 1, "shift {shift}");
+    }
+}
+
+#[test]
+fn spikes_and_small_shifts_do_not_restart_the_running_statistics() {
+    // Single events 500 deviations off, and a shift of 40 deviations (as
+    // ETTh2's LULL has): the running statistics stay.
+    for shift in [5.0, 40.0] {
+        let mut f = Forecaster::<f32>::new(ModelConfig::default()).unwrap();
+        after_a_level_shift(&mut f, shift, true);
+        assert_eq!(f.stats().level_shifts, 0, "shift {shift}");
+    }
+}
+
 #[test]
 fn values_at_the_edge_of_f32_never_leave_the_intervals_broken() {
     // Finite inputs whose residual does not fit in f32: the calibration

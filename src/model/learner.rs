@@ -391,6 +391,9 @@ pub struct StateLayout {
     /// Elements of the stream's own linear weights (stacking with shared
     /// weights: features × horizon × targets; 0 otherwise).
     pub own_linear: usize,
+    /// Whether the stream counts its run of events far outside its running
+    /// statistics (see [`LEVEL_SHIFT_RUN`]): a running normaliser.
+    pub shift_watch: bool,
 }
 
 impl StateLayout {
@@ -421,6 +424,7 @@ impl StateLayout {
                 }
                 _ => 0,
             },
+            shift_watch: cfg.normalize != Normalize::None,
         }
     }
     /// Whether forecasts stack the linear and recurrent experts.
@@ -541,9 +545,22 @@ impl StateLayout {
         }
         Ok(())
     }
+    /// The run of consecutive events far outside the running statistics,
+    /// then each column's mean and standard deviation when it began (empty
+    /// without a running normaliser).
+    fn far_run(&self) -> std::ops::Range<usize> {
+        let start = self.own_linear_range().end;
+        start
+            ..start
+                + if self.shift_watch {
+                    1 + 2 * self.width
+                } else {
+                    0
+                }
+    }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.own_linear_range().end
+        self.far_run().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -643,7 +660,37 @@ pub struct StreamStats {
     pub clipped: u64,
     /// Updates undone because a new weight or moment was not finite.
     pub rollbacks: u64,
+    /// Streams restarted after a level shift (see [`LEVEL_SHIFT_RUN`]).
+    pub level_shifts: u64,
 }
+
+/// Deviations beyond which an event is far outside a running normaliser's
+/// statistics, measured against the statistics as they were when the run of
+/// far events began. Running statistics absorb a shift of up to about a
+/// hundred deviations well enough (one-step MSE 0.58 and 0.75 of naive's
+/// after 10 and 100, on white noise, where 0.5 is the best possible; ETTh2's
+/// LULL has one of 40), and a restart costs a stream with many columns more
+/// than such a shift does (ETTh2 under running statistics, restarting past 10
+/// deviations: MSE 3% worse at H = 1, 6% at H = 24). Past a hundred they do
+/// not (15 times naive's after 1,000, 1,900 times after 10⁴).
+pub const LEVEL_SHIFT_BOUND: f64 = 100.0;
+
+/// Consecutive events far outside a running normaliser's statistics (see
+/// [`LEVEL_SHIFT_BOUND`]) after which its stream restarts them (and its
+/// window, history and recurrent state; weights, stacking and calibration
+/// stay). Running statistics never forget: after a level shift of a thousand
+/// deviations the stream's scale stays near half the shift, its own noise
+/// shrinks to nothing in those units and every expert's errors come back
+/// multiplied. By Chebyshev's inequality an event lies beyond 100 deviations
+/// with probability at most 10⁻⁴ whatever the distribution, so noise
+/// independent from event to event restarts a stream with probability at
+/// most 10⁻²⁰ per event; single spikes never do.
+pub const LEVEL_SHIFT_RUN: u32 = 5;
+
+/// Events a running normaliser must have folded in before a run of far
+/// events counts: a deviation estimated from a handful of events says
+/// little, and a stream that young is still learning its scale anyway.
+pub const LEVEL_SHIFT_WARMUP: u64 = 100;
 
 /// The most weights a learner holds (with Adam's two moments, 1.2 GB in `f32`).
 const MAX_PARAMETERS: f64 = 1e8;
@@ -953,6 +1000,11 @@ impl<S: Scalar> Forecaster<S> {
         for (r, &v) in work.raw.iter_mut().zip(values) {
             *r = v.f64();
         }
+        if sl.shift_watch && level_shift(s, &sl, &work.raw) {
+            stats.level_shifts += 1;
+            reset(s, &sl);
+            s.norm = Normalizer::new(cfg.normalize, cfg.inputs);
+        }
         s.norm.observe(&work.raw, cfg.normalize_events);
         if !s.norm.is_finite() {
             s.norm = Normalizer::new(cfg.normalize, cfg.inputs);
@@ -1084,6 +1136,44 @@ impl<S: Scalar> Forecaster<S> {
             anomaly,
         })
     }
+}
+
+/// Counts the event `raw` into the stream's run of events far outside its
+/// running statistics (any column beyond [`LEVEL_SHIFT_BOUND`] deviations of
+/// the statistics as they were when the run began, kept beside the count);
+/// true once the run reaches [`LEVEL_SHIFT_RUN`] (the run starts over).
+#[inline(always)]
+fn level_shift<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout, raw: &[f64]) -> bool {
+    let (at, d) = (sl.far_run().start, sl.width);
+    if s.norm.phase != NormPhase::Running || s.norm.count < LEVEL_SHIFT_WARMUP {
+        s.buf[at] = S::zero();
+        return false;
+    }
+    let run = s.buf[at].f64() as u32;
+    let anchor = |s: &Stream<S>, k: usize| {
+        if run == 0 {
+            (s.norm.mean[k], s.norm.std(k))
+        } else {
+            (s.buf[at + 1 + k].f64(), s.buf[at + 1 + d + k].f64())
+        }
+    };
+    let far = raw.iter().enumerate().any(|(k, &x)| {
+        let (mean, std) = anchor(s, k);
+        (x - mean).abs() > LEVEL_SHIFT_BOUND * std
+    });
+    if !far {
+        s.buf[at] = S::zero();
+        return false;
+    }
+    if run == 0 {
+        for k in 0..d {
+            s.buf[at + 1 + k] = S::of(s.norm.mean[k]);
+            s.buf[at + 1 + d + k] = S::of(s.norm.std(k));
+        }
+    }
+    let shifted = run + 1 >= LEVEL_SHIFT_RUN;
+    s.buf[at] = S::of(if shifted { 0.0 } else { f64::from(run + 1) });
+    shifted
 }
 
 /// Clears a stream's recurrent state, window and pending forecasts (the normaliser stays).

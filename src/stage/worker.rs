@@ -525,6 +525,9 @@ impl Worker {
         metrics
             .weight_rollbacks
             .inc_by(stats.rollbacks - seen.rollbacks);
+        metrics
+            .level_shifts
+            .inc_by(stats.level_shifts - seen.level_shifts);
         let streams = self.model.stream_count();
         metrics
             .streams_active
