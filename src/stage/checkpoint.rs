@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stage::source::Group;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::ConsumerGroupMetadata;
 
 use crate::config::Every;
 use crate::model::Forecaster;
@@ -40,8 +40,9 @@ pub struct StateSetup {
     /// The input topic's broker id at start, when the broker has topic ids:
     /// a checkpoint of an older topic of the same name does not fit.
     pub topic_id: Option<String>,
-    /// Exactly-once: the group whose offsets each checkpoint's transaction commits.
-    pub transaction: Option<Arc<ConsumerGroupMetadata>>,
+    /// Exactly-once: the group whose offsets each checkpoint's transaction
+    /// commits, as of the latest rebalance.
+    pub transaction: Option<Arc<Group>>,
     /// Exactly-once: the longest a checkpoint's transaction may stay open
     /// (half of `transaction.timeout.ms`), whatever the interval.
     pub longest_open: Option<Duration>,
@@ -133,7 +134,10 @@ pub(super) fn write_checkpoint(
     sink.send_state(topic, p, &head.key, head.value.as_deref(), &hb, 0);
     hb.wait(ACK_WAIT).map_err(retry)?;
     if let Some(group) = &c.setup.transaction {
-        sink.commit_transaction(input_topic, p, covered, group)
+        let metadata = group
+            .current()
+            .ok_or_else(|| CheckpointFailure::Fatal("the consumer group has no metadata".into()))?;
+        sink.commit_transaction(input_topic, p, covered, &metadata)
             .map_err(|e| CheckpointFailure::Fatal(format!(
                 "transaction for input offset {covered} aborted ({e}); restart to redo it from the last committed checkpoint"
             )))?;

@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::ConsumerGroupMetadata;
-
 use crate::config::{Config, Every};
 use crate::health::Health;
 use crate::kafka::client_config;
 use crate::stage::offsets::Offsets;
 use crate::stage::sink::Sink;
-use crate::stage::source::Task;
+use crate::stage::source::{Group, Task};
 use crate::stage::swap::HotSwap;
 use crate::stage::worker::{self, StateSetup, WorkerSetup};
 use crate::telemetry::Metrics;
@@ -37,20 +35,12 @@ pub(super) struct Wiring {
 
 impl Wiring {
     /// The task that runs `partition`'s worker.
-    pub fn task(
-        &self,
-        partition: i32,
-        group: Option<ConsumerGroupMetadata>,
-    ) -> Result<Task, String> {
+    pub fn task(&self, partition: i32, group: Arc<Group>) -> Result<Task, String> {
         let setup = self.worker_setup(partition, group)?;
         Ok(Box::new(move |feed, stop| worker::run(setup, feed, stop)))
     }
 
-    fn worker_setup(
-        &self,
-        partition: i32,
-        group: Option<ConsumerGroupMetadata>,
-    ) -> Result<WorkerSetup, String> {
+    fn worker_setup(&self, partition: i32, group: Arc<Group>) -> Result<WorkerSetup, String> {
         let cfg = &self.cfg;
         let sink = if self.exactly_once {
             let id = format!("{}-{}-{partition}", cfg.kafka.group, cfg.kafka.input_topic);
@@ -82,9 +72,10 @@ impl Wiring {
                     .exactly_once
                     .then(|| Duration::from_millis(cfg.kafka.transaction_timeout_ms() / 2)),
                 transaction: if self.exactly_once {
-                    Some(Arc::new(
-                        group.ok_or("exactly_once needs the consumer group's metadata")?,
-                    ))
+                    group
+                        .current()
+                        .ok_or("exactly_once needs the consumer group's metadata")?;
+                    Some(group)
                 } else {
                     None
                 },

@@ -36,7 +36,27 @@ pub type Task = Box<dyn FnOnce(PartitionFeed, &AtomicBool) + Send>;
 /// Prepares a partition's task, given the group's metadata (for
 /// transactions). The source only starts and stops tasks; what a task does
 /// is the caller's (the stage runs a worker).
-pub type StartFn = dyn Fn(i32, Option<ConsumerGroupMetadata>) -> Result<Task, String> + Send + Sync;
+pub type StartFn = dyn Fn(i32, Arc<Group>) -> Result<Task, String> + Send + Sync;
+
+/// The consumer group's metadata as of the latest rebalance, shared with
+/// every partition's task. A transaction commits its input offsets under the
+/// group's current generation; with cooperative rebalancing a partition kept
+/// through a rebalance keeps its worker, which would otherwise commit under
+/// the generation it was assigned in, and be fenced.
+#[derive(Default)]
+pub struct Group(Mutex<Option<Arc<ConsumerGroupMetadata>>>);
+
+impl Group {
+    /// Records the metadata the consumer has after a rebalance.
+    pub fn set(&self, metadata: Option<ConsumerGroupMetadata>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = metadata.map(Arc::new);
+    }
+
+    /// The metadata as of the latest rebalance.
+    pub fn current(&self) -> Option<Arc<ConsumerGroupMetadata>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 struct Running {
     stop: Arc<AtomicBool>,
@@ -47,6 +67,7 @@ struct Running {
 pub struct SourceContext {
     topic: String,
     start: Box<StartFn>,
+    group: Arc<Group>,
     workers: Mutex<HashMap<i32, Running>>,
     /// Queues split off for partitions being assigned, until their workers start.
     feeds: Mutex<HashMap<i32, PartitionFeed>>,
@@ -115,6 +136,12 @@ impl ConsumerContext for SourceContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // Every rebalance moves the group to a new generation, kept
+            // partitions too; with cooperative rebalancing each one ends in
+            // an assignment, if an empty one. (Not on revoke: asking for the
+            // metadata while the consumer closes can wait on the group's
+            // own thread.)
+            self.group.set(consumer.group_metadata());
             let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             for e in tpl.elements() {
                 let p = e.partition();
@@ -133,7 +160,7 @@ impl ConsumerContext for SourceContext {
                     ));
                     continue;
                 };
-                let task = match (self.start)(p, consumer.group_metadata()) {
+                let task = match (self.start)(p, self.group.clone()) {
                     Ok(s) => s,
                     Err(e) => {
                         self.health.fail(format!("partition {p}: {e}"));
@@ -235,6 +262,7 @@ impl Source {
         let ctx = SourceContext {
             topic: topic.to_string(),
             start,
+            group: Arc::default(),
             workers: Mutex::new(HashMap::new()),
             feeds: Mutex::new(HashMap::new()),
             offsets,
