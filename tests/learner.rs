@@ -323,20 +323,7 @@ fn a_level_shift_of_ten_thousand_deviations_does_not_freeze_the_blend() {
         ..ModelConfig::default()
     };
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
-    let mut rng = recur::model::rng::Rng::new(1);
-    let (mut pending, mut last) = (None::<f64>, 0.0);
-    let (mut model, mut naive) = (0.0, 0.0);
-    for t in 0..3000 {
-        let x = if t < 1000 { 0.0 } else { 1e4 } + rng.normal();
-        if t >= 1500 {
-            model += (pending.expect("a forecast") - x).powi(2);
-            naive += (last - x).powi(2);
-        }
-        let obs = f.observe("s", &[x as f32]).unwrap();
-        pending = Some(obs.forecast[0] as f64);
-        last = x;
-    }
-    let ratio = model / naive;
+    let ratio = after_a_level_shift(&mut f, 1e4, false);
     assert!(
         ratio < 0.8,
         "MSE {ratio:.3} of naive's, 500 events after the shift"

@@ -33,8 +33,6 @@ pub struct StateSetup {
     pub idle_ttl_ms: Option<i64>,
     /// Directory for a local copy of each checkpoint.
     pub dir: Option<PathBuf>,
-    /// `state.max_streams` (`None`: no limit).
-    pub max_streams: Option<usize>,
     /// What to do with a checkpoint that does not fit.
     pub on_mismatch: crate::config::OnMismatch,
     /// The input topic's broker id at start, when the broker has topic ids:

@@ -66,7 +66,6 @@ impl Wiring {
                 idle_ttl_ms: self.idle_ttl_ms,
                 on_mismatch: cfg.state.on_mismatch,
                 topic_id: self.topic_id.clone(),
-                max_streams: (cfg.state.max_streams > 0).then_some(cfg.state.max_streams),
                 dir: (!cfg.checkpoint.dir.is_empty()).then(|| PathBuf::from(&cfg.checkpoint.dir)),
                 longest_open: self
                     .exactly_once

@@ -50,7 +50,7 @@ pub struct WorkerSetup {
     /// `events.late`.
     pub late: Late,
     /// `state.max_streams` (`None`: no limit). With checkpoints it evicts to
-    /// the changelog (see [`StateSetup`]); without, it drops.
+    /// the changelog at checkpoints; without, it drops.
     pub max_streams: Option<usize>,
     /// The learner's configuration.
     pub model: ModelConfig,
@@ -94,7 +94,7 @@ fn start(setup: &mut WorkerSetup) -> Result<(Forecaster<f32>, Option<Checkpointi
             let mut r = restore(setup, &st, &latest)?;
             r.checkpoints
                 .set_topic(&setup.topic, st.topic_id.as_deref());
-            r.checkpoints.set_max_streams(st.max_streams);
+            r.checkpoints.set_max_streams(setup.max_streams);
             drop(latest);
             let m = &setup.metrics;
             m.restore_seconds.observe(t.elapsed().as_secs_f64());
@@ -552,7 +552,7 @@ impl Worker {
                         .is_some_and(|d| d <= Instant::now());
                 // Evictions happen at checkpoints: one comes early when new
                 // streams crowd memory past the cap, whatever the interval.
-                let crowded = c
+                let crowded = self
                     .setup
                     .max_streams
                     .is_some_and(|cap| self.model.stream_count() >= crowd_limit(cap));
