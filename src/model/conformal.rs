@@ -29,7 +29,8 @@
 //! its level, relative to that residual) instead of at zero.
 //!
 //! A cell holds one component's calibration: `[m, then per level: lower q,
-//! lower drift, upper q, upper drift]`. The lower bound tracks the
+//! lower drift, upper q, upper drift]`, the drifts only with an integrator
+//! (`K_I > 0`; without one the cell is `[m, then per level: lower q, upper q]`). The lower bound tracks the
 //! `(1 − level) / 2` quantile of `ŷ − y`, the upper one that of `y − ŷ`, so
 //! intervals may be asymmetric.
 
@@ -71,9 +72,16 @@ pub fn outside_range<S: Scalar>(range: &mut [S], x: f64, first: bool, armed: boo
     armed && hi > lo && (x < lo - slack || x > hi + slack)
 }
 
-/// Elements of one component's cell for `levels` interval levels.
-pub const fn cell_len(levels: usize) -> usize {
-    1 + 4 * levels
+/// Elements of one component's cell for `levels` interval levels, with
+/// `integrator` the trackers keep their running sums (`K_I > 0`).
+pub const fn cell_len(levels: usize, integrator: bool) -> usize {
+    1 + 2 * levels * side_len(integrator)
+}
+
+/// Elements of one bound's tracker in a cell: its quantile, and its running
+/// sum with an integrator.
+const fn side_len(integrator: bool) -> usize {
+    if integrator { 2 } else { 1 }
 }
 
 /// The settings shared by every cell of a forecaster.
@@ -236,7 +244,19 @@ impl Calibration {
 
     /// Elements of one component's cell.
     pub fn cell_len(&self) -> usize {
-        cell_len(self.levels.len())
+        cell_len(self.levels.len(), self.integrator())
+    }
+
+    /// Whether the trackers keep their running sums (an integrator gain `K_I > 0`).
+    fn integrator(&self) -> bool {
+        self.pid.ki > 0.0
+    }
+
+    /// Where level `l`'s lower tracker starts in a cell; its upper one
+    /// follows [`side_len`] elements later.
+    #[inline(always)]
+    fn level_at(&self, l: usize) -> usize {
+        1 + 2 * side_len(self.integrator()) * l
     }
 
     /// The running scale of a cell (0 until it starts): what a forecast's
@@ -264,11 +284,10 @@ impl Calibration {
             // The first residual sets the scale; a zero one leaves the cell unstarted.
             cell[0] = S::of(a);
             for (l, start) in self.starts.iter().enumerate() {
-                let at = 1 + 4 * l;
+                let at = self.level_at(l);
+                cell[at..self.level_at(l + 1)].fill(S::zero());
                 cell[at] = S::of(*start);
-                cell[at + 1] = S::zero();
-                cell[at + 2] = S::of(*start);
-                cell[at + 3] = S::zero();
+                cell[at + side_len(self.integrator())] = S::of(*start);
             }
             return;
         }
@@ -284,16 +303,16 @@ impl Calibration {
             lr: self.pid.lr / (step as f64).sqrt(),
             ..self.pid
         };
+        let sw = side_len(self.integrator());
         for (l, &alpha) in self.alphas.iter().enumerate() {
-            let at = 1 + 4 * l;
-            for (side, score) in [(at, -z), (at + 2, z)] {
-                let mut t = Tracker {
-                    q: cell[side].f64(),
-                    drift: cell[side + 1].f64(),
-                };
+            let at = self.level_at(l);
+            for (side, score) in [(at, -z), (at + sw, z)] {
+                let mut t = self.tracker(cell, side);
                 t.observe(score, alpha, &pid);
                 cell[side] = S::of(t.q);
-                cell[side + 1] = S::of(t.drift);
+                if sw == 2 {
+                    cell[side + 1] = S::of(t.drift);
+                }
             }
         }
         cell[0] = S::of(m + MEAN_WEIGHT * (a - m));
@@ -305,10 +324,10 @@ impl Calibration {
     #[inline(never)]
     pub fn interval<S: Scalar>(&self, cell: &[S], l: usize, forecast: f64) -> (f64, f64) {
         let m = cell[0].f64();
-        let at = 1 + 4 * l;
+        let at = self.level_at(l);
         let (lo, hi) = (
             forecast - m * self.bound(cell, at),
-            forecast + m * self.bound(cell, at + 2),
+            forecast + m * self.bound(cell, at + side_len(self.integrator())),
         );
         if lo <= hi {
             (lo, hi)
@@ -321,11 +340,20 @@ impl Calibration {
     /// The bound of the tracker at `at`, in units of the running scale.
     #[inline(always)]
     fn bound<S: Scalar>(&self, cell: &[S], at: usize) -> f64 {
+        self.tracker(cell, at).bound(&self.pid)
+    }
+
+    /// The tracker at `at` (its running sum 0 without an integrator).
+    #[inline(always)]
+    fn tracker<S: Scalar>(&self, cell: &[S], at: usize) -> Tracker {
         Tracker {
             q: cell[at].f64(),
-            drift: cell[at + 1].f64(),
+            drift: if self.integrator() {
+                cell[at + 1].f64()
+            } else {
+                0.0
+            },
         }
-        .bound(&self.pid)
     }
 
     /// How anomalous the residual `r = y − ŷ` is against the cell, in [0, 1]:
@@ -343,7 +371,12 @@ impl Calibration {
         if m == 0.0 {
             return None;
         }
-        let side = if r >= 0.0 { 3 } else { 1 };
+        let side = if r >= 0.0 {
+            self.level_at(0) + side_len(self.integrator())
+        } else {
+            self.level_at(0)
+        };
+        let stride = self.level_at(1) - self.level_at(0);
         let x = r.abs();
         // Knots (width, ln tail probability), from the point forecast out.
         // The logarithms and exponentials run in f32: a score needs no more,
@@ -353,7 +386,7 @@ impl Calibration {
         let (mut w0, mut lp0) = (0.0, -std::f64::consts::LN_2);
         let mut power = None;
         for (l, &lp) in self.ln_alphas.iter().enumerate() {
-            let w = m * self.bound(cell, side + 4 * l);
+            let w = m * self.bound(cell, side + stride * l);
             if w <= w0 {
                 continue;
             }
@@ -480,8 +513,23 @@ mod tests {
 
     #[test]
     fn anomaly_scores_rise_with_the_residual_and_mark_the_tails() {
+        // Without an integrator (the default, 5 elements for two levels)
+        // and with one (9: each tracker keeps its running sum).
+        for (ki, len) in [(0.0, 5), (0.5, 9)] {
+            anomaly_scores_with(
+                Pid {
+                    ki,
+                    ..Pid::default()
+                },
+                len,
+            );
+        }
+    }
+
+    fn anomaly_scores_with(pid: Pid, len: usize) {
         let mut rng = Rng::new(3);
-        let cal = Calibration::new(&[0.8, 0.95], Pid::default()).unwrap();
+        let cal = Calibration::new(&[0.8, 0.95], pid).unwrap();
+        assert_eq!(cal.cell_len(), len);
         let mut cell = vec![0.0f32; cal.cell_len()];
         assert_eq!(cal.anomaly(&cell, 1.0), None, "not started");
         for _ in 0..5000 {

@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::conformal::{self, Calibration};
-use super::linear::{LinearConfig, Rls, bounded};
+use super::linear::{LinearConfig, Rls, change_bound, next_change_scale};
 use super::loss::Loss;
 use super::network::{StepScratch, Tape, forecast, step};
 use super::normalize::{NormPhase, Normalize, Normalizer};
@@ -388,12 +388,17 @@ pub struct StateLayout {
     pub experts: usize,
     /// Elements of one component's interval calibration (0 without intervals).
     pub calibration: usize,
+    /// Interval levels (0 without intervals).
+    pub interval_levels: usize,
     /// Elements of the stream's own linear weights (stacking with shared
     /// weights: features × horizon × targets; 0 otherwise).
     pub own_linear: usize,
     /// Whether the stream counts its run of events far outside its running
     /// statistics (see [`LEVEL_SHIFT_RUN`]): a running normaliser.
     pub shift_watch: bool,
+    /// Elements of the running scale of one-step changes, one per input
+    /// (with stacking; see [`super::linear::change_bound`]).
+    pub change_scale: usize,
 }
 
 impl StateLayout {
@@ -416,8 +421,9 @@ impl StateLayout {
             },
             calibration: match cfg.intervals.len() {
                 0 => 0,
-                n => conformal::cell_len(n),
+                n => conformal::cell_len(n, cfg.interval_ki > 0.0),
             },
+            interval_levels: cfg.intervals.len(),
             own_linear: match (cfg.combine, cfg.weight_scope) {
                 (Combine::Stack, WeightScope::Shared) => {
                     cfg.linear.features(cfg.inputs) * cfg.horizon * cfg.target_indices().len()
@@ -425,6 +431,10 @@ impl StateLayout {
                 _ => 0,
             },
             shift_watch: cfg.normalize != Normalize::None,
+            change_scale: match cfg.combine {
+                Combine::Stack => cfg.inputs,
+                Combine::Rnn => 0,
+            },
         }
     }
     /// Whether forecasts stack the linear and recurrent experts.
@@ -518,11 +528,7 @@ impl StateLayout {
     }
     /// Interval levels (0 without intervals).
     pub fn levels(&self) -> usize {
-        if self.calibration == 0 {
-            0
-        } else {
-            (self.calibration - 1) / 4
-        }
+        self.interval_levels
     }
     /// Whether a stream's ring counters (read back from a checkpoint) fit
     /// this layout and the events it has seen: training reads `ring_len`
@@ -558,9 +564,15 @@ impl StateLayout {
                     0
                 }
     }
+    /// Each input's running scale of one-step changes, in its standard
+    /// deviations: what bounds the changes the stacked experts see.
+    fn change_scales(&self) -> std::ops::Range<usize> {
+        let start = self.far_run().end;
+        start..start + self.change_scale
+    }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.far_run().end
+        self.change_scales().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -739,6 +751,9 @@ struct Work<S> {
     hi: Vec<S>,
     /// Where an update writes the new weights before they replace the old.
     spare: Spare<S>,
+    /// Each input's bound on the changes the stacked experts see, this
+    /// event (see [`change_bound`]).
+    bounds: Vec<f64>,
 }
 
 impl<S: Scalar> Forecaster<S> {
@@ -781,6 +796,7 @@ impl<S: Scalar> Forecaster<S> {
             spare: Spare::new(cfg.optimizer, &layout),
             lo: vec![S::zero(); cfg.intervals.len() * dims.outputs],
             hi: vec![S::zero(); cfg.intervals.len() * dims.outputs],
+            bounds: vec![0.0; cfg.inputs],
         };
         Ok(Forecaster {
             cal: cfg.calibration()?,
@@ -1224,6 +1240,17 @@ fn stack_step<S: Scalar>(
 ) {
     let (d, nt, hz, lags, rows) = (sl.width, sl.targets, sl.horizon, sl.lags, sl.history);
     let hist = sl.history_range();
+    let scales = sl.change_scales();
+    for k in 0..d {
+        let mut scale = buf[scales.start + k].f64();
+        if seen > 0 {
+            let last = buf[hist.start + (rows - 1) * d + k].f64();
+            scale = next_change_scale(scale, (work.z[k].f64() - last).abs());
+            buf[scales.start + k] = S::of(scale);
+        }
+        work.bounds[k] = change_bound(scale);
+    }
+    let bound = |v: f64, k: usize, w: &Work<S>| v.clamp(-w.bounds[k], w.bounds[k]);
     {
         // A short shift: a plain loop beats a call to memmove here.
         let h = &mut buf[hist.clone()];
@@ -1237,10 +1264,12 @@ fn stack_step<S: Scalar>(
     // The linear expert learns from the forecast made `hz` events ago, once
     // that forecast had a full set of lags.
     if sl.learning && seen >= (hz + lags - 1) as u64 {
-        fill_lags(&buf[hist.clone()], sl, hz, &mut work.phi);
+        fill_lags(&buf[hist.clone()], sl, hz, work);
         for h in 0..hz {
             for (j, &k) in target_idx.iter().enumerate() {
-                work.lin[h * nt + j] = bounded(buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64());
+                let change = buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64();
+                let change = bound(change, k, work);
+                work.lin[h * nt + j] = change;
             }
         }
         if let Some(quad) = linear.prepare(&work.phi, &work.lin) {
@@ -1263,7 +1292,7 @@ fn stack_step<S: Scalar>(
             let slot = (made % hz as u64) as usize;
             for (j, &k) in target_idx.iter().enumerate() {
                 let c = h * nt + j;
-                let y = bounded(buf[at(0, k)].f64() - buf[at(h + 1, k)].f64());
+                let y = bound(buf[at(0, k)].f64() - buf[at(h + 1, k)].f64(), k, work);
                 let ex = pending + (slot * fl + c) * e;
                 let mut experts = [S::zero(); EXPERTS];
                 experts.copy_from_slice(&buf[ex..ex + e]);
@@ -1275,7 +1304,7 @@ fn stack_step<S: Scalar>(
     // This event's forecast: the linear expert's changes (naive until the
     // stream has `lags` rows), stacked with the recurrent head's.
     if seen + 1 >= lags as u64 {
-        fill_lags(&buf[hist], sl, 0, &mut work.phi);
+        fill_lags(&buf[hist], sl, 0, work);
         if sl.own_linear > 0 {
             super::linear::predict_with(&buf[sl.own_linear_range()], &work.phi, &mut work.lin);
         } else {
@@ -1290,9 +1319,10 @@ fn stack_step<S: Scalar>(
         (seen % hz as u64) as usize
     };
     for c in 0..fl {
+        let k = target_idx[c % nt];
         let experts = [
-            S::of(bounded(work.lin[c])),
-            S::of(bounded(work.out[c].f64())),
+            S::of(bound(work.lin[c], k, work)),
+            S::of(bound(work.out[c].f64(), k, work)),
         ];
         if sl.learning {
             // Kept for the cell's update once the target arrives.
@@ -1305,22 +1335,23 @@ fn stack_step<S: Scalar>(
 }
 
 /// The linear expert's features of the forecast made `back` events ago, as
-/// [`super::linear::lag_features`] orders them (oldest lag first).
+/// [`super::linear::lag_features`] orders them (oldest lag first), into `work.phi`.
 #[inline(always)]
-fn fill_lags<S: Scalar>(hist: &[S], sl: &StateLayout, back: usize, phi: &mut [f64]) {
+fn fill_lags<S: Scalar>(hist: &[S], sl: &StateLayout, back: usize, work: &mut Work<S>) {
     let (d, lags) = (sl.width, sl.lags);
+    let (phi, bounds) = (&mut work.phi, &work.bounds);
     let end = (sl.history - back) * d;
     let last = &hist[end - d..end];
     let run = &hist[end - lags * d..end - d];
     if d == 1 {
-        let last = last[0].f64();
+        let (last, b) = (last[0].f64(), bounds[0]);
         for (p, v) in phi.iter_mut().zip(run) {
-            *p = bounded(v.f64() - last);
+            *p = (v.f64() - last).clamp(-b, b);
         }
     } else {
         for (p, row) in phi.chunks_exact_mut(d).zip(run.chunks_exact(d)) {
             for k in 0..d {
-                p[k] = bounded(row[k].f64() - last[k].f64());
+                p[k] = (row[k].f64() - last[k].f64()).clamp(-bounds[k], bounds[k]);
             }
         }
     }

@@ -305,9 +305,10 @@ impl Rls {
     }
 }
 
-/// The largest change, in the stream's standard deviations, that the linear
-/// expert's features and targets and the stacking weights' inputs take:
-/// beyond it a value counts as ±`CHANGE_BOUND`.
+/// The largest change, in the stream's standard deviations (or, for a
+/// stream that has outgrown them, in its typical one-step changes: see
+/// [`change_bound`]), that the linear expert's features and targets and the
+/// stacking weights' inputs take: beyond it a value counts as the bound.
 ///
 /// Least squares with an unbounded input is at the mercy of one outlier: a
 /// level shift of `10⁴` standard deviations makes lag differences of `10⁴`,
@@ -319,10 +320,44 @@ impl Rls {
 /// ETTh2's hourly changes).
 pub const CHANGE_BOUND: f64 = 10.0;
 
-/// `v` clipped to `±CHANGE_BOUND`.
+/// Weight of a new one-step change in a stream's running change scale (see
+/// [`change_bound`]): about 100 events.
+pub const CHANGE_WEIGHT: f64 = 0.01;
+
+/// The bound on a change of a column whose running scale of one-step
+/// changes is `scale` (both in the stream's standard deviations):
+/// `CHANGE_BOUND` deviations, or `CHANGE_BOUND` typical one-step changes
+/// where that is larger.
+///
+/// A series that stays within its statistics changes by less than about 1.6
+/// of its deviations a step on average (a change's deviation is at most
+/// twice the series'), so the bound stays at `CHANGE_BOUND` for it.
+/// Statistics frozen after a warm-up go stale when a series outgrows them: a
+/// seasonal swing that has grown tenfold changes by tens of warm-up
+/// deviations within a day, and a fixed bound would clip every such change
+/// (and with it the linear expert's forecast) to a fraction of its size. The
+/// scale follows such growth within a few hundred events, and it is robust
+/// to the outliers the bound is for: each change enters it capped at
+/// `CHANGE_BOUND` times the scale, so one jump, however large, moves it by
+/// at most 9% (see [`next_change_scale`]).
 #[inline(always)]
-pub fn bounded(v: f64) -> f64 {
-    v.clamp(-CHANGE_BOUND, CHANGE_BOUND)
+pub fn change_bound(scale: f64) -> f64 {
+    CHANGE_BOUND * scale.max(1.0)
+}
+
+/// The running scale of one-step changes after a change of size `step`
+/// (absolute) from `scale`: an exponentially weighted mean of the changes,
+/// each capped at `CHANGE_BOUND · scale`; the first nonzero change (capped
+/// at `CHANGE_BOUND`) starts it.
+#[inline(always)]
+pub fn next_change_scale(scale: f64, step: f64) -> f64 {
+    if !step.is_finite() {
+        return scale;
+    }
+    if scale == 0.0 {
+        return step.min(CHANGE_BOUND);
+    }
+    scale + CHANGE_WEIGHT * (step.min(CHANGE_BOUND * scale) - scale)
 }
 
 /// The effective number of observations behind a fit with forgetting `λ`
@@ -390,6 +425,31 @@ pub fn lag_features<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_jump_moves_the_change_scale_by_at_most_nine_percent() {
+        let mut scale = 0.0;
+        for i in 0..1000 {
+            scale = next_change_scale(scale, if i % 2 == 0 { 0.4 } else { 1.4 });
+        }
+        assert!((scale - 0.9).abs() < 0.02, "{scale}");
+        assert_eq!(change_bound(scale), CHANGE_BOUND, "within its statistics");
+        let jumped = next_change_scale(scale, 1e4);
+        assert!(jumped <= scale * 1.09 + 1e-12, "{scale} -> {jumped}");
+        assert_eq!(next_change_scale(scale, f64::NAN), scale);
+    }
+
+    #[test]
+    fn a_stream_whose_changes_grow_gets_a_wider_bound() {
+        // Changes ten times the warm-up's, held: the scale follows them and
+        // the bound is ten typical changes.
+        let mut scale = next_change_scale(0.0, 1.0);
+        for _ in 0..2000 {
+            scale = next_change_scale(scale, 10.0);
+        }
+        assert!((scale - 10.0).abs() < 0.01, "{scale}");
+        assert!((change_bound(scale) - 100.0).abs() < 0.1);
+    }
 
     /// Solves the ridge normal equations `(Σ φφᵀ + ρI) w = Σ φ y` directly.
     #[allow(clippy::needless_range_loop)]
