@@ -252,11 +252,17 @@ impl Calibration {
         self.pid.ki > 0.0
     }
 
+    /// Elements of one bound's tracker in this calibration's cells.
+    #[inline(always)]
+    fn side(&self) -> usize {
+        side_len(self.integrator())
+    }
+
     /// Where level `l`'s lower tracker starts in a cell; its upper one
-    /// follows [`side_len`] elements later.
+    /// follows [`Calibration::side`] elements later.
     #[inline(always)]
     fn level_at(&self, l: usize) -> usize {
-        1 + 2 * side_len(self.integrator()) * l
+        1 + 2 * self.side() * l
     }
 
     /// The running scale of a cell (0 until it starts): what a forecast's
@@ -287,7 +293,7 @@ impl Calibration {
                 let at = self.level_at(l);
                 cell[at..self.level_at(l + 1)].fill(S::zero());
                 cell[at] = S::of(*start);
-                cell[at + side_len(self.integrator())] = S::of(*start);
+                cell[at + self.side()] = S::of(*start);
             }
             return;
         }
@@ -303,14 +309,13 @@ impl Calibration {
             lr: self.pid.lr / (step as f64).sqrt(),
             ..self.pid
         };
-        let sw = side_len(self.integrator());
         for (l, &alpha) in self.alphas.iter().enumerate() {
             let at = self.level_at(l);
-            for (side, score) in [(at, -z), (at + sw, z)] {
+            for (side, score) in [(at, -z), (at + self.side(), z)] {
                 let mut t = self.tracker(cell, side);
                 t.observe(score, alpha, &pid);
                 cell[side] = S::of(t.q);
-                if sw == 2 {
+                if self.integrator() {
                     cell[side + 1] = S::of(t.drift);
                 }
             }
@@ -327,7 +332,7 @@ impl Calibration {
         let at = self.level_at(l);
         let (lo, hi) = (
             forecast - m * self.bound(cell, at),
-            forecast + m * self.bound(cell, at + side_len(self.integrator())),
+            forecast + m * self.bound(cell, at + self.side()),
         );
         if lo <= hi {
             (lo, hi)
@@ -371,12 +376,10 @@ impl Calibration {
         if m == 0.0 {
             return None;
         }
-        let side = if r >= 0.0 {
-            self.level_at(0) + side_len(self.integrator())
-        } else {
-            self.level_at(0)
-        };
-        let stride = self.level_at(1) - self.level_at(0);
+        // The first level's tracker on the residual's side; each further
+        // level's is one level's elements on.
+        let side = self.level_at(0) + if r >= 0.0 { self.side() } else { 0 };
+        let stride = 2 * self.side();
         let x = r.abs();
         // Knots (width, ln tail probability), from the point forecast out.
         // The logarithms and exponentials run in f32: a score needs no more,

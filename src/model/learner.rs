@@ -388,8 +388,6 @@ pub struct StateLayout {
     pub experts: usize,
     /// Elements of one component's interval calibration (0 without intervals).
     pub calibration: usize,
-    /// Interval levels (0 without intervals).
-    pub interval_levels: usize,
     /// Elements of the stream's own linear weights (stacking with shared
     /// weights: features × horizon × targets; 0 otherwise).
     pub own_linear: usize,
@@ -423,7 +421,6 @@ impl StateLayout {
                 0 => 0,
                 n => conformal::cell_len(n, cfg.interval_ki > 0.0),
             },
-            interval_levels: cfg.intervals.len(),
             own_linear: match (cfg.combine, cfg.weight_scope) {
                 (Combine::Stack, WeightScope::Shared) => {
                     cfg.linear.features(cfg.inputs) * cfg.horizon * cfg.target_indices().len()
@@ -525,10 +522,6 @@ impl StateLayout {
     fn own_linear_range(&self) -> std::ops::Range<usize> {
         let start = self.seen_range().end;
         start..start + self.own_linear
-    }
-    /// Interval levels (0 without intervals).
-    pub fn levels(&self) -> usize {
-        self.interval_levels
     }
     /// Whether a stream's ring counters (read back from a checkpoint) fit
     /// this layout and the events it has seen: training reads `ring_len`
@@ -1267,8 +1260,7 @@ fn stack_step<S: Scalar>(
         fill_lags(&buf[hist.clone()], sl, hz, work);
         for h in 0..hz {
             for (j, &k) in target_idx.iter().enumerate() {
-                let change = buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64();
-                let change = bound(change, k, work);
+                let change = bound(buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64(), k, work);
                 work.lin[h * nt + j] = change;
             }
         }
