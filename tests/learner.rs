@@ -313,6 +313,61 @@ fn streams_sharing_weights_each_get_their_own_linear_dynamics() {
 }
 
 #[test]
+fn streams_sharing_weights_under_fixed_scaling_get_their_own_least_squares_fit() {
+    // A calm stream (AR(1) changes, steps of 0.05) beside a loud one (white
+    // noise of 1): a covariance pooled over both is the loud stream's, and
+    // the calm stream's own weights learned with it had a one-step MSE 1.84
+    // times that of a separate RLS fit of the calm stream; from its own
+    // increment sums it is that fit (1.0003). The blend is pinned to the
+    // linear expert.
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::None,
+        stack: recur::model::stack::StackConfig {
+            forgetting: 1.0,
+            ridge: 1e12,
+        },
+        ..ModelConfig::default()
+    };
+    let lin = cfg.linear;
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    let mut own = recur::model::linear::Rls::new(lin.lags, 1, lin.forgetting, lin.ridge);
+    let mut rng = recur::model::rng::Rng::new(3);
+    let (mut calm, mut d) = (Vec::<f64>::new(), 0.0);
+    let features = |xs: &[f64], t: usize| -> Vec<f64> {
+        let mut phi: Vec<f64> = (1..lin.lags).rev().map(|i| xs[t - i] - xs[t]).collect();
+        phi.push(1.0);
+        phi
+    };
+    let (mut pending, mut reference) = (0.0f64, 0.0f64);
+    let (mut model, mut separate) = (0.0, 0.0);
+    for t in 0..4000 {
+        d = 0.9 * d + 0.05 * rng.normal();
+        let x = calm.last().copied().unwrap_or(0.0) + d;
+        if t >= 3000 {
+            model += (pending - x).powi(2);
+            separate += (reference - x).powi(2);
+        }
+        calm.push(x);
+        if t >= lin.lags {
+            // The window that ended one event ago has its target now.
+            own.update(&features(&calm, t - 1), &[x - calm[t - 1]]);
+        }
+        if t + 1 >= lin.lags {
+            let mut out = [0.0];
+            own.predict(&features(&calm, t), &mut out);
+            reference = x + out[0];
+        }
+        pending = f.observe("calm", &[x as f32]).unwrap().forecast[0] as f64;
+        f.observe("loud", &[rng.normal() as f32]).unwrap();
+    }
+    let ratio = model / separate;
+    assert!(
+        ratio < 1.005,
+        "the calm stream's one-step MSE is {ratio:.4} of its own RLS fit's"
+    );
+}
+
+#[test]
 fn a_level_shift_of_ten_thousand_deviations_does_not_freeze_the_blend() {
     // Noise around a level, statistics frozen after 500 events, then the
     // level moves by 10⁴ standard deviations. Once the lags have passed the

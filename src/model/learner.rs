@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::conformal::{self, Calibration};
 use super::linear::{LinearConfig, Rls, change_bound, next_change_scale};
 use super::loss::Loss;
+use super::moments;
 use super::network::{StepScratch, Tape, forecast, step};
 use super::normalize::{NormPhase, Normalize, Normalizer};
 use super::optim::{ClipReport, Optimizer, OptimizerConfig, Spare, Update, clip_grad_norm};
@@ -397,6 +398,12 @@ pub struct StateLayout {
     /// Elements of the running scale of one-step changes, one per input
     /// (with stacking; see [`super::linear::change_bound`]).
     pub change_scale: usize,
+    /// Elements of the increment moments the stream's own linear weights are
+    /// solved from once its scaling is fixed (stacking with shared weights,
+    /// one input, learning on, statistics frozen after a warm-up or none; see
+    /// [`super::moments`]); 0 where the own weights always learn with the
+    /// pooled covariance.
+    pub moments: usize,
 }
 
 impl StateLayout {
@@ -431,6 +438,14 @@ impl StateLayout {
             change_scale: match cfg.combine {
                 Combine::Stack => cfg.inputs,
                 Combine::Rnn => 0,
+            },
+            moments: match (cfg.combine, cfg.weight_scope, cfg.inputs, cfg.learning) {
+                (Combine::Stack, WeightScope::Shared, 1, Learning::On)
+                    if cfg.normalize != Normalize::Running =>
+                {
+                    moments::moments_len(cfg.linear.lags, cfg.horizon)
+                }
+                _ => 0,
             },
         }
     }
@@ -563,9 +578,14 @@ impl StateLayout {
         let start = self.far_run().end;
         start..start + self.change_scale
     }
+    /// The increment moments behind the stream's own linear weights (see [`super::moments`]).
+    fn moments_range(&self) -> std::ops::Range<usize> {
+        let start = self.change_scales().end;
+        start..start + self.moments
+    }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.change_scales().end
+        self.moments_range().end
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -747,6 +767,8 @@ struct Work<S> {
     /// Each input's bound on the changes the stacked experts see, this
     /// event (see [`change_bound`]).
     bounds: Vec<f64>,
+    /// The system a one-input stream's own linear weights are solved from.
+    moments: moments::Scratch,
 }
 
 impl<S: Scalar> Forecaster<S> {
@@ -790,6 +812,11 @@ impl<S: Scalar> Forecaster<S> {
             lo: vec![S::zero(); cfg.intervals.len() * dims.outputs],
             hi: vec![S::zero(); cfg.intervals.len() * dims.outputs],
             bounds: vec![0.0; cfg.inputs],
+            moments: moments::Scratch::new(
+                if sl.moments > 0 { cfg.linear.lags } else { 0 },
+                if sl.moments > 0 { cfg.horizon } else { 0 },
+                cfg.linear.forgetting,
+            ),
         };
         Ok(Forecaster {
             cal: cfg.calibration()?,
@@ -1111,7 +1138,9 @@ impl<S: Scalar> Forecaster<S> {
                 }
             }
             let linear = model.linear.as_mut().expect("stacking has a linear expert");
-            stack_step(cfg, &sl, target_idx, linear, s.seen, buf, work);
+            // Increments keep their meaning only while the scaling stays fixed.
+            let sums = sl.moments > 0 && s.norm.phase != NormPhase::Running;
+            stack_step(cfg, &sl, target_idx, linear, s.seen, sums, buf, work);
         }
         let delta = sl.stacked() || cfg.predict == Predict::Delta;
         for h in 0..sl.horizon {
@@ -1190,6 +1219,8 @@ fn reset<S: Scalar>(s: &mut Stream<S>, sl: &StateLayout) {
     // The stacking weights are what the stream learned about its experts: they stay.
     let keep = sl.stack_cells().start;
     s.buf[..keep].fill(S::zero());
+    // The increment sums describe the series the history held.
+    s.buf[sl.moments_range()].fill(S::zero());
     s.seen = 0;
     s.ring_len = 0;
     s.ring_head = 0;
@@ -1213,21 +1244,40 @@ fn init_stack<S: Scalar>(buf: &mut [S], sl: &StateLayout, cfg: &StackConfig) {
     }
 }
 
+/// How a stream's own linear weights (shared weights, stacking) learn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnFit {
+    /// RLS on the stream's observations with the covariance pooled over
+    /// every stream ([`Rls::update_own`]): several inputs, or a running normaliser.
+    Pooled,
+    /// As `Pooled`, keeping the increment sums: every observation of the
+    /// pooled fit is the stream's own, so that fit is its own RLS exactly
+    /// (the sums would count windows from before the stream began, see
+    /// [`moments`]), until another stream's observations reach it.
+    PooledKeepingSums,
+    /// Solved from the stream's increment sums ([`moments`]): one input,
+    /// fixed scaling, a pooled fit that other streams have taught too.
+    Sums,
+}
+
 /// The linear expert and the stacking weights for one event of a stream:
 /// learn from the forecasts this event completes, then turn the recurrent
 /// head's changes in `work.out` into the stacked changes.
 ///
 /// Called after the event's scaled values `work.z` are known, with `seen` the
-/// event's index in the stream. The history is a shift register of the newest
+/// event's index in the stream; `sums` keeps the stream's increment sums
+/// (one input, fixed scaling: see [`OwnFit`]). The history is a shift register of the newest
 /// `history` rows, oldest first: the row `back` events ago is at
 /// `history - 1 - back`, so every feature vector is one contiguous run.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn stack_step<S: Scalar>(
     cfg: &ModelConfig,
     sl: &StateLayout,
     target_idx: &[usize],
     linear: &mut Rls,
     seen: u64,
+    sums: bool,
     buf: &mut [S],
     work: &mut Work<S>,
 ) {
@@ -1256,6 +1306,13 @@ fn stack_step<S: Scalar>(
 
     // The linear expert learns from the forecast made `hz` events ago, once
     // that forecast had a full set of lags.
+    let own_updates = seen.saturating_sub((hz + lags - 1) as u64);
+    let own_fit = match sums {
+        false => OwnFit::Pooled,
+        // Every update of the pooled fit so far was this stream's.
+        true if linear.updates == own_updates => OwnFit::PooledKeepingSums,
+        true => OwnFit::Sums,
+    };
     if sl.learning && seen >= (hz + lags - 1) as u64 {
         fill_lags(&buf[hist.clone()], sl, hz, work);
         for h in 0..hz {
@@ -1265,13 +1322,40 @@ fn stack_step<S: Scalar>(
             }
         }
         if let Some(quad) = linear.prepare(&work.phi, &work.lin) {
-            if sl.own_linear > 0 {
+            if sl.own_linear > 0 && own_fit != OwnFit::Sums {
                 // The stream's own weights, from its own `seen - (hz + lags - 1)` earlier updates.
                 let scale = linear.stream_gain(seen - (hz + lags - 1) as u64);
                 let own = &mut buf[sl.own_linear_range()];
                 linear.update_own(own, &work.phi, &work.lin, quad, scale);
             }
             linear.apply(&work.phi, &work.lin, quad);
+        }
+    }
+    if own_fit != OwnFit::Pooled && sl.learning {
+        // A one-input stream's own weights: the least-squares fit of its own
+        // windows, from its increment sums (see `moments`), with the pooled
+        // fit as the prior.
+        let (front, back) = buf.split_at_mut(sl.moments_range().start);
+        let mom = &mut back[..sl.moments];
+        let count = moments::observe(
+            mom,
+            &front[hist.clone()],
+            work.bounds[0],
+            cfg.linear.forgetting,
+        );
+        if own_fit == OwnFit::Sums && count >= lags as u64 && count % moments::SOLVE_EVERY == 0 {
+            // The own weights lie after the history.
+            let own = sl.own_linear_range();
+            let (rows, weights) = front.split_at_mut(own.start);
+            moments::solve(
+                mom,
+                &rows[hist.clone()],
+                work.bounds[0],
+                cfg.linear.forgetting,
+                cfg.linear.ridge,
+                &mut weights[..own.len()],
+                &mut work.moments,
+            );
         }
     }
     // Each step's stacking cell learns from the forecast whose step-h component this event completes.

@@ -10,6 +10,7 @@
 //! * [`normalize`]: per-stream input scaling (fixed or running Welford).
 //! * [`linear`]: online ridge regression by recursive least squares (the
 //!   linear expert and the backtests' linear baseline).
+//! * [`moments`]: a one-input stream's own linear weights from its increment moments.
 //! * [`stack`]: the per-stream blend of the linear and recurrent experts.
 //! * [`learner`]: the online learner that owns weights and per-stream state.
 //! * [`checkpoint`]: safetensors files that `torch` can read.
@@ -20,6 +21,7 @@ pub mod conformal;
 pub mod learner;
 pub mod linear;
 pub mod loss;
+pub mod moments;
 pub mod network;
 pub mod normalize;
 pub mod optim;
