@@ -336,6 +336,16 @@ mod tests {
         r
     }
 
+    /// Every weight within `tol` (relative, plus `tol` absolute) of the direct fit's.
+    fn assert_close(got: &[f64], want: &[f64], tol: f64, case: &str) {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{case}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
     fn series(n: usize, seed: u64) -> Vec<f64> {
         let mut rng = crate::model::rng::Rng::new(seed);
         let mut level = 0.0;
@@ -355,12 +365,7 @@ mod tests {
             for lam in [1.0, 0.99] {
                 let got = fit::<f64>(&z, lags, horizon, lam, 10.0);
                 let want = direct(&z, lags, horizon, lam, 10.0);
-                for (g, w) in got.iter().zip(&want) {
-                    assert!(
-                        (g - w).abs() <= 1e-7 * (1.0 + w.abs()),
-                        "L={lags} H={horizon} λ={lam}: {got:?} vs {want:?}"
-                    );
-                }
+                assert_close(&got, &want, 1e-7, &format!("L={lags} H={horizon} λ={lam}"));
             }
         }
     }
@@ -371,12 +376,7 @@ mod tests {
         let z = series(9, 3);
         let got = fit::<f64>(&z, 6, 2, 0.999, 1.0);
         let want = direct(&z, 6, 2, 0.999, 1.0);
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                (g - w).abs() <= 1e-9 * (1.0 + w.abs()),
-                "{got:?} vs {want:?}"
-            );
-        }
+        assert_close(&got, &want, 1e-9, "9 values, L=6 H=2");
     }
 
     #[test]
@@ -395,7 +395,6 @@ mod tests {
             .chain([1.0])
             .collect();
         let f = |w: &[f64]| phi.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
-        eprintln!("f32 {} f64 {}", f(&single), f(&double));
         assert!(
             (f(&single) - f(&double)).abs() < 1e-3,
             "{} vs {}",
