@@ -398,11 +398,10 @@ pub struct StateLayout {
     /// Elements of the running scale of one-step changes, one per input
     /// (with stacking; see [`super::linear::change_bound`]).
     pub change_scale: usize,
-    /// Elements of the increment moments the stream's own linear weights are
-    /// solved from once its scaling is fixed (stacking with shared weights,
-    /// one input, learning on, statistics frozen after a warm-up or none; see
-    /// [`super::moments`]); 0 where the own weights always learn with the
-    /// pooled covariance.
+    /// Elements of the increment sums the stream's own linear weights are
+    /// solved from (stacking with shared weights, one input, learning on,
+    /// `normalize` "warmup" or "none"; see [`super::moments`]); 0 where the
+    /// own weights always learn with the pooled covariance.
     pub moments: usize,
 }
 
@@ -1138,9 +1137,16 @@ impl<S: Scalar> Forecaster<S> {
                 }
             }
             let linear = model.linear.as_mut().expect("stacking has a linear expert");
-            // Increments keep their meaning only while the scaling stays fixed.
-            let sums = sl.moments > 0 && s.norm.phase != NormPhase::Running;
-            stack_step(cfg, &sl, target_idx, linear, s.seen, sums, buf, work);
+            stack_step(
+                cfg,
+                &sl,
+                target_idx,
+                linear,
+                s.seen,
+                sl.moments > 0,
+                buf,
+                work,
+            );
         }
         let delta = sl.stacked() || cfg.predict == Predict::Delta;
         for h in 0..sl.horizon {
@@ -1248,7 +1254,7 @@ fn init_stack<S: Scalar>(buf: &mut [S], sl: &StateLayout, cfg: &StackConfig) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OwnFit {
     /// RLS on the stream's observations with the covariance pooled over
-    /// every stream ([`Rls::update_own`]): several inputs, or a running normaliser.
+    /// every stream ([`Rls::update_own`]): several inputs, or running statistics.
     Pooled,
     /// As `Pooled`, keeping the increment sums: every observation of the
     /// pooled fit is the stream's own, so that fit is its own RLS exactly
@@ -1256,7 +1262,7 @@ enum OwnFit {
     /// [`moments`]), until another stream's observations reach it.
     PooledKeepingSums,
     /// Solved from the stream's increment sums ([`moments`]): one input,
-    /// fixed scaling, a pooled fit that other streams have taught too.
+    /// no running statistics, a pooled fit that other streams have taught too.
     Sums,
 }
 
@@ -1266,7 +1272,7 @@ enum OwnFit {
 ///
 /// Called after the event's scaled values `work.z` are known, with `seen` the
 /// event's index in the stream; `sums` keeps the stream's increment sums
-/// (one input, fixed scaling: see [`OwnFit`]). The history is a shift register of the newest
+/// (see [`OwnFit`]). The history is a shift register of the newest
 /// `history` rows, oldest first: the row `back` events ago is at
 /// `history - 1 - back`, so every feature vector is one contiguous run.
 #[inline(always)]
