@@ -1137,16 +1137,7 @@ impl<S: Scalar> Forecaster<S> {
                 }
             }
             let linear = model.linear.as_mut().expect("stacking has a linear expert");
-            stack_step(
-                cfg,
-                &sl,
-                target_idx,
-                linear,
-                s.seen,
-                sl.moments > 0,
-                buf,
-                work,
-            );
+            stack_step(cfg, &sl, target_idx, linear, s.seen, buf, work);
         }
         let delta = sl.stacked() || cfg.predict == Predict::Delta;
         for h in 0..sl.horizon {
@@ -1271,19 +1262,16 @@ enum OwnFit {
 /// head's changes in `work.out` into the stacked changes.
 ///
 /// Called after the event's scaled values `work.z` are known, with `seen` the
-/// event's index in the stream; `sums` keeps the stream's increment sums
-/// (see [`OwnFit`]). The history is a shift register of the newest
+/// event's index in the stream. The history is a shift register of the newest
 /// `history` rows, oldest first: the row `back` events ago is at
 /// `history - 1 - back`, so every feature vector is one contiguous run.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn stack_step<S: Scalar>(
     cfg: &ModelConfig,
     sl: &StateLayout,
     target_idx: &[usize],
     linear: &mut Rls,
     seen: u64,
-    sums: bool,
     buf: &mut [S],
     work: &mut Work<S>,
 ) {
@@ -1313,7 +1301,7 @@ fn stack_step<S: Scalar>(
     // The linear expert learns from the forecast made `hz` events ago, once
     // that forecast had a full set of lags.
     let own_updates = seen.saturating_sub((hz + lags - 1) as u64);
-    let own_fit = match sums {
+    let own_fit = match sl.moments > 0 {
         false => OwnFit::Pooled,
         // Every update of the pooled fit so far was this stream's.
         true if linear.updates == own_updates => OwnFit::PooledKeepingSums,
@@ -1329,8 +1317,8 @@ fn stack_step<S: Scalar>(
         }
         if let Some(quad) = linear.prepare(&work.phi, &work.lin) {
             if sl.own_linear > 0 && own_fit != OwnFit::Sums {
-                // The stream's own weights, from its own `seen - (hz + lags - 1)` earlier updates.
-                let scale = linear.stream_gain(seen - (hz + lags - 1) as u64);
+                // The stream's own weights, from its own earlier updates.
+                let scale = linear.stream_gain(own_updates);
                 let own = &mut buf[sl.own_linear_range()];
                 linear.update_own(own, &work.phi, &work.lin, quad, scale);
             }
@@ -1339,25 +1327,26 @@ fn stack_step<S: Scalar>(
     }
     if own_fit != OwnFit::Pooled && sl.learning {
         // A one-input stream's own weights: the least-squares fit of its own
-        // windows, from its increment sums (see `moments`), with the pooled
-        // fit as the prior.
+        // windows, from its increment sums (see `moments`).
         let (front, back) = buf.split_at_mut(sl.moments_range().start);
         let mom = &mut back[..sl.moments];
-        let count = moments::observe(
-            mom,
-            &front[hist.clone()],
-            work.bounds[0],
-            cfg.linear.forgetting,
-        );
-        if own_fit == OwnFit::Sums && count >= lags as u64 && count % moments::SOLVE_EVERY == 0 {
+        let (bound, lambda) = (work.bounds[0], cfg.linear.forgetting);
+        moments::observe(mom, &front[hist.clone()], seen, bound, lambda);
+        // `seen + 1` values folded in so far.
+        let count = seen + 1;
+        if own_fit == OwnFit::Sums
+            && count >= lags as u64
+            && count.is_multiple_of(moments::SOLVE_EVERY)
+        {
             // The own weights lie after the history.
             let own = sl.own_linear_range();
             let (rows, weights) = front.split_at_mut(own.start);
             moments::solve(
                 mom,
                 &rows[hist.clone()],
-                work.bounds[0],
-                cfg.linear.forgetting,
+                seen,
+                bound,
+                lambda,
                 cfg.linear.ridge,
                 &mut weights[..own.len()],
                 &mut work.moments,

@@ -46,7 +46,7 @@
 //! streams keep the pooled covariance ([`super::linear::Rls::update_own`]).
 //! Under running statistics (the default) the learner keeps the pooled
 //! covariance too: the sums would put a one-input stream's state past 1 KiB
-//! (1,115 B), and on ETTh1's seven columns as seven streams under running
+//! (1,111 B), and on ETTh1's seven columns as seven streams under running
 //! statistics they did not pay for it (one-step MSE 0.9833 of the
 //! per-stream baseline's against 0.9825 pooled: ahead on OT, LULL and MULL,
 //! behind on LUFL and HUFL).
@@ -57,14 +57,10 @@ use super::scalar::Scalar;
 /// `1/N` an event, so a solve every few events loses nothing and costs a quarter.
 pub const SOLVE_EVERY: u64 = 4;
 
-/// Elements of a stream's sums: `S_1 … S_K` (`K = lags − 1 + horizon`),
-/// `M`, then the count of events folded in.
+/// Elements of a stream's sums: `S_1 … S_K` (`K = lags − 1 + horizon`), then `M`.
 pub fn moments_len(lags: usize, horizon: usize) -> usize {
-    lags + horizon + 1
+    lags + horizon
 }
-
-/// The most events the count records (`f32` holds every integer below it).
-const MAX_COUNT: f64 = 16_777_216.0;
 
 /// The value `back` events before the newest, with the stream's first value
 /// standing for every value before it: `hist` holds the newest rows (one
@@ -85,25 +81,22 @@ fn increment<S: Scalar>(hist: &[S], seen: u64, v: usize, k: usize, bound: f64) -
     (value(hist, seen, v) - value(hist, seen, v + k)).clamp(-bound, bound)
 }
 
-/// Folds the newest value into the sums and returns the count of values
-/// folded in so far. `hist` holds the stream's newest rows (one input),
-/// oldest first; the first value folded in stands for every value before it.
-/// Each increment is clamped to `±bound`, as the expert's features and
-/// targets are (the identities are exact while no increment reaches it).
+/// Folds the newest value into the sums. `hist` holds the stream's newest
+/// rows (one input), oldest first; the newest has index `seen` in the
+/// stream, whose every value has been folded in, and its first value stands
+/// for every value before it. Each increment is clamped to `±bound`, as the
+/// expert's features and targets are (the identities are exact while no
+/// increment reaches it).
 #[inline(always)]
-pub fn observe<S: Scalar>(mom: &mut [S], hist: &[S], bound: f64, forgetting: f64) -> u64 {
-    let k_max = mom.len() - 2;
+pub fn observe<S: Scalar>(mom: &mut [S], hist: &[S], seen: u64, bound: f64, forgetting: f64) {
+    let k_max = mom.len() - 1;
     debug_assert!(hist.len() > k_max);
-    let index = mom[k_max + 1].f64() as u64;
     for k in 1..=k_max {
-        let d = increment(hist, index, 0, k, bound);
+        let d = increment(hist, seen, 0, k, bound);
         mom[k - 1] = S::of(forgetting * mom[k - 1].f64() + d * d);
     }
-    let d = increment(hist, index, 0, 1, bound);
+    let d = increment(hist, seen, 0, 1, bound);
     mom[k_max] = S::of(forgetting * mom[k_max].f64() + d);
-    let count = (index + 1) as f64;
-    mom[k_max + 1] = S::of(count.min(MAX_COUNT));
-    index + 1
 }
 
 /// Scratch of [`solve`]: the system, its right-hand sides, the sums as they
@@ -135,7 +128,8 @@ impl Scratch {
 /// Replaces the weights `w` (`lags × horizon`, row-major as
 /// [`super::linear::Rls::weight`]) by the ridge least-squares fit of the
 /// stream's windows whose targets have arrived, from its sums `mom` and its
-/// newest rows `hist` (as [`observe`] last took them), with RLS's ridge
+/// newest rows `hist` (as [`observe`] last took them; the newest has index
+/// `seen`), with RLS's ridge
 /// prior `λ^(T+H) ρ`. False (and
 /// `w` unchanged) before the first such window, or if the system is not
 /// positive definite or the solution not finite.
@@ -143,6 +137,7 @@ impl Scratch {
 pub fn solve<S: Scalar>(
     mom: &[S],
     hist: &[S],
+    seen: u64,
     bound: f64,
     forgetting: f64,
     ridge: f64,
@@ -151,13 +146,9 @@ pub fn solve<S: Scalar>(
 ) -> bool {
     let p = sc.a.len().isqrt();
     let q = sc.r.len() / p;
-    let k_max = mom.len() - 2;
+    let k_max = mom.len() - 1;
     let offsets = p + q;
     debug_assert_eq!(k_max, p - 1 + q);
-    // The newest value's index among those folded in.
-    let Some(seen) = (mom[k_max + 1].f64() as u64).checked_sub(1) else {
-        return false;
-    };
     if seen < q as u64 {
         return false;
     }
@@ -291,16 +282,19 @@ mod tests {
         let rows = lags + horizon;
         let mut hist = vec![S::zero(); rows];
         let mut mom = vec![S::zero(); moments_len(lags, horizon)];
+        let mut seen = 0;
         for &x in series {
             hist.rotate_left(1);
             hist[rows - 1] = S::of(x);
-            observe(&mut mom, &hist, f64::INFINITY, lam);
+            observe(&mut mom, &hist, seen, f64::INFINITY, lam);
+            seen += 1;
         }
         let mut w = vec![S::zero(); lags * horizon];
         let mut sc = Scratch::new(lags, horizon, lam);
         assert!(solve(
             &mom,
             &hist,
+            seen - 1,
             f64::INFINITY,
             lam,
             ridge,
