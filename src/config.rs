@@ -816,6 +816,28 @@ mod tests {
     }
 
     #[test]
+    fn linear_lags_are_auto_by_default_a_number_or_a_clear_error() {
+        let load = |toml: &str| Config::load_with(None, toml.parse().unwrap());
+        let lags = |toml: &str| load(toml).unwrap().model.linear_lags();
+        // One input: twice the horizon, at least a day of hourly rows.
+        assert_eq!(lags(""), 24);
+        assert_eq!(lags("[model]\nhorizon = 24\n"), 48);
+        assert_eq!(lags("[model]\nhorizon = 48\n"), 96);
+        // Several inputs: 24, whatever the horizon.
+        assert_eq!(lags("[model]\ninputs = 7\nhorizon = 48\n"), 24);
+        assert_eq!(
+            lags("[model]\nhorizon = 48\n[model.linear]\nlags = 30\n"),
+            30
+        );
+        for bad in ["\"often\"", "-3", "1"] {
+            let err = load(&format!("[model.linear]\nlags = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("lags") && err.contains("auto"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_file_overrides_and_bad_keys_are_named() {
         let dir = std::env::temp_dir().join(format!("recur-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

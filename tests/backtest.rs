@@ -323,7 +323,7 @@ fn the_linear_baseline_is_the_ridge_solution_of_the_forecasts_learned_so_far() {
         scaling: Scaling::Warmup,
         season: 24,
         linear: LinearConfig {
-            lags,
+            lags: recur::model::linear::Lags::Rows(lags),
             forgetting: 1.0,
             ridge,
         },
@@ -548,6 +548,55 @@ fn etth1_24_steps_defaults_beat_naive_and_the_linear_baseline() {
             s.mse,
             s.linear_mse
         );
+    }
+}
+
+/// ETTh1's seven columns as seven streams sharing one forecaster, rows
+/// interleaved as a long-format file has them (one line per stream and hour).
+fn etth1_as_streams() -> Replay {
+    let text = std::fs::read_to_string(data("ETTh1.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let mut rep = Replay {
+        columns: vec!["value".into()],
+        streams: header[1..].iter().map(|c| c.to_string()).collect(),
+        ..Replay::default()
+    };
+    for (hour, line) in lines.enumerate() {
+        for (s, v) in line.split(',').skip(1).enumerate() {
+            rep.stream.push(s as u32);
+            rep.ts_ms.push(hour as i64 * 3_600_000);
+            rep.values.push(v.parse().unwrap());
+        }
+    }
+    rep
+}
+
+#[test]
+fn etth1_as_seven_streams_beats_naive_and_the_linear_baseline_on_every_stream_at_24_steps() {
+    // The protocol per stream: warm-up on each stream's first 2,880 hours,
+    // scored over hours 3,600..14,400 (7 lines an hour). With 24 lags the
+    // linear expert only matched the per-stream baseline and the blend with
+    // the recurrent head cost up to 0.6% of MSE on six streams.
+    let cfg = Config::load_with(
+        None,
+        "[backtest]\nwarmup_rows = 20160\neval_rows = \"25200..100800\"\nnormalize = \"warmup\"\n[model]\nhorizon = 24\n"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let rep = etth1_as_streams();
+    let (_, outcomes) = job::run_replay(&cfg, &rep, None, ProgressBar::Off).unwrap();
+    let o = &outcomes[0];
+    assert_eq!(o.per_stream.len(), 7);
+    for (name, st) in rep.streams.iter().zip(&o.per_stream) {
+        let (m, n, l) = (&st.model, &st.naive, &st.linear);
+        eprintln!(
+            "{name}: MSE {:.4} naive {:.4} linear {:.4}; MAE {:.4} naive {:.4} linear {:.4}",
+            m.mse, n.mse, l.mse, m.mae, n.mae, l.mae
+        );
+        assert!(m.mse < n.mse && m.mae < n.mae, "{name}: {st:?}");
+        assert!(m.mse <= l.mse && m.mae <= l.mae, "{name}: {st:?}");
     }
 }
 

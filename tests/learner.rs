@@ -328,13 +328,13 @@ fn streams_sharing_weights_under_fixed_scaling_get_their_own_least_squares_fit()
         },
         ..ModelConfig::default()
     };
-    let lin = cfg.linear;
+    let (lin, lags) = (cfg.linear, cfg.linear_lags());
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
-    let mut own = recur::model::linear::Rls::new(lin.lags, 1, lin.forgetting, lin.ridge);
+    let mut own = recur::model::linear::Rls::new(lags, 1, lin.forgetting, lin.ridge);
     let mut rng = recur::model::rng::Rng::new(3);
     let (mut calm, mut d) = (Vec::<f64>::new(), 0.0);
     let features = |xs: &[f64], t: usize| -> Vec<f64> {
-        let mut phi: Vec<f64> = (1..lin.lags).rev().map(|i| xs[t - i] - xs[t]).collect();
+        let mut phi: Vec<f64> = (1..lags).rev().map(|i| xs[t - i] - xs[t]).collect();
         phi.push(1.0);
         phi
     };
@@ -348,11 +348,11 @@ fn streams_sharing_weights_under_fixed_scaling_get_their_own_least_squares_fit()
             separate += (reference - x).powi(2);
         }
         calm.push(x);
-        if t >= lin.lags {
+        if t >= lags {
             // The window that ended one event ago has its target now.
             own.update(&features(&calm, t - 1), &[x - calm[t - 1]]);
         }
-        if t + 1 >= lin.lags {
+        if t + 1 >= lags {
             let mut out = [0.0];
             own.predict(&features(&calm, t), &mut out);
             reference = x + out[0];
@@ -425,6 +425,47 @@ fn a_seasonal_swing_that_outgrows_its_statistics_is_not_clipped() {
     assert!(
         ratio < 0.43,
         "day-ahead MSE {ratio:.3} of seasonal naive's over the last 1,000 events"
+    );
+}
+
+#[test]
+fn a_swing_of_half_a_season_that_outgrows_its_statistics_is_not_clipped() {
+    // A daily swing (24 events) whose amplitude grows thirteenfold over
+    // 12,000 events, statistics frozen after 2,000. Its change over half a
+    // day is twelve of its mean one-step changes: with one bound for changes
+    // over any number of steps (ten one-step changes), every such change was
+    // clipped, and the 12-step forecasts over the last 2,000 events had 42
+    // times the MSE of seasonal naive's (the value a day before the target).
+    let (horizon, step) = (24, 12);
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::Warmup,
+        normalize_events: 2000,
+        horizon,
+        ..ModelConfig::default()
+    };
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    let mut rng = recur::model::rng::Rng::new(7);
+    let mut made = std::collections::VecDeque::<f64>::new();
+    let (mut model, mut seasonal) = (0.0, 0.0);
+    let mut xs = Vec::<f64>::new();
+    for t in 0..12_000 {
+        let swing = 2.0 + (std::f64::consts::TAU * t as f64 / 24.0).sin();
+        let x = swing * (1.0 + 0.001 * t as f64) + 0.2 * rng.normal();
+        if t >= 10_000 {
+            let ahead = made.pop_front().expect("a forecast half a day old");
+            model += (ahead - x).powi(2);
+            seasonal += (xs[t - 24] - x).powi(2);
+        }
+        xs.push(x);
+        let obs = f.observe("s", &[x as f32]).unwrap();
+        if t >= 10_000 - step {
+            made.push_back(obs.forecast[step - 1] as f64);
+        }
+    }
+    let ratio = model / seasonal;
+    assert!(
+        ratio < 1.0,
+        "12-step MSE {ratio:.3} of seasonal naive's over the last 2,000 events"
     );
 }
 
@@ -714,7 +755,7 @@ fn shapes_too_large_for_memory_are_refused_naming_the_setting() {
         (
             ModelConfig {
                 linear: recur::model::linear::LinearConfig {
-                    lags: 100_000,
+                    lags: recur::model::linear::Lags::Rows(100_000),
                     ..Default::default()
                 },
                 ..ModelConfig::default()

@@ -73,7 +73,7 @@ impl LinearBaseline {
         horizon: usize,
         scale: &[(Vec<f64>, Vec<f64>)],
     ) -> Self {
-        let cap = cfg.lags.max(horizon + 1);
+        let cap = cfg.rows(width, horizon).max(horizon + 1);
         LinearBaseline {
             cfg: *cfg,
             width,
@@ -100,7 +100,8 @@ impl LinearBaseline {
     /// Observes stream `s`'s next row (original units) and returns its
     /// forecast of the next `horizon` rows, `horizon × targets` in original units.
     pub fn observe(&mut self, s: usize, row: &[f64]) -> Vec<f64> {
-        let (d, hz, nt, lags) = (self.width, self.horizon, self.targets.len(), self.cfg.lags);
+        let (d, hz, nt) = (self.width, self.horizon, self.targets.len());
+        let lags = self.cfg.rows(d, hz);
         let st = &mut self.streams[s];
         st.head = (st.head + 1) % st.cap;
         let slot = st.head * d;
@@ -130,7 +131,7 @@ impl LinearBaseline {
                 .flat_map(|_| self.targets.iter().map(|&t| row[t]))
                 .collect();
         }
-        let mut phi = vec![0.0; self.cfg.features(d)];
+        let mut phi = vec![0.0; self.cfg.features(d, hz)];
         lag_features(lags, d, |j| st.back(j, d), &mut phi);
         let (forgetting, ridge) = (self.cfg.forgetting, self.cfg.ridge);
         let rls = st
@@ -152,6 +153,7 @@ impl LinearBaseline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linear::Lags;
 
     fn unit_scale(d: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
         vec![(vec![0.0; d], vec![1.0; d])]
@@ -160,7 +162,7 @@ mod tests {
     #[test]
     fn naive_until_it_has_lags_rows_then_learns_a_trend() {
         let cfg = LinearConfig {
-            lags: 3,
+            lags: Lags::Rows(3),
             forgetting: 1.0,
             ridge: 1e-6,
         };
@@ -182,7 +184,7 @@ mod tests {
     #[test]
     fn forecasts_are_in_original_units() {
         let cfg = LinearConfig {
-            lags: 2,
+            lags: Lags::Rows(2),
             forgetting: 1.0,
             ridge: 1e-6,
         };
@@ -199,7 +201,7 @@ mod tests {
     #[test]
     fn streams_learn_only_from_their_own_rows() {
         let cfg = LinearConfig {
-            lags: 2,
+            lags: Lags::Rows(2),
             forgetting: 1.0,
             ridge: 1e-6,
         };

@@ -940,12 +940,13 @@ fn report_notes(
     let lin = &protocol.linear;
     let mut notes = vec![
         format!(
-            "model: {} hidden={} layers={} tbptt={} horizon={} optimizer={:?} lr={} predict={:?} seed={}",
+            "model: {} hidden={} layers={} tbptt={} horizon={} linear lags={} optimizer={:?} lr={} predict={:?} seed={}",
             m.cell.name(),
             m.hidden,
             m.layers,
             m.tbptt,
             m.horizon,
+            m.linear_lags(),
             m.optimizer.kind,
             m.optimizer.lr,
             m.predict,
@@ -965,7 +966,9 @@ fn report_notes(
             "linear baseline: per stream, ridge regression of each step's change on the last {} rows \
              of every column (recursive least squares, forgetting {}, ridge {}), learning from a \
              forecast once its rows are observed",
-            lin.lags, lin.forgetting, lin.ridge
+            lin.rows(m.inputs, m.horizon),
+            lin.forgetting,
+            lin.ridge
         ),
         match units {
             Units::Normalized => {

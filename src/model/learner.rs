@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::conformal::{self, Calibration};
-use super::linear::{LinearConfig, Rls, change_bound, next_change_scale};
+use super::linear::{CHANGE_BOUND, Lags, LinearConfig, Rls, change_bound, next_change_scale};
 use super::loss::Loss;
 use super::moments;
 use super::network::{StepScratch, Tape, forecast, step};
@@ -180,7 +180,10 @@ impl Default for ModelConfig {
             learning: Learning::On,
             seed: 42,
             combine: Combine::Stack,
-            linear: LinearConfig::default(),
+            linear: LinearConfig {
+                lags: Lags::Auto,
+                ..LinearConfig::default()
+            },
             stack: StackConfig::default(),
             intervals: vec![0.8, 0.95],
             interval_lr: interval_lr(),
@@ -280,15 +283,23 @@ impl ModelConfig {
                 self.tbptt, self.horizon, self.hidden, self.layers
             ));
         }
-        let features = (self.linear.lags as f64 - 1.0) * d + 1.0;
+        let features = (self.linear_lags() as f64 - 1.0) * d + 1.0;
         if features > MAX_LINEAR_FEATURES {
             return Err(format!(
-                "model.linear.lags = {} with model.inputs = {}: {features:.0} features, past \
-                 the {MAX_LINEAR_FEATURES:.0} the linear expert's covariance allows",
-                self.linear.lags, self.inputs
+                "model.linear.lags = {} ({} rows) with model.inputs = {}: {features:.0} features, \
+                 past the {MAX_LINEAR_FEATURES:.0} the linear expert's covariance allows",
+                self.linear.lags,
+                self.linear_lags(),
+                self.inputs
             ));
         }
         Ok(())
+    }
+
+    /// Rows of history the linear expert regresses on (`linear.lags`
+    /// resolved for these inputs and horizon: see [`super::linear::auto_lags`]).
+    pub fn linear_lags(&self) -> usize {
+        self.linear.rows(self.inputs, self.horizon)
     }
 
     /// The intervals' calibration, `None` without levels.
@@ -415,10 +426,10 @@ impl StateLayout {
             ring: cfg.tbptt + cfg.horizon - 1,
             learning: cfg.learning == Learning::On,
             history: match cfg.combine {
-                Combine::Stack => cfg.linear.lags + cfg.horizon,
+                Combine::Stack => cfg.linear_lags() + cfg.horizon,
                 Combine::Rnn => 0,
             },
-            lags: cfg.linear.lags,
+            lags: cfg.linear_lags(),
             experts: match cfg.combine {
                 Combine::Stack => EXPERTS,
                 Combine::Rnn => 0,
@@ -429,7 +440,9 @@ impl StateLayout {
             },
             own_linear: match (cfg.combine, cfg.weight_scope) {
                 (Combine::Stack, WeightScope::Shared) => {
-                    cfg.linear.features(cfg.inputs) * cfg.horizon * cfg.target_indices().len()
+                    cfg.linear.features(cfg.inputs, cfg.horizon)
+                        * cfg.horizon
+                        * cfg.target_indices().len()
                 }
                 _ => 0,
             },
@@ -442,7 +455,7 @@ impl StateLayout {
                 (Combine::Stack, WeightScope::Shared, 1, Learning::On)
                     if cfg.normalize != Normalize::Running =>
                 {
-                    moments::moments_len(cfg.linear.lags, cfg.horizon)
+                    moments::moments_len(cfg.linear_lags(), cfg.horizon)
                 }
                 _ => 0,
             },
@@ -763,8 +776,9 @@ struct Work<S> {
     hi: Vec<S>,
     /// Where an update writes the new weights before they replace the old.
     spare: Spare<S>,
-    /// Each input's bound on the changes the stacked experts see, this
-    /// event (see [`change_bound`]).
+    /// Each input's bound on a change over `s` steps (`s ≤ history`) that the
+    /// stacked experts see, this event, at `input · (history + 1) + s` (see
+    /// [`change_bound`]).
     bounds: Vec<f64>,
     /// The system a one-input stream's own linear weights are solved from.
     moments: moments::Scratch,
@@ -779,7 +793,7 @@ impl<S: Scalar> Forecaster<S> {
         let mut rng = Rng::new(cfg.seed);
         let params = Params::init(&layout, &mut rng);
         let sl = StateLayout::new(&cfg);
-        let features = cfg.linear.features(cfg.inputs);
+        let features = cfg.linear.features(cfg.inputs, cfg.horizon);
         let shared = Model {
             optimizer: Optimizer::new(cfg.optimizer, &layout),
             params,
@@ -810,9 +824,9 @@ impl<S: Scalar> Forecaster<S> {
             spare: Spare::new(cfg.optimizer, &layout),
             lo: vec![S::zero(); cfg.intervals.len() * dims.outputs],
             hi: vec![S::zero(); cfg.intervals.len() * dims.outputs],
-            bounds: vec![0.0; cfg.inputs],
+            bounds: vec![0.0; cfg.inputs * (sl.history + 1)],
             moments: moments::Scratch::new(
-                if sl.moments > 0 { cfg.linear.lags } else { 0 },
+                if sl.moments > 0 { sl.lags } else { 0 },
                 if sl.moments > 0 { cfg.horizon } else { 0 },
                 cfg.linear.forgetting,
             ),
@@ -1285,9 +1299,21 @@ fn stack_step<S: Scalar>(
             scale = next_change_scale(scale, (work.z[k].f64() - last).abs());
             buf[scales.start + k] = S::of(scale);
         }
-        work.bounds[k] = change_bound(scale);
+        let row = &mut work.bounds[k * (rows + 1)..(k + 1) * (rows + 1)];
+        if change_bound(scale, rows) == CHANGE_BOUND {
+            // Within its statistics at every distance (the usual case).
+            row.fill(CHANGE_BOUND);
+        } else {
+            for (steps, b) in row.iter_mut().enumerate() {
+                *b = change_bound(scale, steps);
+            }
+        }
     }
-    let bound = |v: f64, k: usize, w: &Work<S>| v.clamp(-w.bounds[k], w.bounds[k]);
+    // A change of input `k` over `steps` steps, clipped to its bound.
+    let bound = |v: f64, k: usize, steps: usize, w: &Work<S>| {
+        let b = w.bounds[k * (rows + 1) + steps];
+        v.clamp(-b, b)
+    };
     {
         // A short shift: a plain loop beats a call to memmove here.
         let h = &mut buf[hist.clone()];
@@ -1311,7 +1337,12 @@ fn stack_step<S: Scalar>(
         fill_lags(&buf[hist.clone()], sl, hz, work);
         for h in 0..hz {
             for (j, &k) in target_idx.iter().enumerate() {
-                let change = bound(buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64(), k, work);
+                let change = bound(
+                    buf[at(hz - 1 - h, k)].f64() - buf[at(hz, k)].f64(),
+                    k,
+                    h + 1,
+                    work,
+                );
                 work.lin[h * nt + j] = change;
             }
         }
@@ -1330,7 +1361,7 @@ fn stack_step<S: Scalar>(
         // windows, from its increment sums (see `moments`).
         let (front, back) = buf.split_at_mut(sl.moments_range().start);
         let mom = &mut back[..sl.moments];
-        let (bound, lambda) = (work.bounds[0], cfg.linear.forgetting);
+        let (bound, lambda) = (&work.bounds[..=rows], cfg.linear.forgetting);
         moments::observe(mom, &front[hist.clone()], seen, bound, lambda);
         // `seen + 1` values folded in so far.
         let count = seen + 1;
@@ -1363,7 +1394,12 @@ fn stack_step<S: Scalar>(
             let slot = (made % hz as u64) as usize;
             for (j, &k) in target_idx.iter().enumerate() {
                 let c = h * nt + j;
-                let y = bound(buf[at(0, k)].f64() - buf[at(h + 1, k)].f64(), k, work);
+                let y = bound(
+                    buf[at(0, k)].f64() - buf[at(h + 1, k)].f64(),
+                    k,
+                    h + 1,
+                    work,
+                );
                 let ex = pending + (slot * fl + c) * e;
                 let mut experts = [S::zero(); EXPERTS];
                 experts.copy_from_slice(&buf[ex..ex + e]);
@@ -1390,10 +1426,10 @@ fn stack_step<S: Scalar>(
         (seen % hz as u64) as usize
     };
     for c in 0..fl {
-        let k = target_idx[c % nt];
+        let (k, steps) = (target_idx[c % nt], c / nt + 1);
         let experts = [
-            S::of(bound(work.lin[c], k, work)),
-            S::of(bound(work.out[c].f64(), k, work)),
+            S::of(bound(work.lin[c], k, steps, work)),
+            S::of(bound(work.out[c].f64(), k, steps, work)),
         ];
         if sl.learning {
             // Kept for the cell's update once the target arrives.
@@ -1409,20 +1445,23 @@ fn stack_step<S: Scalar>(
 /// [`super::linear::lag_features`] orders them (oldest lag first), into `work.phi`.
 #[inline(always)]
 fn fill_lags<S: Scalar>(hist: &[S], sl: &StateLayout, back: usize, work: &mut Work<S>) {
-    let (d, lags) = (sl.width, sl.lags);
+    let (d, lags, stride) = (sl.width, sl.lags, sl.history + 1);
     let (phi, bounds) = (&mut work.phi, &work.bounds);
     let end = (sl.history - back) * d;
     let last = &hist[end - d..end];
     let run = &hist[end - lags * d..end - d];
+    // Oldest lag first: the row `i` into the run is `lags - 1 - i` steps back.
     if d == 1 {
-        let (last, b) = (last[0].f64(), bounds[0]);
-        for (p, v) in phi.iter_mut().zip(run) {
+        let last = last[0].f64();
+        for (i, (p, v)) in phi.iter_mut().zip(run).enumerate() {
+            let b = bounds[lags - 1 - i];
             *p = (v.f64() - last).clamp(-b, b);
         }
     } else {
-        for (p, row) in phi.chunks_exact_mut(d).zip(run.chunks_exact(d)) {
+        for (i, (p, row)) in phi.chunks_exact_mut(d).zip(run.chunks_exact(d)).enumerate() {
             for k in 0..d {
-                p[k] = (row[k].f64() - last[k].f64()).clamp(-bounds[k], bounds[k]);
+                let b = bounds[k * stride + lags - 1 - i];
+                p[k] = (row[k].f64() - last[k].f64()).clamp(-b, b);
             }
         }
     }

@@ -26,12 +26,100 @@ use serde::{Deserialize, Serialize};
 
 use super::scalar::Scalar;
 
+/// Rows of history per feature vector (L): a number, or `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lags {
+    /// [`auto_lags`] of the inputs and horizon.
+    Auto,
+    /// This many rows.
+    Rows(usize),
+}
+
+/// The rows `"auto"` reaches back at least: a day of hourly data.
+pub const AUTO_MIN_LAGS: usize = 24;
+
+/// What `lags = "auto"` means: with one input, a window of twice the horizon
+/// (the shortest lookback in N-BEATS' ensemble, whose windows run from 2 to
+/// 7 horizons: Oreshkin et al., ICLR 2020) and at
+/// least [`AUTO_MIN_LAGS`] rows, so that each step of a long forecast sees the
+/// same phase of a daily season in two earlier days; with several inputs
+/// [`AUTO_MIN_LAGS`], since the shared covariance grows with the square of
+/// inputs × lags and each feature costs estimation noise.
+pub fn auto_lags(inputs: usize, horizon: usize) -> usize {
+    match inputs {
+        1 => AUTO_MIN_LAGS.max(2 * horizon),
+        _ => AUTO_MIN_LAGS,
+    }
+}
+
+impl Lags {
+    /// The rows this setting means for `inputs` columns and `horizon` steps.
+    pub fn rows(self, inputs: usize, horizon: usize) -> usize {
+        match self {
+            Lags::Auto => auto_lags(inputs, horizon),
+            Lags::Rows(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Lags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lags::Auto => f.write_str("\"auto\""),
+            Lags::Rows(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Lags {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        match self {
+            Lags::Auto => s.serialize_str("auto"),
+            Lags::Rows(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Lags;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of rows or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Lags, E> {
+                usize::try_from(v)
+                    .map(Lags::Rows)
+                    .map_err(|_| E::custom(format!("{v} rows is too many")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Lags, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "{v}: expected a number of rows or \"auto\""
+                    ))),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Lags, E> {
+                match v {
+                    "auto" => Ok(Lags::Auto),
+                    _ => Err(E::custom(format!(
+                        "\"{v}\": expected a number of rows or \"auto\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Settings of the linear forecaster.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearConfig {
     /// Rows of history per feature vector (L): `L − 1` lag differences per column.
-    pub lags: usize,
+    pub lags: Lags,
     /// Forgetting factor λ in (0, 1]: the weight of an observation `n` steps old is λⁿ.
     pub forgetting: f64,
     /// Ridge prior ρ > 0: the initial `P` is `I / ρ`.
@@ -41,7 +129,7 @@ pub struct LinearConfig {
 impl Default for LinearConfig {
     fn default() -> Self {
         LinearConfig {
-            lags: 24,
+            lags: Lags::Rows(AUTO_MIN_LAGS),
             forgetting: 0.9999,
             ridge: 10.0,
         }
@@ -51,18 +139,25 @@ impl Default for LinearConfig {
 impl LinearConfig {
     /// Checks the settings, naming the first bad key (under `section`) and value.
     pub fn validate(&self, section: &str) -> Result<(), String> {
-        if self.lags < 2 {
+        if let Lags::Rows(n) = self.lags
+            && n < 2
+        {
             return Err(format!(
-                "{section}.lags = {}: must be at least 2 (one lag difference)",
-                self.lags
+                "{section}.lags = {n}: must be at least 2 (one lag difference) or \"auto\""
             ));
         }
         validate_rls(section, self.forgetting, self.ridge)
     }
 
-    /// Features of `width` columns: `(L − 1)` lags each plus the bias.
-    pub fn features(&self, width: usize) -> usize {
-        (self.lags - 1) * width + 1
+    /// Rows per feature vector for `width` columns forecast `horizon` steps ahead.
+    pub fn rows(&self, width: usize, horizon: usize) -> usize {
+        self.lags.rows(width, horizon)
+    }
+
+    /// Features of `width` columns forecast `horizon` steps ahead: `(L − 1)`
+    /// lags each plus the bias.
+    pub fn features(&self, width: usize, horizon: usize) -> usize {
+        (self.rows(width, horizon) - 1) * width + 1
     }
 }
 
@@ -324,14 +419,14 @@ pub const CHANGE_BOUND: f64 = 10.0;
 /// [`change_bound`]): about 100 events.
 pub const CHANGE_WEIGHT: f64 = 0.01;
 
-/// The bound on a change of a column whose running scale of one-step
-/// changes is `scale` (both in the stream's standard deviations):
-/// `CHANGE_BOUND` deviations, or `CHANGE_BOUND` typical one-step changes
+/// The bound on a change over `steps` steps of a column whose running scale
+/// of one-step changes is `scale` (both in the stream's standard
+/// deviations): `CHANGE_BOUND` deviations, or `CHANGE_BOUND · scale · √steps`
 /// where that is larger.
 ///
 /// A series that stays within its statistics changes by less than about 1.6
 /// of its deviations a step on average (a change's deviation is at most
-/// twice the series'), so the bound stays at `CHANGE_BOUND` for it.
+/// twice the series'), so the one-step bound stays at `CHANGE_BOUND` for it.
 /// Statistics frozen after a warm-up go stale when a series outgrows them: a
 /// seasonal swing that has grown tenfold changes by tens of warm-up
 /// deviations within a day, and a fixed bound would clip every such change
@@ -340,9 +435,16 @@ pub const CHANGE_WEIGHT: f64 = 0.01;
 /// to the outliers the bound is for: each change enters it capped at
 /// `CHANGE_BOUND` times the scale, so one jump, however large, moves it by
 /// at most 9% (see [`next_change_scale`]).
+///
+/// A change over several steps is larger than a one-step change: by `√steps`
+/// for a random walk, by up to `steps` for a trend, and for a sinusoid of
+/// period `P` its swing over `P / 2` steps is `P / 2` mean one-step changes
+/// (12 for a daily season of hourly data, past a bound of 10 that ignores the
+/// steps). `√steps` passes such a swing for periods up to 200 steps and keeps
+/// a single outlier bounded at a few tens of typical changes.
 #[inline(always)]
-pub fn change_bound(scale: f64) -> f64 {
-    CHANGE_BOUND * scale.max(1.0)
+pub fn change_bound(scale: f64, steps: usize) -> f64 {
+    CHANGE_BOUND * (scale * (steps as f64).sqrt()).max(1.0)
 }
 
 /// The running scale of one-step changes after a change of size `step`
@@ -433,7 +535,11 @@ mod tests {
             scale = next_change_scale(scale, if i % 2 == 0 { 0.4 } else { 1.4 });
         }
         assert!((scale - 0.9).abs() < 0.02, "{scale}");
-        assert_eq!(change_bound(scale), CHANGE_BOUND, "within its statistics");
+        assert_eq!(
+            change_bound(scale, 1),
+            CHANGE_BOUND,
+            "within its statistics"
+        );
         let jumped = next_change_scale(scale, 1e4);
         assert!(jumped <= scale * 1.09 + 1e-12, "{scale} -> {jumped}");
         assert_eq!(next_change_scale(scale, f64::NAN), scale);
@@ -448,7 +554,9 @@ mod tests {
             scale = next_change_scale(scale, 10.0);
         }
         assert!((scale - 10.0).abs() < 0.01, "{scale}");
-        assert!((change_bound(scale) - 100.0).abs() < 0.1);
+        assert!((change_bound(scale, 1) - 100.0).abs() < 0.1);
+        // Over four steps, twice that.
+        assert!((change_bound(scale, 4) - 200.0).abs() < 0.2);
     }
 
     /// Solves the ridge normal equations `(Σ φφᵀ + ρI) w = Σ φ y` directly.

@@ -72,23 +72,23 @@ fn value<S: Scalar>(hist: &[S], seen: u64, back: usize) -> f64 {
 }
 
 /// The increment over `k` steps that ended `v` events before the newest
-/// (zero before the stream's first value), clamped to `±bound`.
+/// (zero before the stream's first value), clamped to `±bound[k]`.
 #[inline(always)]
-fn increment<S: Scalar>(hist: &[S], seen: u64, v: usize, k: usize, bound: f64) -> f64 {
+fn increment<S: Scalar>(hist: &[S], seen: u64, v: usize, k: usize, bound: &[f64]) -> f64 {
     if v as u64 > seen {
         return 0.0;
     }
-    (value(hist, seen, v) - value(hist, seen, v + k)).clamp(-bound, bound)
+    (value(hist, seen, v) - value(hist, seen, v + k)).clamp(-bound[k], bound[k])
 }
 
 /// Folds the newest value into the sums. `hist` holds the stream's newest
 /// rows (one input), oldest first; the newest has index `seen` in the
 /// stream, whose every value has been folded in, and its first value stands
-/// for every value before it. Each increment is clamped to `±bound`, as the
-/// expert's features and targets are (the identities are exact while no
-/// increment reaches it).
+/// for every value before it. Each increment over `k` steps is clamped to
+/// `±bound[k]`, as the expert's features and targets are (the identities are
+/// exact while no increment reaches its bound).
 #[inline(always)]
-pub fn observe<S: Scalar>(mom: &mut [S], hist: &[S], seen: u64, bound: f64, forgetting: f64) {
+pub fn observe<S: Scalar>(mom: &mut [S], hist: &[S], seen: u64, bound: &[f64], forgetting: f64) {
     let k_max = mom.len() - 1;
     debug_assert!(hist.len() > k_max);
     for k in 1..=k_max {
@@ -138,7 +138,7 @@ pub fn solve<S: Scalar>(
     mom: &[S],
     hist: &[S],
     seen: u64,
-    bound: f64,
+    bound: &[f64],
     forgetting: f64,
     ridge: f64,
     w: &mut [S],
@@ -282,11 +282,11 @@ mod tests {
         let rows = lags + horizon;
         let mut hist = vec![S::zero(); rows];
         let mut mom = vec![S::zero(); moments_len(lags, horizon)];
-        let mut seen = 0;
+        let (mut seen, unbounded) = (0, vec![f64::INFINITY; rows + 1]);
         for &x in series {
             hist.rotate_left(1);
             hist[rows - 1] = S::of(x);
-            observe(&mut mom, &hist, seen, f64::INFINITY, lam);
+            observe(&mut mom, &hist, seen, &unbounded, lam);
             seen += 1;
         }
         let mut w = vec![S::zero(); lags * horizon];
@@ -295,7 +295,7 @@ mod tests {
             &mom,
             &hist,
             seen - 1,
-            f64::INFINITY,
+            &unbounded,
             lam,
             ridge,
             &mut w,

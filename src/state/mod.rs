@@ -87,10 +87,12 @@ pub const STATE_SHAPING_KEYS: [&str; 13] = [
 pub fn state_shape_diff(saved: &ModelConfig, current: &ModelConfig) -> Vec<String> {
     let saved_json = serde_json::to_value(saved).unwrap_or_default();
     let mut out = config_differences(&saved_json, current, &STATE_SHAPING_KEYS);
-    if saved.linear.lags != current.linear.lags {
+    if saved.linear_lags() != current.linear_lags() {
         out.push(format!(
-            "linear.lags: checkpoint {}, configured {}",
-            saved.linear.lags, current.linear.lags
+            "linear.lags: checkpoint {} rows, configured {} ({} rows)",
+            saved.linear_lags(),
+            current.linear.lags,
+            current.linear_lags()
         ));
     }
     out

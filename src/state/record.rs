@@ -303,6 +303,7 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linear::Lags;
     use crate::model::{Forecaster, ModelConfig, WeightScope};
 
     /// A stream with its own weights, linear expert and stacking cells comes
@@ -314,7 +315,7 @@ mod tests {
             hidden: 4,
             horizon: 2,
             linear: crate::model::linear::LinearConfig {
-                lags: 3,
+                lags: Lags::Rows(3),
                 ..Default::default()
             },
             ..ModelConfig::default()
