@@ -820,14 +820,19 @@ mod tests {
         let load = |toml: &str| Config::load_with(None, toml.parse().unwrap());
         let lags = |toml: &str| load(toml).unwrap().model.linear_lags();
         // One input: twice the horizon, at least a day of hourly rows.
-        assert_eq!(lags(""), 24);
+        assert_eq!(lags(""), 25);
         assert_eq!(lags("[model]\nhorizon = 24\n"), 48);
         assert_eq!(lags("[model]\nhorizon = 48\n"), 96);
-        // Several inputs: 24, whatever the horizon.
-        assert_eq!(lags("[model]\ninputs = 7\nhorizon = 48\n"), 24);
+        // Several inputs: 25, whatever the horizon.
+        assert_eq!(lags("[model]\ninputs = 7\nhorizon = 48\n"), 25);
         assert_eq!(
             lags("[model]\nhorizon = 48\n[model.linear]\nlags = 30\n"),
             30
+        );
+        // The baseline's window stays fixed, whatever the expert's.
+        assert_eq!(
+            load("").unwrap().backtest.linear.lags,
+            crate::model::linear::Lags::Rows(24)
         );
         for bad in ["\"often\"", "-3", "1"] {
             let err = load(&format!("[model.linear]\nlags = {bad}\n"))

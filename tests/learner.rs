@@ -469,6 +469,46 @@ fn a_swing_of_half_a_season_that_outgrows_its_statistics_is_not_clipped() {
     );
 }
 
+/// One-step MSE of the default forecaster over events 6,000..8,000 of a
+/// daily profile of 24 random values plus a random walk of steps 0.1, and
+/// the variance of a step.
+fn next_change_is_the_change_a_day_before() -> (f64, f64) {
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::Warmup,
+        normalize_events: 2000,
+        ..ModelConfig::default()
+    };
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    let mut rng = recur::model::rng::Rng::new(11);
+    let profile: Vec<f64> = (0..24).map(|_| rng.normal()).collect();
+    let (mut walk, mut pending, mut model) = (0.0, None::<f64>, 0.0);
+    for t in 0..8000 {
+        walk += 0.1 * rng.normal();
+        let x = profile[t % 24] + walk;
+        if t >= 6000 {
+            model += (pending.expect("a forecast") - x).powi(2);
+        }
+        pending = Some(f64::from(f.observe("s", &[x as f32]).unwrap().forecast[0]));
+    }
+    (model / 2000.0, 0.01)
+}
+
+#[test]
+fn a_change_that_repeats_daily_is_forecast_from_the_day_before() {
+    // The next change is the change at the same phase a day earlier,
+    // x_{t−23} − x_{t−24}, plus the walk's step: the one-step MSE can be
+    // about twice the step's variance (both changes carry one). A window of
+    // 24 rows (x_t … x_{t−23}) does not reach x_{t−24}: the best it has is
+    // the profile's change over the 23 steps it sees, which carries 23 steps
+    // of the walk: with `lags = 24` the MSE was 0.144, 14 times the
+    // variance (25 rows: 0.019).
+    let (mse, noise) = next_change_is_the_change_a_day_before();
+    assert!(
+        mse < 3.0 * noise,
+        "one-step MSE {mse:.4}, step variance {noise}"
+    );
+}
+
 /// One-step MSE of the forecasts of `f` over events 1,500..3,000 as a
 /// multiple of naive's, on noise around a level that moves by `shift` at
 /// event 1,000 (and, with `spikes`, single events 500 deviations off every 97).
@@ -777,4 +817,47 @@ fn shapes_too_large_for_memory_are_refused_naming_the_setting() {
         ..ModelConfig::default()
     };
     assert!(Forecaster::<f32>::new(big).is_ok());
+}
+
+/// Bytes a stream holds after 50 events, over 100 streams with ten-character
+/// keys (as `recur bench model` names them), under `cfg`.
+fn state_bytes(cfg: ModelConfig) -> usize {
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    for t in 0..50 {
+        for s in 0..100 {
+            let x = (0.3 * t as f32 + s as f32).sin();
+            f.observe(&format!("stream-{s:03}"), &[x]).unwrap();
+        }
+    }
+    f.state_bytes_per_stream()
+}
+
+#[test]
+fn a_default_stream_fits_in_a_kibibyte() {
+    // The budget the defaults are held to: LSTM H = 32, one input, H = 1,
+    // shared weights, intervals on.
+    let cfg = ModelConfig::default();
+    assert_eq!(
+        (
+            cfg.cell,
+            cfg.hidden,
+            cfg.inputs,
+            cfg.horizon,
+            cfg.weight_scope
+        ),
+        (CellKind::Lstm, 32, 1, 1, WeightScope::Shared)
+    );
+    assert!(!cfg.intervals.is_empty());
+    let bytes = state_bytes(cfg);
+    assert!(bytes <= 1024, "a default stream holds {bytes} bytes");
+    // What the budget rules out: a linear expert of 48 rows at H = 1.
+    let long = ModelConfig {
+        linear: recur::model::linear::LinearConfig {
+            lags: recur::model::linear::Lags::Rows(48),
+            ..ModelConfig::default().linear
+        },
+        ..ModelConfig::default()
+    };
+    let wide = state_bytes(long);
+    assert!(wide > 1024, "48 rows hold {wide} bytes");
 }

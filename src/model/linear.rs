@@ -35,8 +35,14 @@ pub enum Lags {
     Rows(usize),
 }
 
-/// The rows `"auto"` reaches back at least: a day of hourly data.
-pub const AUTO_MIN_LAGS: usize = 24;
+/// The rows `"auto"` reaches back at least: a day of hourly data and one row
+/// more, so that the change over the same hour a day before,
+/// `x_{t−23} − x_{t−24}`, is a difference of two features. A season of `P`
+/// rows needs `P + 1` of them for that (the lag `P + 1` of seasonal
+/// differencing, `(1 − B)(1 − B^P)`); with 24 rows the one-step forecast of
+/// ETTh1's columns as seven one-input streams scored 0.979 of the per-stream
+/// baseline's MSE, with 25 rows 0.933.
+pub const AUTO_MIN_LAGS: usize = 25;
 
 /// What `lags = "auto"` means: with one input, a window of twice the horizon
 /// (the shortest lookback in N-BEATS' ensemble, whose windows run from 2 to
@@ -126,10 +132,15 @@ pub struct LinearConfig {
     pub ridge: f64,
 }
 
+/// Rows of the backtest's linear baseline (`[backtest.linear] lags`), the
+/// yardstick's fixed window.
+pub const BASELINE_LAGS: usize = 24;
+
 impl Default for LinearConfig {
+    /// The backtest baseline's settings (the learner's expert sets `lags = "auto"`).
     fn default() -> Self {
         LinearConfig {
-            lags: Lags::Rows(AUTO_MIN_LAGS),
+            lags: Lags::Rows(BASELINE_LAGS),
             forgetting: 0.9999,
             ridge: 10.0,
         }
