@@ -385,6 +385,43 @@ fn a_level_shift_of_ten_thousand_deviations_does_not_freeze_the_blend() {
     );
 }
 
+/// MSE of the default forecaster's `step`-ahead forecasts (horizon 24,
+/// statistics frozen after `warmup` events) over events `from..events` of
+/// `series(t, rng)`, as a multiple of seasonal naive's (the value a day,
+/// 24 events, before the target).
+fn step_mse_over_seasonal_naive(
+    (warmup, seed): (u64, u64),
+    (from, events): (usize, usize),
+    step: usize,
+    series: impl Fn(usize, &mut recur::model::rng::Rng) -> f64,
+) -> f64 {
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::Warmup,
+        normalize_events: warmup,
+        horizon: 24,
+        ..ModelConfig::default()
+    };
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    let mut rng = recur::model::rng::Rng::new(seed);
+    let mut made = std::collections::VecDeque::<f64>::new();
+    let (mut model, mut seasonal) = (0.0, 0.0);
+    let mut xs = Vec::<f64>::new();
+    for t in 0..events {
+        let x = series(t, &mut rng);
+        if t >= from {
+            let ahead = made.pop_front().expect("a forecast `step` events old");
+            model += (ahead - x).powi(2);
+            seasonal += (xs[t - 24] - x).powi(2);
+        }
+        xs.push(x);
+        let obs = f.observe("s", &[x as f32]).unwrap();
+        if t + step >= from {
+            made.push_back(f64::from(obs.forecast[step - 1]));
+        }
+    }
+    model / seasonal
+}
+
 #[test]
 fn a_seasonal_swing_that_outgrows_its_statistics_is_not_clipped() {
     // A daily swing (24 events) whose amplitude grows twentyfold over 5,000
@@ -393,35 +430,11 @@ fn a_seasonal_swing_that_outgrows_its_statistics_is_not_clipped() {
     // a fraction of each swing, and the day-ahead MSE over the last 1,000
     // events was 0.47 of seasonal naive's (0.39 with the bound following
     // the stream's change scale).
-    let horizon = 24;
-    let cfg = ModelConfig {
-        normalize: recur::model::Normalize::Warmup,
-        normalize_events: 500,
-        horizon,
-        ..ModelConfig::default()
-    };
-    let mut f = Forecaster::<f32>::new(cfg).unwrap();
-    let mut rng = recur::model::rng::Rng::new(5);
-    let mut made = std::collections::VecDeque::<f64>::new();
-    let (mut model, mut seasonal) = (0.0, 0.0);
-    let mut xs = Vec::<f64>::new();
-    for t in 0..5000 {
-        let amplitude = (t as f64 * 0.0006).exp();
-        let x = amplitude
+    let ratio = step_mse_over_seasonal_naive((500, 5), (4000, 5000), 24, |t, rng| {
+        (t as f64 * 0.0006).exp()
             * (10.0 + 3.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin())
-            * (1.0 + 0.01 * rng.normal());
-        if t >= 4000 {
-            let ahead = made.pop_front().expect("a forecast a day old");
-            model += (ahead - x).powi(2);
-            seasonal += (xs[t - 24] - x).powi(2);
-        }
-        xs.push(x);
-        let obs = f.observe("s", &[x as f32]).unwrap();
-        if t >= 4000 - horizon {
-            made.push_back(obs.forecast[horizon - 1] as f64);
-        }
-    }
-    let ratio = model / seasonal;
+            * (1.0 + 0.01 * rng.normal())
+    });
     assert!(
         ratio < 0.43,
         "day-ahead MSE {ratio:.3} of seasonal naive's over the last 1,000 events"
@@ -436,33 +449,10 @@ fn a_swing_of_half_a_season_that_outgrows_its_statistics_is_not_clipped() {
     // over any number of steps (ten one-step changes), every such change was
     // clipped, and the 12-step forecasts over the last 2,000 events had 42
     // times the MSE of seasonal naive's (the value a day before the target).
-    let (horizon, step) = (24, 12);
-    let cfg = ModelConfig {
-        normalize: recur::model::Normalize::Warmup,
-        normalize_events: 2000,
-        horizon,
-        ..ModelConfig::default()
-    };
-    let mut f = Forecaster::<f32>::new(cfg).unwrap();
-    let mut rng = recur::model::rng::Rng::new(7);
-    let mut made = std::collections::VecDeque::<f64>::new();
-    let (mut model, mut seasonal) = (0.0, 0.0);
-    let mut xs = Vec::<f64>::new();
-    for t in 0..12_000 {
+    let ratio = step_mse_over_seasonal_naive((2000, 7), (10_000, 12_000), 12, |t, rng| {
         let swing = 2.0 + (std::f64::consts::TAU * t as f64 / 24.0).sin();
-        let x = swing * (1.0 + 0.001 * t as f64) + 0.2 * rng.normal();
-        if t >= 10_000 {
-            let ahead = made.pop_front().expect("a forecast half a day old");
-            model += (ahead - x).powi(2);
-            seasonal += (xs[t - 24] - x).powi(2);
-        }
-        xs.push(x);
-        let obs = f.observe("s", &[x as f32]).unwrap();
-        if t >= 10_000 - step {
-            made.push_back(obs.forecast[step - 1] as f64);
-        }
-    }
-    let ratio = model / seasonal;
+        swing * (1.0 + 0.001 * t as f64) + 0.2 * rng.normal()
+    });
     assert!(
         ratio < 1.0,
         "12-step MSE {ratio:.3} of seasonal naive's over the last 2,000 events"
