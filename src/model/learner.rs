@@ -392,6 +392,10 @@ pub struct StateLayout {
     pub ring: usize,
     /// Whether the ring and entering state are kept (learning on).
     pub learning: bool,
+    /// Whether the ring's events are read from the linear expert's history
+    /// (stacking, with at least as many history rows as ring events): the
+    /// history holds the same scaled inputs, so the ring keeps no copy.
+    pub ring_in_history: bool,
     /// Rows of scaled inputs kept for the linear expert (`linear.lags + horizon`; 0 without stacking).
     pub history: usize,
     /// Lags of the linear expert's features.
@@ -425,6 +429,9 @@ impl StateLayout {
             horizon: cfg.horizon,
             ring: cfg.tbptt + cfg.horizon - 1,
             learning: cfg.learning == Learning::On,
+            ring_in_history: cfg.learning == Learning::On
+                && cfg.combine == Combine::Stack
+                && cfg.linear_lags() + cfg.horizon >= cfg.tbptt + cfg.horizon - 1,
             history: match cfg.combine {
                 Combine::Stack => cfg.linear_lags() + cfg.horizon,
                 Combine::Rnn => 0,
@@ -480,11 +487,23 @@ impl StateLayout {
         let start = self.entering().end;
         start
             ..start
-                + if self.learning {
+                + if self.learning && !self.ring_in_history {
                     self.ring * self.width
                 } else {
                     0
                 }
+    }
+    /// Where the ring's `j`-th oldest of `len` events starts in a stream's
+    /// buffer, its oldest at slot `head`: in the ring, or (with
+    /// [`StateLayout::ring_in_history`]) the history's last `len` rows,
+    /// which hold the same events until the history shifts in the newest.
+    #[inline(always)]
+    fn ring_at(&self, head: usize, len: usize, j: usize) -> usize {
+        if self.ring_in_history {
+            self.history_range().start + (self.history - len + j) * self.width
+        } else {
+            self.ring_range().start + ((head + j) % self.ring) * self.width
+        }
     }
     fn pending(&self) -> std::ops::Range<usize> {
         let start = self.ring_range().end;
@@ -556,7 +575,7 @@ impl StateLayout {
     /// the events held (or the ring). The reason when they do not.
     pub fn check_counters(&self, seen: u64, ring_len: u64, ring_head: u64) -> Result<(), String> {
         let ring = self.ring as u64;
-        if ring_len > ring || ring_head >= ring.max(1) {
+        if ring_len > ring || ring_head >= ring.max(1) || (self.ring_in_history && ring_head != 0) {
             return Err(format!(
                 "ring counters {ring_len} and {ring_head} out of range for a ring of {ring}"
             ));
@@ -1107,8 +1126,10 @@ impl<S: Scalar> Forecaster<S> {
             let d = sl.width;
             if s.ring_len as usize == sl.ring {
                 let head = s.ring_head as usize;
-                let (front, ring) = buf.split_at_mut(sl.ring_range().start);
+                let oldest = sl.ring_at(head, sl.ring, 0);
+                let (front, rest) = buf.split_at_mut(sl.entering().end);
                 let entering = &mut front[sl.entering()];
+                let oldest = oldest - sl.entering().end;
                 if trained && !work.tape.is_empty() {
                     // The TBPTT forward pass already stepped the entering state over the oldest input.
                     entering.copy_from_slice(work.tape.state(1));
@@ -1116,13 +1137,18 @@ impl<S: Scalar> Forecaster<S> {
                     step(
                         layout,
                         &model.params,
-                        &ring[head * d..(head + 1) * d],
+                        &rest[oldest..oldest + d],
                         entering,
                         &mut work.scratch,
                     );
                 }
-                ring[head * d..(head + 1) * d].copy_from_slice(&work.z);
-                s.ring_head = ((head + 1) % sl.ring) as u32;
+                if !sl.ring_in_history {
+                    // (In the history, the stacking step shifts z_t in.)
+                    rest[oldest..oldest + d].copy_from_slice(&work.z);
+                    s.ring_head = ((head + 1) % sl.ring) as u32;
+                }
+            } else if sl.ring_in_history {
+                s.ring_len += 1;
             } else {
                 let slot = (s.ring_head as usize + s.ring_len as usize) % sl.ring;
                 let ring = &mut buf[sl.ring_range()];
@@ -1611,13 +1637,12 @@ fn train<S: Scalar>(
     let hz = sl.horizon;
     let o = hz * nt;
     let buf = &s.buf[..];
-    let ring = &buf[sl.ring_range()];
     let len = s.ring_len as usize;
     // Window: the oldest `n` ring entries; the newest `hz - 1` entries and z_t are targets only.
     let n = len + 1 - hz;
-    let at = |j: usize| ((s.ring_head as usize + j) % sl.ring) * d;
+    let at = |j: usize| sl.ring_at(s.ring_head as usize, len, j);
     for j in 0..n {
-        work.xs[j * d..(j + 1) * d].copy_from_slice(&ring[at(j)..at(j) + d]);
+        work.xs[j * d..(j + 1) * d].copy_from_slice(&buf[at(j)..at(j) + d]);
     }
     let xs = &work.xs[..n * d];
     work.tape
@@ -1635,7 +1660,7 @@ fn train<S: Scalar>(
         for h in 0..hz {
             let src = j + 1 + h;
             let value: &[S] = if src < len {
-                &ring[at(src)..at(src) + d]
+                &buf[at(src)..at(src) + d]
             } else {
                 &work.z
             };

@@ -949,6 +949,25 @@ mod tests {
         assert!(err.to_string().contains("the ring holds 0 events"), "{err}");
     }
 
+    /// Where the ring is read from the history (stacking, the default) its
+    /// oldest event is always at slot 0: a record that puts it elsewhere
+    /// was not written by this learner, and is refused naming the counters.
+    #[test]
+    fn a_record_whose_ring_reads_the_history_but_starts_past_slot_0_is_refused() {
+        let mut bytes = s2_record();
+        let f = Forecaster::<f32>::new(cfg()).unwrap();
+        assert!(
+            f.state_layout().ring_in_history,
+            "stacking keeps no ring copy"
+        );
+        let good = decode(&f, 0, "s2", &bytes).expect("the record as written decodes");
+        assert_eq!(good.ring_head, 0);
+        // `ring_head` is the u32 after `ring_len` (bytes 28..32).
+        bytes[32..36].copy_from_slice(&1u32.to_le_bytes());
+        let err = decode(&f, 0, "s2", &bytes).expect_err("a ring that starts at slot 1");
+        assert!(err.to_string().contains("ring counters"), "{err}");
+    }
+
     #[test]
     fn restoring_a_finished_checkpoint_continues_bit_for_bit() {
         let mut f = Forecaster::<f32>::new(cfg()).unwrap();
