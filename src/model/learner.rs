@@ -404,6 +404,8 @@ pub struct StateLayout {
     pub experts: usize,
     /// Elements of one component's interval calibration (0 without intervals).
     pub calibration: usize,
+    /// Elements of one target's anomaly trackers (0 without intervals).
+    pub anomaly: usize,
     /// Elements of the stream's own linear weights (stacking with shared
     /// weights: features × horizon × targets; 0 otherwise).
     pub own_linear: usize,
@@ -445,6 +447,7 @@ impl StateLayout {
                 0 => 0,
                 n => conformal::cell_len(n, cfg.interval_ki > 0.0),
             },
+            anomaly: conformal::anomaly_len(cfg.intervals.len()),
             own_linear: match (cfg.combine, cfg.weight_scope) {
                 (Combine::Stack, WeightScope::Shared) => {
                     cfg.linear.features(cfg.inputs, cfg.horizon)
@@ -562,11 +565,16 @@ impl StateLayout {
                     0
                 }
     }
+    /// Each target's anomaly trackers (see [`Calibration::observe_anomaly`]).
+    fn anomaly_cells(&self) -> std::ops::Range<usize> {
+        let start = self.seen_range().end;
+        start..start + self.targets * self.anomaly
+    }
     /// The stream's own weights of the linear expert, laid out as
     /// [`Rls::weight`], learned with the covariance pooled over the streams
     /// (see [`Rls::update_own`]); empty unless weights are shared.
     fn own_linear_range(&self) -> std::ops::Range<usize> {
-        let start = self.seen_range().end;
+        let start = self.anomaly_cells().end;
         start..start + self.own_linear
     }
     /// Whether a stream's ring counters (read back from a checkpoint) fit
@@ -1539,8 +1547,9 @@ fn calibrate<S: Scalar>(
     cal: &Calibration,
 ) -> Option<f64> {
     let buf = &mut s.buf[..];
-    let (fl, nt, w) = (sl.forecast_len(), sl.targets, sl.calibration);
+    let (fl, nt, w, aw) = (sl.forecast_len(), sl.targets, sl.calibration, sl.anomaly);
     let (pending, cells) = (sl.pending().start, sl.calibration_cells().start);
+    let tracks = sl.anomaly_cells().start;
     let (scales, range) = (sl.pending_scale().start, sl.seen_range().start);
     if s.seen == 0 {
         // A new stream: its first value starts each target's range.
@@ -1559,8 +1568,9 @@ fn calibrate<S: Scalar>(
             let r = raw[t] - buf[pending + slot + c].f64();
             if k == 1 {
                 let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], false, armed);
-                // Scored against the one-step interval before it moves.
-                if let Some(mut a) = cal.anomaly(&buf[cells + j * w..cells + (j + 1) * w], r) {
+                // Scored against the one-step trackers before they move.
+                let (cell, track) = (cells + j * w, tracks + j * aw);
+                if let Some(mut a) = cal.anomaly(&buf[cell..cell + w], &buf[track..track + aw], r) {
                     // Outside the widest interval and new to the stream's
                     // range: nothing it has seen or expected comes close.
                     if new && a >= cal.widest() {
@@ -1568,6 +1578,8 @@ fn calibrate<S: Scalar>(
                     }
                     anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
                 }
+                let m = Calibration::scale(&buf[cell..cell + w]);
+                cal.observe_anomaly(&mut buf[track..track + aw], m, r);
             }
             let issued = buf[scales + slot + c].f64();
             let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
