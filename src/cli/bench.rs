@@ -29,6 +29,9 @@ pub struct ModelBench {
     pub infer_events: usize,
     /// Events timed for training.
     pub train_events: usize,
+    /// Whether forecasts carry intervals and anomaly scores (the default
+    /// `model.intervals`; off: `model.intervals = []`).
+    pub intervals: bool,
 }
 
 /// What `recur bench model --json` prints.
@@ -56,16 +59,24 @@ pub struct ModelBenchReport {
     pub infer_events: usize,
     /// Events timed for training.
     pub train_events: usize,
+    /// Whether forecasts carried intervals and anomaly scores.
+    pub intervals: bool,
 }
 
 fn config(b: &ModelBench, learning: Learning) -> ModelConfig {
+    let defaults = ModelConfig::default();
     ModelConfig {
         cell: b.cell,
         hidden: b.hidden,
         inputs: b.inputs,
         tbptt: b.tbptt,
         learning,
-        ..ModelConfig::default()
+        intervals: if b.intervals {
+            defaults.intervals.clone()
+        } else {
+            Vec::new()
+        },
+        ..defaults
     }
 }
 
@@ -131,6 +142,7 @@ pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
         state_bytes_per_stream: train.state_bytes_per_stream(),
         infer_events: b.infer_events,
         train_events: b.train_events,
+        intervals: b.intervals,
     })
 }
 
@@ -938,6 +950,10 @@ pub enum BenchCommand {
         /// Events timed for training.
         #[arg(long, default_value_t = 300_000)]
         train_events: usize,
+        /// Forecast without intervals and anomaly scores (`model.intervals =
+        /// []`): what they cost is the ratio to a run without this flag.
+        #[arg(long)]
+        no_intervals: bool,
         /// Print one JSON line instead of text.
         #[arg(long)]
         json: bool,
@@ -1020,6 +1036,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             streams,
             infer_events,
             train_events,
+            no_intervals,
             json,
         } => {
             anyhow::ensure!(streams > 0, "--streams must be at least 1");
@@ -1031,6 +1048,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
                 streams,
                 infer_events,
                 train_events,
+                intervals: !no_intervals,
             })
             .map_err(anyhow::Error::msg)?;
             if json {

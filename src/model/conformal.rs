@@ -41,11 +41,20 @@
 //! density needs long steps to cross it, a steep one short steps not to
 //! overshoot). The guarantee above holds per level with its own step.
 //!
-//! A cell holds one component's calibration: `[m, s, then per level: lower
-//! q, lower drift, upper q, upper drift]`, the drifts only with an integrator
-//! (`K_I > 0`; without one the cell is `[m, s, then per level: lower q, upper
-//! q]`). The lower bound tracks the `(1 − level) / 2` quantile of `ŷ − y`,
-//! the upper one that of `y − ŷ`, so intervals may be asymmetric.
+//! Each scale is kept at two speeds, fast (`m`, `s`: about 100 events) and
+//! slow (`m'`, `s'`: about 330), and each bound's width is its quantile
+//! times a mixture of the two, weighted by exponential weights on the
+//! pinball loss either width would have had ([`Calibration::observe`]): a
+//! long horizon's residuals move slowly, and there the slow scale's lower
+//! noise is worth more than the fast one's speed. The tracker scores each
+//! residual against the mixed width it was issued with, so the guarantee
+//! above holds whatever the weights do.
+//!
+//! A cell holds one component's calibration: `[m, s, m', s', then per
+//! level: lower (q, drift, lead, weight), upper (q, drift, lead, weight)]`,
+//! the drifts only with an integrator (`K_I > 0`). The lower bound tracks
+//! the `(1 − level) / 2` quantile of `ŷ − y`, the upper one that of
+//! `y − ŷ`, so intervals may be asymmetric.
 //!
 //! Anomaly scores read a p-value off quantiles of the one-step residual
 //! tracked for them alone ([`Calibration::observe_anomaly`]): per level a
@@ -61,13 +70,29 @@ use super::scalar::Scalar;
 /// events): faster scales made widths noisier and the interval scores on
 /// ETT worse (docs/backtests.md, "Intervals").
 const MEAN_WEIGHT: f64 = 0.01;
+/// Weight of a new residual in the slow scales `m'` and `s'` (about 330
+/// events): the second scale a bound's width can follow (see
+/// [`Calibration::observe`]).
+const SLOW_WEIGHT: f64 = 0.003;
+/// Every how many events of a stream the scales' weights are recomputed
+/// from their leads: a weight moves by about `η · gain ≈ 10⁻⁴` an event, and
+/// recomputing it on every event cost 6% of inference (`recur bench model`).
+pub const WEIGHT_REFRESH: u64 = 8;
+/// `√(8 ln 2)`: the exponential weights' rate `c / √n` over two experts
+/// whose losses lie in [0, 1] (Cesa-Bianchi and Lugosi 2006, Theorem 2.3:
+/// regret at most `√(n ln 2 / 2)` plus `√(n ln 2 / 8)` against the better one).
+const MIX_RATE: f64 = 2.354_820_045_030_949_3;
 /// The level from which a bound is tracked in units of the running root mean
 /// square of the residuals instead of their running mean absolute value.
 pub const TAIL_LEVEL: f64 = 0.9;
 /// The miss rate per side whose level keeps the configured step size (0.95).
 const REFERENCE_ALPHA: f64 = 0.025;
-/// Elements of a cell before its trackers: the two running scales.
-const SCALES: usize = 2;
+/// Elements of a cell before its trackers: the running scales, fast
+/// `(m, s)` and slow `(m', s')`.
+const SCALES: usize = 4;
+/// Elements a pending forecast component keeps to be scored by: its
+/// cell's fast and slow mean absolute residual when it was issued.
+pub const ISSUED: usize = 2;
 /// Mean of |N(0, 1)|: turns a first residual into a Gaussian scale.
 const MEAN_ABS_NORMAL: f64 = 0.797_884_560_802_865_4;
 
@@ -111,10 +136,11 @@ pub const fn anomaly_len(levels: usize) -> usize {
     2 * levels
 }
 
-/// Elements of one bound's tracker in a cell: its quantile, and its running
-/// sum with an integrator.
+/// Elements of one bound's tracker in a cell: its quantile, its running sum
+/// with an integrator, the fast scale's lead over the slow one, and the fast
+/// scale's weight that lead gives.
 const fn side_len(integrator: bool) -> usize {
-    if integrator { 2 } else { 1 }
+    if integrator { 4 } else { 3 }
 }
 
 /// The settings shared by every cell of a forecaster.
@@ -165,10 +191,47 @@ impl Tracker {
     #[inline(always)]
     pub fn observe(&mut self, score: f64, alpha: f64, pid: &Pid) -> bool {
         let miss = score > self.bound(pid);
+        self.step(miss, alpha, pid);
+        miss
+    }
+
+    /// Moves the tracker by `lr` toward a miss rate of `alpha` after a
+    /// score that did (`miss`) or did not exceed its bound.
+    #[inline(always)]
+    pub fn step(&mut self, miss: bool, alpha: f64, pid: &Pid) {
         let e = if miss { 1.0 - alpha } else { -alpha };
         self.drift += e;
         self.q += pid.lr * e;
-        miss
+    }
+}
+
+/// `e^x` to a relative error below 1e-6 for `x` in [−20, 20] (clamped
+/// there), without a branch or a call: `2^(x log₂ e)` split into the nearest
+/// integer `n` (by the float-rounding constant 1.5·2⁵², whose sum with `y`
+/// holds `n` in its low bits), set in the exponent bits, and a fraction in
+/// [−½, ½], a degree-6 Taylor polynomial (in Estrin's scheme).
+#[inline(always)]
+fn exp_approx(x: f64) -> f64 {
+    const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
+    let y = x.clamp(-20.0, 20.0) * std::f64::consts::LOG2_E;
+    let t = y + ROUND;
+    let n = t - ROUND;
+    let f = (y - n) * std::f64::consts::LN_2;
+    // Estrin's scheme: three independent pairs, then their sum.
+    let f2 = f * f;
+    let p = (1.0 + f) + f2 * ((0.5 + f / 6.0) + f2 * ((1.0 / 24.0 + f / 120.0) + f2 / 720.0));
+    // The low bits of t are n + 2^51; 2^n's bits are (n + 1023) << 52.
+    let bits = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(1023) << 52;
+    p * f64::from_bits(bits)
+}
+
+/// The pinball loss of the bound `b` on `x` for the `1 − alpha` quantile.
+#[inline(always)]
+fn pinball(b: f64, x: f64, alpha: f64) -> f64 {
+    if x > b {
+        (x - b) * (1.0 - alpha)
+    } else {
+        (b - x) * alpha
     }
 }
 
@@ -356,91 +419,172 @@ impl Calibration {
         SCALES + 2 * self.side() * l
     }
 
-    /// Level `l`'s scale in a cell: `(m, s)` picked by the level.
+    /// Level `l`'s fast and slow scales in a cell: `(m, m')` below
+    /// [`TAIL_LEVEL`], `(s, s')` from it.
     #[inline(always)]
-    fn level_scale(&self, l: usize, m: f64, s: f64) -> f64 {
-        if self.rms[l] { s } else { m }
+    fn level_scales<S: Scalar>(&self, l: usize, cell: &[S]) -> (f64, f64) {
+        let at = usize::from(self.rms[l]);
+        (cell[at].f64(), cell[at + 2].f64())
     }
 
-    /// The running mean absolute residual of a cell (0 until it starts): kept
-    /// with each forecast to score it later in the units its interval was
-    /// issued in. The RMS scale it was issued in is taken as the cell's
-    /// present one times the mean's movement since (exact one step ahead,
-    /// where neither has moved), so a forecast keeps one number, not two.
+    /// Where the lead of the bound whose tracker starts at `at` is kept; the
+    /// fast scale's weight follows it.
+    #[inline(always)]
+    fn lead_at(&self, at: usize) -> usize {
+        at + self.side() - 2
+    }
+
+    /// The rate of the exponential weights on the fast and slow scales `n`
+    /// events into a stream, the anytime `√(8 ln 2 / n)`, on the events that
+    /// refresh the weights (every [`WEIGHT_REFRESH`]th of a stream); `None`
+    /// on the others. Passed to [`Calibration::observe`].
+    pub fn mix_rate(n: u64) -> Option<f64> {
+        n.is_multiple_of(WEIGHT_REFRESH)
+            .then(|| MIX_RATE / (n.max(1) as f64).sqrt())
+    }
+
+    /// The fast scale's weight in a bound's width, from its `lead` (the slow
+    /// scale's summed pinball loss minus the fast one's) at the weights'
+    /// rate `eta`: the logistic function of `eta · lead`, exact to 1e-6
+    /// (a weight needs no more; a call to `exp` on every bound of every
+    /// event cost 2% of inference).
+    #[inline(always)]
+    fn fast_weight(lead: f64, eta: f64) -> f64 {
+        1.0 / (1.0 + exp_approx(-eta * lead))
+    }
+
+    /// The running mean absolute residual of a cell (0 until it starts): what
+    /// the anomaly trackers are in units of.
     #[inline(always)]
     pub fn scale<S: Scalar>(cell: &[S]) -> f64 {
         cell[0].f64()
     }
 
-    /// Scores the residual `r = y − ŷ` of one forecast component whose
-    /// interval was issued when the cell's scale was `issued` (see
-    /// [`Calibration::scale`]; a forecast's steps ahead are scored later than
-    /// it was made, and the scale moves meanwhile), and moves the cell. A
-    /// cell that has seen no residual yet starts from this one.
+    /// Writes into `issued` (its [`ISSUED`] elements) what a forecast
+    /// component keeps to be scored by later: the cell's fast and slow mean
+    /// absolute residuals now (0 until it starts). The RMS scales it was
+    /// issued in are taken as their present values times the matching mean's
+    /// movement since (exact one step ahead, where none has moved), so a
+    /// forecast keeps two numbers, not four.
+    #[inline(always)]
+    pub fn issue<S: Scalar>(cell: &[S], issued: &mut [S]) {
+        issued[0] = cell[0];
+        issued[1] = cell[2];
+    }
+
+    /// Scores the residual `r = y − ŷ` of one forecast component issued with
+    /// the scales `issued` (see [`Calibration::issue`]; a forecast's steps
+    /// ahead are scored later than it was made, and the scales move
+    /// meanwhile), with the weights' rate `eta` (see
+    /// [`Calibration::mix_rate`]), and moves the cell. A cell
+    /// that has seen no residual yet starts from this one.
+    ///
+    /// Each bound's width is its tracked quantile times a mixture of the
+    /// fast and slow scales, weighted by how well each would have done:
+    /// before the tracker moves, the bound's pinball loss with either scale
+    /// (in units of the issued mean absolute residual) adds to its lead. The
+    /// tracker scores the residual in units of the mixture, so the guarantee
+    /// holds for the widths issued whatever the weights do.
     #[inline(never)]
-    pub fn observe<S: Scalar>(&self, cell: &mut [S], r: f64, issued: f64, step: usize) {
-        let (m, s) = (cell[0].f64(), cell[1].f64());
+    pub fn observe<S: Scalar>(
+        &self,
+        cell: &mut [S],
+        r: f64,
+        issued: &[S],
+        step: usize,
+        eta: Option<f64>,
+    ) {
+        let (m, s, m2, s2) = (cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64());
         let a = r.abs();
         let scales = |cell: &mut [S]| {
             cell[0] = S::of(m + MEAN_WEIGHT * (a - m));
             cell[1] = S::of((s * s + MEAN_WEIGHT * (a * a - s * s)).sqrt());
+            cell[2] = S::of(m2 + SLOW_WEIGHT * (a - m2));
+            cell[3] = S::of((s2 * s2 + SLOW_WEIGHT * (a * a - s2 * s2)).sqrt());
         };
-        if m != 0.0 && issued == 0.0 {
+        let (i1, i2) = (issued[0].f64(), issued[1].f64());
+        if m != 0.0 && i1 == 0.0 {
             // Issued before the cell started: no interval to score.
             scales(cell);
             return;
         }
         if m == 0.0 {
             // The first residual sets the scales; a zero one leaves the cell unstarted.
-            cell[0] = S::of(a);
-            cell[1] = S::of(a);
+            cell[..SCALES].fill(S::of(a));
             for (l, start) in self.starts.iter().enumerate() {
                 let at = self.level_at(l);
                 cell[at..self.level_at(l + 1)].fill(S::zero());
-                cell[at] = S::of(*start);
-                cell[at + self.side()] = S::of(*start);
+                for side in [at, at + self.side()] {
+                    cell[side] = S::of(*start);
+                    cell[self.lead_at(side) + 1] = S::of(0.5);
+                }
             }
             return;
         }
-        // Scores in units of the running scale: the trackers' steps stay the
-        // same size whatever the stream's volatility does, so the telescoping
-        // sum behind the guarantee holds exactly.
-        let (z_m, z_s) = (r / issued, r / (s * issued / m));
+        // The scales each bound was issued in, by kind (mean absolute, RMS).
+        let fast = [i1, s / m * i1];
+        let slow = if m2 > 0.0 && i2 > 0.0 {
+            [i2, s2 / m2 * i2]
+        } else {
+            fast
+        };
+        let per_issued = 1.0 / i1;
         // Step k's feedback arrives k events late, so its bound moves k
         // times before the interval it issued is scored; a step size shrunk
         // by √k keeps that drift (and the coverage it costs) from growing
         // with the horizon, the usual remedy for delayed feedback.
-        let shrink = (step as f64).sqrt();
+        let shrink = 1.0 / (step as f64).sqrt();
         for (l, &alpha) in self.alphas.iter().enumerate() {
             let pid = Pid {
-                lr: self.pid.lr * self.gains[l] / shrink,
+                lr: self.pid.lr * self.gains[l] * shrink,
                 ..self.pid
             };
-            let z = self.level_scale(l, z_m, z_s);
+            let kind = usize::from(self.rms[l]);
+            let (f, sl) = (fast[kind], slow[kind]);
             let at = self.level_at(l);
-            for (side, score) in [(at, -z), (at + self.side(), z)] {
+            for (side, x) in [(at, -r), (at + self.side(), r)] {
+                let lead_at = self.lead_at(side);
+                // The weight the bound was issued with (exactly, one step ahead).
+                let w = cell[lead_at + 1].f64();
                 let mut t = self.tracker(cell, side);
-                t.observe(score, alpha, &pid);
+                let b = t.bound(&self.pid);
+                let gain = pinball(b * sl, x, alpha) - pinball(b * f, x, alpha);
+                cell[lead_at] = S::of(cell[lead_at].f64() + gain * per_issued);
+                // Scored in units of the width's scale (a miss is the
+                // residual past the bound times that scale): the trackers'
+                // steps stay the same size whatever the stream's volatility
+                // does, so the telescoping sum behind the guarantee holds.
+                t.step(x > b * (w * f + (1.0 - w) * sl), alpha, &pid);
                 cell[side] = S::of(t.q);
                 if self.integrator() {
                     cell[side + 1] = S::of(t.drift);
                 }
             }
         }
+        // The weights the leads give, on the events that refresh them.
+        if let Some(eta) = eta {
+            for side in (0..2 * self.levels.len()).map(|b| SCALES + b * self.side()) {
+                let lead_at = self.lead_at(side);
+                cell[lead_at + 1] = S::of(Self::fast_weight(cell[lead_at].f64(), eta));
+            }
+        }
         scales(cell);
     }
 
-    /// The interval around `forecast` at level index `l`: `(lower, upper)`.
-    /// An unstarted cell gives the point forecast; bounds that would cross
-    /// (both sides' quantiles past each other) meet in the middle.
+    /// The interval around `forecast` at level index `l`: `(lower, upper)`,
+    /// each bound its quantile times the mixture of the fast and slow scales
+    /// its weight gives. An unstarted cell gives the point forecast; bounds
+    /// that would cross (both sides' quantiles past each other) meet in the
+    /// middle.
     #[inline(never)]
     pub fn interval<S: Scalar>(&self, cell: &[S], l: usize, forecast: f64) -> (f64, f64) {
-        let m = self.level_scale(l, cell[0].f64(), cell[1].f64());
+        let (f, sl) = self.level_scales(l, cell);
+        let width = |at: usize| {
+            let w = cell[self.lead_at(at) + 1].f64();
+            (w * f + (1.0 - w) * sl) * self.bound(cell, at)
+        };
         let at = self.level_at(l);
-        let (lo, hi) = (
-            forecast - m * self.bound(cell, at),
-            forecast + m * self.bound(cell, at + self.side()),
-        );
+        let (lo, hi) = (forecast - width(at), forecast + width(at + self.side()));
         if lo <= hi {
             (lo, hi)
         } else {
@@ -539,15 +683,16 @@ mod tests {
     fn coverage(residuals: &[f64], cal: &Calibration) -> Vec<f64> {
         let mut cell = vec![0.0f64; cal.cell_len()];
         let mut inside = vec![0usize; cal.levels().len()];
-        for &r in residuals {
+        for (t, &r) in residuals.iter().enumerate() {
             for (l, n) in inside.iter_mut().enumerate() {
                 let (lo, hi) = cal.interval(&cell, l, 0.0);
                 if (lo..=hi).contains(&r) {
                     *n += 1;
                 }
             }
-            let issued = Calibration::scale(&cell);
-            cal.observe(&mut cell, r, issued, 1);
+            let mut issued = [0.0; ISSUED];
+            Calibration::issue(&cell, &mut issued);
+            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(t as u64));
         }
         inside
             .iter()
@@ -622,10 +767,10 @@ mod tests {
 
     #[test]
     fn anomaly_scores_rise_with_the_residual_and_mark_the_tails() {
-        // Without an integrator (the default, 6 elements for two levels:
-        // two scales and four quantiles) and with one (10: each tracker
-        // keeps its running sum).
-        for (ki, len) in [(0.0, 6), (0.5, 10)] {
+        // Without an integrator (the default, 16 elements for two levels:
+        // four scales, and four quantiles with their leads and weights) and
+        // with one (20: each tracker keeps its running sum).
+        for (ki, len) in [(0.0, 16), (0.5, 20)] {
             anomaly_scores_with(
                 Pid {
                     ki,
@@ -644,11 +789,13 @@ mod tests {
         let mut track = vec![0.0f32; cal.anomaly_len()];
         assert_eq!(track.len(), 4, "a lower and an upper quantile per level");
         assert_eq!(cal.anomaly(&cell, &track, 1.0), None, "not started");
-        for _ in 0..5000 {
+        for n in 0..5000 {
             let r = laplace(&mut rng, 1.0);
             let m = Calibration::scale(&cell);
             cal.observe_anomaly(&mut track, m, r);
-            cal.observe(&mut cell, r, m, 1);
+            let mut issued = [0.0; ISSUED];
+            Calibration::issue(&cell, &mut issued);
+            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(n));
         }
         let score = |r: f64| cal.anomaly(&cell, &track, r).unwrap();
         let scores: Vec<f64> = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 30.0]
@@ -675,6 +822,84 @@ mod tests {
         assert!((m * f64::from(track[3]) - 3.0).abs() < 0.5, "{track:?}");
     }
 
+    /// The fast scale's weights in the bounds of level `l` after
+    /// `residuals` (lower, upper), and the level's mean interval score; with
+    /// `held`, every weight is held there instead of learned.
+    fn weights_after(residuals: &[f64], l: usize, held: Option<f64>) -> ((f64, f64), f64) {
+        let cal = Calibration::new(&[0.8, 0.95], Pid::default()).unwrap();
+        let mut cell = vec![0.0f64; cal.cell_len()];
+        let (mut score, alpha) = (0.0, 1.0 - cal.levels()[l]);
+        let weights: Vec<usize> = (0..2 * cal.levels().len())
+            .map(|b| cal.lead_at(SCALES + b * cal.side()) + 1)
+            .collect();
+        for (n, &r) in residuals.iter().enumerate() {
+            let (lo, hi) = cal.interval(&cell, l, 0.0);
+            score += hi - lo + 2.0 / alpha * ((lo - r).max(0.0) + (r - hi).max(0.0));
+            let mut issued = [0.0; ISSUED];
+            Calibration::issue(&cell, &mut issued);
+            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(n as u64));
+            if let Some(w) = held {
+                weights.iter().for_each(|&at| cell[at] = w);
+            }
+        }
+        let at = cal.level_at(l);
+        let weight = |side: usize| cell[cal.lead_at(side) + 1];
+        (
+            (weight(at), weight(at + cal.side())),
+            score / residuals.len() as f64,
+        )
+    }
+
+    #[test]
+    fn the_width_follows_the_scale_that_would_have_scored_better() {
+        let mut rng = Rng::new(5);
+        // Steady Laplace noise: the slow scale is the less noisy estimate of
+        // the same spread, so the weights move to it, and the interval score
+        // drops below the fast scale's alone (the weights held at 1, as
+        // before the slow scale).
+        let steady: Vec<f64> = (0..30_000).map(|_| laplace(&mut rng, 1.0)).collect();
+        let ((lo, hi), mixed) = weights_after(&steady, 0, None);
+        assert!(
+            lo < 0.5 && hi < 0.5,
+            "steady noise: fast weights {lo}, {hi}"
+        );
+        let (_, fast) = weights_after(&steady, 0, Some(1.0));
+        assert!(mixed < fast, "steady: mixture {mixed}, fast scale {fast}");
+        // Volatility that jumps between 1 and 5 every 150 events: the fast
+        // scale follows the jumps sooner, and the weights move to it; the
+        // mixture costs at most its regret (here well under 1%) against it.
+        let jumpy: Vec<f64> = (0..30_000)
+            .map(|i| laplace(&mut rng, if (i / 150) % 2 == 0 { 1.0 } else { 5.0 }))
+            .collect();
+        let ((lo, hi), mixed) = weights_after(&jumpy, 0, None);
+        assert!(lo > 0.5 && hi > 0.5, "jumpy noise: fast weights {lo}, {hi}");
+        let (_, fast) = weights_after(&jumpy, 0, Some(1.0));
+        let (_, slow) = weights_after(&jumpy, 0, Some(0.0));
+        assert!(
+            mixed < slow && mixed <= 1.01 * fast,
+            "jumpy: mixture {mixed}, fast scale {fast}, slow scale {slow}"
+        );
+    }
+
+    #[test]
+    fn the_weights_exponential_is_exact_to_a_millionth() {
+        for i in -2000..=2000 {
+            let x = f64::from(i) / 100.0;
+            let (got, want) = (exp_approx(x), x.exp());
+            assert!(
+                ((got - want) / want).abs() < 1e-6,
+                "e^{x}: {got} against {want}"
+            );
+        }
+        assert_eq!(exp_approx(-1e300), exp_approx(-20.0), "clamped");
+        assert!((Calibration::fast_weight(0.0, 1.0) - 0.5).abs() < 1e-12);
+        assert_eq!(
+            Calibration::mix_rate(3),
+            None,
+            "only every WEIGHT_REFRESH events"
+        );
+    }
+
     #[test]
     fn levels_are_checked_and_the_starting_bounds_are_gaussian() {
         assert!(Calibration::new(&[1.0], Pid::default()).is_err());
@@ -684,7 +909,7 @@ mod tests {
         let cal = Calibration::new(&[0.95, 0.8, 0.8], Pid::default()).unwrap();
         assert_eq!(cal.levels(), &[0.8, 0.95]);
         let mut cell = vec![0.0f64; cal.cell_len()];
-        cal.observe(&mut cell, -2.0, 0.0, 1);
+        cal.observe(&mut cell, -2.0, &[0.0; ISSUED], 1, None);
         // A first residual of 2 is a Gaussian's mean absolute value when
         // σ = 2 / 0.798 (the 0.8 level's scale) and its RMS when σ = 2 (the
         // 0.95 level's).

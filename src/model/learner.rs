@@ -542,13 +542,14 @@ impl StateLayout {
         let start = self.stack_cells().end;
         start..start + self.forecast_len() * self.calibration
     }
-    /// Each pending forecast component's calibration scale when it was issued.
+    /// Each pending forecast component's calibration scales when it was
+    /// issued ([`conformal::ISSUED`] each, see [`Calibration::issue`]).
     fn pending_scale(&self) -> std::ops::Range<usize> {
         let start = self.calibration_cells().end;
         start
             ..start
                 + if self.calibration > 0 {
-                    self.horizon * self.forecast_len()
+                    self.horizon * self.forecast_len() * conformal::ISSUED
                 } else {
                     0
                 }
@@ -1559,6 +1560,7 @@ fn calibrate<S: Scalar>(
         return None;
     }
     let armed = s.seen >= conformal::RANGE_WARMUP;
+    let eta = Calibration::mix_rate(s.seen);
     let mut anomaly: Option<f64> = None;
     for k in 1..=(sl.horizon as u64).min(s.seen) {
         let made = s.seen - k;
@@ -1581,9 +1583,10 @@ fn calibrate<S: Scalar>(
                 let m = Calibration::scale(&buf[cell..cell + w]);
                 cal.observe_anomaly(&mut buf[track..track + aw], m, r);
             }
-            let issued = buf[scales + slot + c].f64();
+            let at = scales + (slot + c) * conformal::ISSUED;
+            let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| buf[at + i]);
             let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
-            cal.observe(cell, r, issued, k as usize);
+            cal.observe(cell, r, &issued, k as usize, eta);
         }
     }
     anomaly
@@ -1603,10 +1606,12 @@ fn intervals<S: Scalar>(
     let (fl, w) = (sl.forecast_len(), sl.calibration);
     let (start, scales) = (
         sl.calibration_cells().start,
-        sl.pending_scale().start + slot,
+        sl.pending_scale().start + slot * conformal::ISSUED,
     );
     for c in 0..fl {
-        buf[scales + c] = S::of(Calibration::scale(&buf[start + c * w..]));
+        let at = scales + c * conformal::ISSUED;
+        let (cells, issued) = buf.split_at_mut(at);
+        Calibration::issue(&cells[start + c * w..], &mut issued[..conformal::ISSUED]);
     }
     let cells = &buf[sl.calibration_cells()];
     for (l, (lo, hi)) in work
