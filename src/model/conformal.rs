@@ -65,6 +65,7 @@
 //! steps, the NAB score fell from 40.6 to 31.1 (docs/backtests.md, "NAB").
 
 use super::scalar::Scalar;
+use super::special::{exp_approx, normal_quantile, pinball};
 
 /// Weight of a new residual in the running scales `m` and `s` (about 100
 /// events): faster scales made widths noisier and the interval scores on
@@ -202,84 +203,6 @@ impl Tracker {
         let e = if miss { 1.0 - alpha } else { -alpha };
         self.drift += e;
         self.q += pid.lr * e;
-    }
-}
-
-/// `e^x` to a relative error below 1e-6 for `x` in [−20, 20] (clamped
-/// there), without a branch or a call: `2^(x log₂ e)` split into the nearest
-/// integer `n` (by the float-rounding constant 1.5·2⁵², whose sum with `y`
-/// holds `n` in its low bits), set in the exponent bits, and a fraction in
-/// [−½, ½], a degree-6 Taylor polynomial (in Estrin's scheme).
-#[inline(always)]
-fn exp_approx(x: f64) -> f64 {
-    const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-    let y = x.clamp(-20.0, 20.0) * std::f64::consts::LOG2_E;
-    let t = y + ROUND;
-    let n = t - ROUND;
-    let f = (y - n) * std::f64::consts::LN_2;
-    // Estrin's scheme: three independent pairs, then their sum.
-    let f2 = f * f;
-    let p = (1.0 + f) + f2 * ((0.5 + f / 6.0) + f2 * ((1.0 / 24.0 + f / 120.0) + f2 / 720.0));
-    // The low bits of t are n + 2^51; 2^n's bits are (n + 1023) << 52.
-    let bits = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(1023) << 52;
-    p * f64::from_bits(bits)
-}
-
-/// The pinball loss of the bound `b` on `x` for the `1 − alpha` quantile.
-#[inline(always)]
-fn pinball(b: f64, x: f64, alpha: f64) -> f64 {
-    if x > b {
-        (x - b) * (1.0 - alpha)
-    } else {
-        (b - x) * alpha
-    }
-}
-
-/// The standard normal quantile at `p` in (0, 1) (Acklam's rational
-/// approximation, relative error below 1.2e-9): only for starting bounds.
-fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
 
@@ -882,22 +805,14 @@ mod tests {
     }
 
     #[test]
-    fn the_weights_exponential_is_exact_to_a_millionth() {
-        for i in -2000..=2000 {
-            let x = f64::from(i) / 100.0;
-            let (got, want) = (exp_approx(x), x.exp());
-            assert!(
-                ((got - want) / want).abs() < 1e-6,
-                "e^{x}: {got} against {want}"
-            );
-        }
-        assert_eq!(exp_approx(-1e300), exp_approx(-20.0), "clamped");
+    fn the_weights_start_even_and_refresh_every_few_events() {
         assert!((Calibration::fast_weight(0.0, 1.0) - 0.5).abs() < 1e-12);
         assert_eq!(
             Calibration::mix_rate(3),
             None,
             "only every WEIGHT_REFRESH events"
         );
+        assert!(Calibration::mix_rate(WEIGHT_REFRESH).is_some());
     }
 
     #[test]

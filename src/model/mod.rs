@@ -30,6 +30,7 @@ pub mod rng;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod simd;
+pub mod special;
 pub mod stack;
 
 pub use learner::{
