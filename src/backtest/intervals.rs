@@ -203,9 +203,7 @@ mod tests {
             sums.recur.add(level, lo, hi, r);
             let q = split.half_width(level).unwrap_or(0.0);
             sums.split.add(level, -q, q, r);
-            let mut issued = [0.0; crate::model::conformal::ISSUED];
-            Calibration::issue(&cell, &mut issued);
-            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(n as u64));
+            cal.observe_next(&mut cell, r, n);
             split.push(r.abs());
         }
         let s = sums.finish(level);

@@ -370,9 +370,8 @@ impl Calibration {
 
     /// The fast scale's weight in a bound's width, from its `lead` (the slow
     /// scale's summed pinball loss minus the fast one's) at the weights'
-    /// rate `eta`: the logistic function of `eta · lead`, exact to 1e-6
-    /// (a weight needs no more; a call to `exp` on every bound of every
-    /// event cost 2% of inference).
+    /// rate `eta`: the logistic function of `eta · lead`, exact to 1e-6 (a
+    /// weight needs no more).
     #[inline(always)]
     fn fast_weight(lead: f64, eta: f64) -> f64 {
         1.0 / (1.0 + exp_approx(-eta * lead))
@@ -474,7 +473,12 @@ impl Calibration {
                 let mut t = self.tracker(cell, side);
                 let b = t.bound(&self.pid);
                 let gain = pinball(b * sl, x, alpha) - pinball(b * f, x, alpha);
-                cell[lead_at] = S::of(cell[lead_at].f64() + gain * per_issued);
+                let lead = S::of(cell[lead_at].f64() + gain * per_issued);
+                cell[lead_at] = lead;
+                // The weight the new lead gives, on the events that refresh it.
+                if let Some(eta) = eta {
+                    cell[lead_at + 1] = S::of(Self::fast_weight(lead.f64(), eta));
+                }
                 // Scored in units of the width's scale (a miss is the
                 // residual past the bound times that scale): the trackers'
                 // steps stay the same size whatever the stream's volatility
@@ -486,14 +490,16 @@ impl Calibration {
                 }
             }
         }
-        // The weights the leads give, on the events that refresh them.
-        if let Some(eta) = eta {
-            for side in (0..2 * self.levels.len()).map(|b| SCALES + b * self.side()) {
-                let lead_at = self.lead_at(side);
-                cell[lead_at + 1] = S::of(Self::fast_weight(cell[lead_at].f64(), eta));
-            }
-        }
         scales(cell);
+    }
+
+    /// [`Calibration::observe`] of a one-step residual `r`, the `n`th of its
+    /// stream, issued from the cell as it is: what the tests replay.
+    #[cfg(test)]
+    pub(crate) fn observe_next<S: Scalar>(&self, cell: &mut [S], r: f64, n: usize) {
+        let mut issued = [S::zero(); ISSUED];
+        Self::issue(cell, &mut issued);
+        self.observe(cell, r, &issued, 1, Self::mix_rate(n as u64));
     }
 
     /// The interval around `forecast` at level index `l`: `(lower, upper)`,
@@ -615,9 +621,7 @@ mod tests {
                     *n += 1;
                 }
             }
-            let mut issued = [0.0; ISSUED];
-            Calibration::issue(&cell, &mut issued);
-            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(t as u64));
+            cal.observe_next(&mut cell, r, t);
         }
         inside
             .iter()
@@ -718,9 +722,7 @@ mod tests {
             let r = laplace(&mut rng, 1.0);
             let m = Calibration::scale(&cell);
             cal.observe_anomaly(&mut track, m, r);
-            let mut issued = [0.0; ISSUED];
-            Calibration::issue(&cell, &mut issued);
-            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(n));
+            cal.observe_next(&mut cell, r, n);
         }
         let score = |r: f64| cal.anomaly(&cell, &track, r).unwrap();
         let scores: Vec<f64> = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 30.0]
@@ -760,9 +762,7 @@ mod tests {
         for (n, &r) in residuals.iter().enumerate() {
             let (lo, hi) = cal.interval(&cell, l, 0.0);
             score += hi - lo + 2.0 / alpha * ((lo - r).max(0.0) + (r - hi).max(0.0));
-            let mut issued = [0.0; ISSUED];
-            Calibration::issue(&cell, &mut issued);
-            cal.observe(&mut cell, r, &issued, 1, Calibration::mix_rate(n as u64));
+            cal.observe_next(&mut cell, r, n);
             if let Some(w) = held {
                 weights.iter().for_each(|&at| cell[at] = w);
             }
