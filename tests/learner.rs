@@ -855,3 +855,65 @@ fn a_default_stream_fits_in_a_kibibyte() {
     let wide = state_bytes(long);
     assert!(wide > 1024, "48 rows hold {wide} bytes");
 }
+
+#[test]
+fn steps_a_stream_has_not_scored_yet_issue_the_point_forecast() {
+    // A forecast's intervals take the widths its stream's calibration cells
+    // leave when this event scores them; a step ahead that no forecast of
+    // the stream has reached yet has an unstarted cell, so its interval is
+    // the point forecast alone, whatever the stream before it left behind.
+    let horizon = 3;
+    let cfg = ModelConfig {
+        horizon,
+        ..ModelConfig::default()
+    };
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    for i in 0..300 {
+        f.observe("calibrated", &[(i % 7) as f32 * 3.0]).unwrap();
+    }
+    for n in 0..=horizon {
+        let obs = f.observe("new", &[1.0 + (n * n) as f32]).unwrap();
+        let levels = obs.lower.len() / horizon;
+        assert_eq!(levels, 2, "the default levels");
+        for l in 0..levels {
+            for k in 0..horizon {
+                let (lo, y, hi) = (
+                    obs.lower[l * horizon + k],
+                    obs.forecast[k],
+                    obs.upper[l * horizon + k],
+                );
+                if k < n {
+                    // Step k + 1 was scored at this event: its cell started.
+                    assert!(
+                        lo < y && y < hi,
+                        "event {n}, level {l}, step {}: {lo} {y} {hi}",
+                        k + 1
+                    );
+                } else {
+                    assert!(
+                        lo == y && hi == y,
+                        "event {n}, level {l}, step {}: {lo} {y} {hi}",
+                        k + 1
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_level_listed_twice_is_refused_by_name() {
+    // Each level's bounds are one slice of the prediction message: a
+    // repeated level would have shaped the state for two and calibrated one.
+    let cfg = ModelConfig {
+        intervals: vec![0.95, 0.8, 0.8],
+        ..ModelConfig::default()
+    };
+    let Err(err) = Forecaster::<f32>::new(cfg) else {
+        panic!("a repeated level was accepted");
+    };
+    assert!(
+        err.contains("model.intervals") && err.contains("0.8"),
+        "{err}"
+    );
+}

@@ -217,17 +217,48 @@ pub struct Calibration {
     /// Each level's miss rate per side, `(1 − level) / 2`, and its logarithm.
     alphas: Vec<f64>,
     ln_alphas: Vec<f64>,
-    /// Each level's starting bound, per unit of the first absolute residual
-    /// (or of the first RMS, the same number, for a level in RMS units).
-    starts: Vec<f64>,
     /// Each level's starting anomaly quantile, in units of the mean absolute residual.
     anomaly_starts: Vec<f64>,
-    /// Whether each level is tracked in units of the RMS scale (from [`TAIL_LEVEL`]).
-    rms: Vec<bool>,
-    /// Each level's step gain (the inverse Gaussian density at its quantile,
-    /// relative to the 0.95 level's).
-    gains: Vec<f64>,
+    /// Each bound's constants, in the order of the cell's trackers (level
+    /// by level, lower then upper): what [`Calibration::observe`] reads.
+    bounds: Vec<BoundSpec>,
     pid: Pid,
+}
+
+/// The constants of one interval bound (see [`Calibration::observe`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct BoundSpec {
+    /// The miss rate it tracks, `(1 − level) / 2`.
+    alpha: f64,
+    /// Its step before the delay's shrink: the configured step times the
+    /// level's gain (the inverse Gaussian density at its quantile, relative
+    /// to the 0.95 level's).
+    lr: f64,
+    /// Its starting quantile, per unit of the first residual's scale.
+    start: f64,
+    /// Which scale it is in units of: 0 the mean absolute residual, 1 the RMS.
+    kind: usize,
+    /// Whether it is the upper bound (it scores `y − ŷ`; the lower one `ŷ − y`).
+    upper: bool,
+}
+
+/// What [`Calibration::observe`] scores a cell's bounds with.
+#[derive(Clone, Copy)]
+struct Scored {
+    /// The residual `y − ŷ`.
+    r: f64,
+    /// The fast and slow scales the forecast was issued in, by kind (mean
+    /// absolute, RMS).
+    fast: [f64; 2],
+    slow: [f64; 2],
+    /// One over the issued mean absolute residual: the unit of the leads.
+    per_issued: f64,
+    /// The delay's shrink of the step (`1 / √step`).
+    shrink: f64,
+    /// The weights' rate on the events that refresh them.
+    eta: Option<f64>,
+    /// The cell's scales after `r` (`m, s, m', s'`): what the next widths use.
+    next: [f64; 4],
 }
 
 impl Calibration {
@@ -240,7 +271,12 @@ impl Calibration {
             ));
         }
         sorted.sort_by(f64::total_cmp);
-        sorted.dedup();
+        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "model.intervals lists {} twice: give each level once, e.g. [0.8, 0.95]",
+                twice[0]
+            ));
+        }
         if !(pid.lr > 0.0 && pid.lr.is_finite()) {
             return Err(format!(
                 "model.interval_lr = {}: must be a positive number",
@@ -252,7 +288,7 @@ impl Calibration {
         // Each level's Gaussian quantile per side, in units of σ.
         let z: Vec<f64> = alphas.iter().map(|a| normal_quantile(1.0 - a)).collect();
         // A Gaussian's RMS is its σ, its mean absolute value 0.798 σ.
-        let starts = z
+        let starts: Vec<f64> = z
             .iter()
             .zip(&rms)
             .map(|(z, &rms)| z / if rms { 1.0 } else { MEAN_ABS_NORMAL })
@@ -261,15 +297,24 @@ impl Calibration {
         // The density at a quantile, up to a constant that the ratio cancels.
         let density = |z: f64| (-0.5 * z * z).exp();
         let reference = density(normal_quantile(1.0 - REFERENCE_ALPHA));
-        let gains = z.iter().map(|&z| reference / density(z)).collect();
+        let gains: Vec<f64> = z.iter().map(|&z| reference / density(z)).collect();
+        let bounds = (0..sorted.len())
+            .flat_map(|l| {
+                [false, true].map(|upper| BoundSpec {
+                    alpha: alphas[l],
+                    lr: pid.lr * gains[l],
+                    start: starts[l],
+                    kind: usize::from(rms[l]),
+                    upper,
+                })
+            })
+            .collect();
         Ok(Calibration {
             levels: sorted,
             ln_alphas: alphas.iter().map(|a| a.ln()).collect(),
             alphas,
-            starts,
             anomaly_starts,
-            rms,
-            gains,
+            bounds,
             pid,
         })
     }
@@ -337,26 +382,11 @@ impl Calibration {
         side_len(self.integrator())
     }
 
-    /// Where level `l`'s lower tracker starts in a cell; its upper one
-    /// follows [`Calibration::side`] elements later.
-    #[inline(always)]
-    fn level_at(&self, l: usize) -> usize {
-        SCALES + 2 * self.side() * l
-    }
-
-    /// Level `l`'s fast and slow scales in a cell: `(m, m')` below
-    /// [`TAIL_LEVEL`], `(s, s')` from it.
-    #[inline(always)]
-    fn level_scales<S: Scalar>(&self, l: usize, cell: &[S]) -> (f64, f64) {
-        let at = usize::from(self.rms[l]);
-        (cell[at].f64(), cell[at + 2].f64())
-    }
-
-    /// Where the lead of the bound whose tracker starts at `at` is kept; the
-    /// fast scale's weight follows it.
-    #[inline(always)]
-    fn lead_at(&self, at: usize) -> usize {
-        at + self.side() - 2
+    /// Where bound `b`'s weight (the fast scale's in its width) is kept in
+    /// a cell: the last element of its tracker.
+    #[cfg(test)]
+    fn weight_at(&self, b: usize) -> usize {
+        SCALES + (b + 1) * self.side() - 1
     }
 
     /// The rate of the exponential weights on the fast and slow scales `n`
@@ -409,6 +439,10 @@ impl Calibration {
     /// (in units of the issued mean absolute residual) adds to its lead. The
     /// tracker scores the residual in units of the mixture, so the guarantee
     /// holds for the widths issued whatever the weights do.
+    ///
+    /// Writes into `widths` (one per bound, [`Calibration::bounds`]) the
+    /// widths the cell issues next, as [`Calibration::widths`] would: the
+    /// cell is at hand, and the next forecast's interval needs them.
     #[inline(never)]
     pub fn observe<S: Scalar>(
         &self,
@@ -417,6 +451,7 @@ impl Calibration {
         issued: &[S],
         step: usize,
         eta: Option<f64>,
+        widths: &mut [f64],
     ) {
         let (m, s, m2, s2) = (cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64());
         let a = r.abs();
@@ -426,23 +461,27 @@ impl Calibration {
             cell[2] = S::of(m2 + SLOW_WEIGHT * (a - m2));
             cell[3] = S::of((s2 * s2 + SLOW_WEIGHT * (a * a - s2 * s2)).sqrt());
         };
+        let side = self.side();
         let (i1, i2) = (issued[0].f64(), issued[1].f64());
         if m != 0.0 && i1 == 0.0 {
             // Issued before the cell started: no interval to score.
             scales(cell);
+            self.widths(cell, widths);
             return;
         }
         if m == 0.0 {
             // The first residual sets the scales; a zero one leaves the cell unstarted.
             cell[..SCALES].fill(S::of(a));
-            for (l, start) in self.starts.iter().enumerate() {
-                let at = self.level_at(l);
-                cell[at..self.level_at(l + 1)].fill(S::zero());
-                for side in [at, at + self.side()] {
-                    cell[side] = S::of(*start);
-                    cell[self.lead_at(side) + 1] = S::of(0.5);
-                }
+            for (k, t) in self
+                .bounds
+                .iter()
+                .zip(cell[SCALES..].chunks_exact_mut(side))
+            {
+                t.fill(S::zero());
+                t[0] = S::of(k.start);
+                t[side - 1] = S::of(0.5);
             }
+            self.widths(cell, widths);
             return;
         }
         // The scales each bound was issued in, by kind (mean absolute, RMS).
@@ -457,40 +496,65 @@ impl Calibration {
         // times before the interval it issued is scored; a step size shrunk
         // by √k keeps that drift (and the coverage it costs) from growing
         // with the horizon, the usual remedy for delayed feedback.
-        let shrink = 1.0 / (step as f64).sqrt();
-        for (l, &alpha) in self.alphas.iter().enumerate() {
-            let pid = Pid {
-                lr: self.pid.lr * self.gains[l] * shrink,
-                ..self.pid
-            };
-            let kind = usize::from(self.rms[l]);
-            let (f, sl) = (fast[kind], slow[kind]);
-            let at = self.level_at(l);
-            for (side, x) in [(at, -r), (at + self.side(), r)] {
-                let lead_at = self.lead_at(side);
-                // The weight the bound was issued with (exactly, one step ahead).
-                let w = cell[lead_at + 1].f64();
-                let mut t = self.tracker(cell, side);
-                let b = t.bound(&self.pid);
-                let gain = pinball(b * sl, x, alpha) - pinball(b * f, x, alpha);
-                let lead = S::of(cell[lead_at].f64() + gain * per_issued);
-                cell[lead_at] = lead;
-                // The weight the new lead gives, on the events that refresh it.
-                if let Some(eta) = eta {
-                    cell[lead_at + 1] = S::of(Self::fast_weight(lead.f64(), eta));
-                }
-                // Scored in units of the width's scale (a miss is the
-                // residual past the bound times that scale): the trackers'
-                // steps stay the same size whatever the stream's volatility
-                // does, so the telescoping sum behind the guarantee holds.
-                t.step(x > b * (w * f + (1.0 - w) * sl), alpha, &pid);
-                cell[side] = S::of(t.q);
-                if self.integrator() {
-                    cell[side + 1] = S::of(t.drift);
-                }
-            }
-        }
+        let shrink = if step == 1 {
+            1.0
+        } else {
+            1.0 / (step as f64).sqrt()
+        };
+        // The scales the next interval is issued in (they take `r` in after
+        // the trackers scored it), as the cell keeps them.
         scales(cell);
+        let next = [cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64()];
+        let scored = Scored {
+            r,
+            fast,
+            slow,
+            per_issued,
+            shrink,
+            eta,
+            next,
+        };
+        let trackers = cell[SCALES..].chunks_exact_mut(self.side());
+        for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
+            self.observe_bound(k, t, &scored, out);
+        }
+    }
+
+    /// One bound's part of [`Calibration::observe`] on its tracker's
+    /// elements `t` in a cell; writes the width it issues next into `out`.
+    #[inline(always)]
+    fn observe_bound<S: Scalar>(&self, k: &BoundSpec, t: &mut [S], scored: &Scored, out: &mut f64) {
+        let side = t.len();
+        let x = if k.upper { scored.r } else { -scored.r };
+        let (f, sl) = (scored.fast[k.kind], scored.slow[k.kind]);
+        // The weight the bound was issued with (exactly, one step ahead).
+        let w = t[side - 1].f64();
+        let mut tracker = self.tracker(t);
+        let b = tracker.bound(&self.pid);
+        let gain = pinball(b * sl, x, k.alpha) - pinball(b * f, x, k.alpha);
+        let lead = S::of(t[side - 2].f64() + gain * scored.per_issued);
+        t[side - 2] = lead;
+        // The weight the new lead gives, on the events that refresh it.
+        if let Some(eta) = scored.eta {
+            t[side - 1] = S::of(Self::fast_weight(lead.f64(), eta));
+        }
+        // Scored in units of the width's scale (a miss is the residual past
+        // the bound times that scale): the trackers' steps stay the same
+        // size whatever the stream's volatility does, so the telescoping sum
+        // behind the guarantee holds.
+        let pid = Pid {
+            lr: k.lr * scored.shrink,
+            ..self.pid
+        };
+        tracker.step(x > b * (w * f + (1.0 - w) * sl), k.alpha, &pid);
+        t[0] = S::of(tracker.q);
+        if self.integrator() {
+            t[1] = S::of(tracker.drift);
+        }
+        // The width issued next, as [`Calibration::widths`] gives it.
+        let w = t[side - 1].f64();
+        let (f, sl) = (scored.next[k.kind], scored.next[k.kind + 2]);
+        *out = (w * f + (1.0 - w) * sl) * self.tracker(t).bound(&self.pid);
     }
 
     /// [`Calibration::observe`] of a one-step residual `r`, the `n`th of its
@@ -499,23 +563,37 @@ impl Calibration {
     pub(crate) fn observe_next<S: Scalar>(&self, cell: &mut [S], r: f64, n: usize) {
         let mut issued = [S::zero(); ISSUED];
         Self::issue(cell, &mut issued);
-        self.observe(cell, r, &issued, 1, Self::mix_rate(n as u64));
+        let mut widths = vec![0.0; self.bounds()];
+        self.observe(cell, r, &issued, 1, Self::mix_rate(n as u64), &mut widths);
     }
 
-    /// The interval around `forecast` at level index `l`: `(lower, upper)`,
-    /// each bound its quantile times the mixture of the fast and slow scales
-    /// its weight gives. An unstarted cell gives the point forecast; bounds
-    /// that would cross (both sides' quantiles past each other) meet in the
-    /// middle.
-    #[inline(never)]
-    pub fn interval<S: Scalar>(&self, cell: &[S], l: usize, forecast: f64) -> (f64, f64) {
-        let (f, sl) = self.level_scales(l, cell);
-        let width = |at: usize| {
-            let w = cell[self.lead_at(at) + 1].f64();
-            (w * f + (1.0 - w) * sl) * self.bound(cell, at)
-        };
-        let at = self.level_at(l);
-        let (lo, hi) = (forecast - width(at), forecast + width(at + self.side()));
+    /// Bounds per cell: two per level, level by level, lower then upper.
+    pub fn bounds(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Each bound's width in the cell's next interval, into `widths` (one
+    /// per bound, [`Calibration::bounds`]): its quantile times the mixture
+    /// of the fast and slow scales its weight gives.
+    #[inline(always)]
+    pub fn widths<S: Scalar>(&self, cell: &[S], widths: &mut [f64]) {
+        let side = self.side();
+        let scales = [cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64()];
+        let trackers = cell[SCALES..].chunks_exact(side);
+        for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
+            let (f, sl) = (scales[k.kind], scales[k.kind + 2]);
+            let w = t[side - 1].f64();
+            *out = (w * f + (1.0 - w) * sl) * self.tracker(t).bound(&self.pid);
+        }
+    }
+
+    /// The interval around `forecast` whose lower and upper bounds have the
+    /// widths `lower` and `upper` (see [`Calibration::widths`]): an unstarted
+    /// cell gives the point forecast; bounds that would cross (both sides'
+    /// quantiles past each other) meet in the middle.
+    #[inline(always)]
+    pub fn around(forecast: f64, lower: f64, upper: f64) -> (f64, f64) {
+        let (lo, hi) = (forecast - lower, forecast + upper);
         if lo <= hi {
             (lo, hi)
         } else {
@@ -524,22 +602,22 @@ impl Calibration {
         }
     }
 
-    /// The bound of the tracker at `at`, in units of the running scale.
-    #[inline(always)]
-    fn bound<S: Scalar>(&self, cell: &[S], at: usize) -> f64 {
-        self.tracker(cell, at).bound(&self.pid)
+    /// The interval around `forecast` at level index `l` (see
+    /// [`Calibration::around`]), from the cell: what the tests read.
+    #[cfg(test)]
+    pub(crate) fn interval<S: Scalar>(&self, cell: &[S], l: usize, forecast: f64) -> (f64, f64) {
+        let mut widths = vec![0.0; self.bounds()];
+        self.widths(cell, &mut widths);
+        Self::around(forecast, widths[2 * l], widths[2 * l + 1])
     }
 
-    /// The tracker at `at` (its running sum 0 without an integrator).
+    /// A bound's tracker from its elements `t` in a cell (its running sum
+    /// 0 without an integrator).
     #[inline(always)]
-    fn tracker<S: Scalar>(&self, cell: &[S], at: usize) -> Tracker {
+    fn tracker<S: Scalar>(&self, t: &[S]) -> Tracker {
         Tracker {
-            q: cell[at].f64(),
-            drift: if self.integrator() {
-                cell[at + 1].f64()
-            } else {
-                0.0
-            },
+            q: t[0].f64(),
+            drift: if self.integrator() { t[1].f64() } else { 0.0 },
         }
     }
 
@@ -756,9 +834,7 @@ mod tests {
         let cal = Calibration::new(&[0.8, 0.95], Pid::default()).unwrap();
         let mut cell = vec![0.0f64; cal.cell_len()];
         let (mut score, alpha) = (0.0, 1.0 - cal.levels()[l]);
-        let weights: Vec<usize> = (0..2 * cal.levels().len())
-            .map(|b| cal.lead_at(SCALES + b * cal.side()) + 1)
-            .collect();
+        let weights: Vec<usize> = (0..cal.bounds()).map(|b| cal.weight_at(b)).collect();
         for (n, &r) in residuals.iter().enumerate() {
             let (lo, hi) = cal.interval(&cell, l, 0.0);
             score += hi - lo + 2.0 / alpha * ((lo - r).max(0.0) + (r - hi).max(0.0));
@@ -767,10 +843,9 @@ mod tests {
                 weights.iter().for_each(|&at| cell[at] = w);
             }
         }
-        let at = cal.level_at(l);
-        let weight = |side: usize| cell[cal.lead_at(side) + 1];
+        let weight = |b: usize| cell[cal.weight_at(b)];
         (
-            (weight(at), weight(at + cal.side())),
+            (weight(2 * l), weight(2 * l + 1)),
             score / residuals.len() as f64,
         )
     }
@@ -823,10 +898,12 @@ mod tests {
         assert!(Calibration::new(&[0.0], Pid::default()).is_err());
         assert!((normal_quantile(0.975) - 1.959_963_985).abs() < 1e-8);
         assert!((normal_quantile(0.1) + 1.281_551_566).abs() < 1e-8);
-        let cal = Calibration::new(&[0.95, 0.8, 0.8], Pid::default()).unwrap();
+        let twice = Calibration::new(&[0.95, 0.8, 0.8], Pid::default()).unwrap_err();
+        assert!(twice.contains("0.8 twice"), "{twice}");
+        let cal = Calibration::new(&[0.95, 0.8], Pid::default()).unwrap();
         assert_eq!(cal.levels(), &[0.8, 0.95]);
         let mut cell = vec![0.0f64; cal.cell_len()];
-        cal.observe(&mut cell, -2.0, &[0.0; ISSUED], 1, None);
+        cal.observe(&mut cell, -2.0, &[0.0; ISSUED], 1, None, &mut [0.0; 4]);
         // A first residual of 2 is a Gaussian's mean absolute value when
         // σ = 2 / 0.798 (the 0.8 level's scale) and its RMS when σ = 2 (the
         // 0.95 level's).

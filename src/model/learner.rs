@@ -420,11 +420,59 @@ pub struct StateLayout {
     /// `normalize` "warmup" or "none"; see [`super::moments`]); 0 where the
     /// own weights always learn with the pooled covariance.
     pub moments: usize,
+    /// Where each [`Region`] starts, and (last) the buffer's length.
+    starts: [u32; REGIONS + 1],
+}
+
+/// The regions of a stream's buffer, in their order there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Region {
+    Live,
+    Entering,
+    Ring,
+    Pending,
+    LastRaw,
+    History,
+    ExpertPending,
+    StackCells,
+    CalibrationCells,
+    PendingScale,
+    SeenRange,
+    AnomalyCells,
+    OwnLinear,
+    FarRun,
+    ChangeScales,
+    Moments,
+}
+
+/// How many [`Region`]s a stream's buffer has.
+const REGIONS: usize = Region::Moments as usize + 1;
+
+impl Region {
+    /// Every region, in order.
+    const ALL: [Region; REGIONS] = [
+        Region::Live,
+        Region::Entering,
+        Region::Ring,
+        Region::Pending,
+        Region::LastRaw,
+        Region::History,
+        Region::ExpertPending,
+        Region::StackCells,
+        Region::CalibrationCells,
+        Region::PendingScale,
+        Region::SeenRange,
+        Region::AnomalyCells,
+        Region::OwnLinear,
+        Region::FarRun,
+        Region::ChangeScales,
+        Region::Moments,
+    ];
 }
 
 impl StateLayout {
     fn new(cfg: &ModelConfig) -> Self {
-        StateLayout {
+        let mut sl = StateLayout {
             state: cfg.dims().state_len(),
             width: cfg.inputs,
             targets: cfg.target_indices().len(),
@@ -469,7 +517,13 @@ impl StateLayout {
                 }
                 _ => 0,
             },
+            starts: [0; REGIONS + 1],
+        };
+        for (i, &r) in Region::ALL.iter().enumerate() {
+            let end = sl.starts[i] as usize + sl.size(r);
+            sl.starts[i + 1] = u32::try_from(end).expect("a stream's state fits in u32 elements");
         }
+        sl
     }
     /// Whether forecasts stack the linear and recurrent experts.
     pub fn stacked(&self) -> bool {
@@ -479,22 +533,48 @@ impl StateLayout {
     pub fn forecast_len(&self) -> usize {
         self.horizon * self.targets
     }
+    /// Elements of region `r` of a stream's buffer (the regions lie in
+    /// the order of [`Region`]).
+    fn size(&self, r: Region) -> usize {
+        let fl = self.forecast_len();
+        let with_intervals = |n: usize| if self.calibration > 0 { n } else { 0 };
+        match r {
+            Region::Live => self.state,
+            Region::Entering if self.learning => self.state,
+            Region::Ring if self.learning && !self.ring_in_history => self.ring * self.width,
+            Region::Entering | Region::Ring => 0,
+            Region::Pending => self.horizon * fl,
+            Region::LastRaw => self.targets,
+            Region::History => self.history * self.width,
+            Region::ExpertPending => self.horizon * fl * self.experts,
+            Region::StackCells if self.stacked() => fl * stack::CELL,
+            Region::StackCells => 0,
+            Region::CalibrationCells => fl * self.calibration,
+            Region::PendingScale => with_intervals(self.horizon * fl * conformal::ISSUED),
+            Region::SeenRange => with_intervals(2 * self.targets),
+            Region::AnomalyCells => self.targets * self.anomaly,
+            Region::OwnLinear => self.own_linear,
+            Region::FarRun if self.shift_watch => 1 + 2 * self.width,
+            Region::FarRun => 0,
+            Region::ChangeScales => self.change_scale,
+            Region::Moments => self.moments,
+        }
+    }
+    /// Where region `r` lies in a stream's buffer (read off the starts
+    /// [`StateLayout::new`] computed once: the forecast path asks on every event).
+    #[inline(always)]
+    fn region(&self, r: Region) -> std::ops::Range<usize> {
+        let i = r as usize;
+        self.starts[i] as usize..self.starts[i + 1] as usize
+    }
     fn live(&self) -> std::ops::Range<usize> {
-        0..self.state
+        self.region(Region::Live)
     }
     fn entering(&self) -> std::ops::Range<usize> {
-        let start = self.live().end;
-        start..start + if self.learning { self.state } else { 0 }
+        self.region(Region::Entering)
     }
     fn ring_range(&self) -> std::ops::Range<usize> {
-        let start = self.entering().end;
-        start
-            ..start
-                + if self.learning && !self.ring_in_history {
-                    self.ring * self.width
-                } else {
-                    0
-                }
+        self.region(Region::Ring)
     }
     /// Where the ring's `j`-th oldest of `len` events starts in a stream's
     /// buffer, its oldest at slot `head`: in the ring, or (with
@@ -509,74 +589,46 @@ impl StateLayout {
         }
     }
     fn pending(&self) -> std::ops::Range<usize> {
-        let start = self.ring_range().end;
-        start..start + self.horizon * self.forecast_len()
+        self.region(Region::Pending)
     }
     fn last_raw(&self) -> std::ops::Range<usize> {
-        let start = self.pending().end;
-        start..start + self.targets
+        self.region(Region::LastRaw)
     }
     /// The last `history` scaled inputs, oldest first (a shift register).
     fn history_range(&self) -> std::ops::Range<usize> {
-        let start = self.last_raw().end;
-        start..start + self.history * self.width
+        self.region(Region::History)
     }
     /// The experts' forecast changes behind each pending forecast, `experts` per component.
     fn expert_pending(&self) -> std::ops::Range<usize> {
-        let start = self.history_range().end;
-        start..start + self.horizon * self.forecast_len() * self.experts
+        self.region(Region::ExpertPending)
     }
     /// One stacking cell (see [`stack::CELL`]) per forecast component.
     fn stack_cells(&self) -> std::ops::Range<usize> {
-        let start = self.expert_pending().end;
-        start
-            ..start
-                + if self.stacked() {
-                    self.forecast_len() * stack::CELL
-                } else {
-                    0
-                }
+        self.region(Region::StackCells)
     }
     /// One interval calibration cell (see [`conformal`]) per forecast component.
     fn calibration_cells(&self) -> std::ops::Range<usize> {
-        let start = self.stack_cells().end;
-        start..start + self.forecast_len() * self.calibration
+        self.region(Region::CalibrationCells)
     }
     /// Each pending forecast component's calibration scales when it was
     /// issued ([`conformal::ISSUED`] each, see [`Calibration::issue`]).
     fn pending_scale(&self) -> std::ops::Range<usize> {
-        let start = self.calibration_cells().end;
-        start
-            ..start
-                + if self.calibration > 0 {
-                    self.horizon * self.forecast_len() * conformal::ISSUED
-                } else {
-                    0
-                }
+        self.region(Region::PendingScale)
     }
     /// The lowest and highest value of each target seen so far (with
     /// intervals): a value new to that range scores as anomalous as it gets.
     fn seen_range(&self) -> std::ops::Range<usize> {
-        let start = self.pending_scale().end;
-        start
-            ..start
-                + if self.calibration > 0 {
-                    2 * self.targets
-                } else {
-                    0
-                }
+        self.region(Region::SeenRange)
     }
     /// Each target's anomaly trackers (see [`Calibration::observe_anomaly`]).
     fn anomaly_cells(&self) -> std::ops::Range<usize> {
-        let start = self.seen_range().end;
-        start..start + self.targets * self.anomaly
+        self.region(Region::AnomalyCells)
     }
     /// The stream's own weights of the linear expert, laid out as
     /// [`Rls::weight`], learned with the covariance pooled over the streams
     /// (see [`Rls::update_own`]); empty unless weights are shared.
     fn own_linear_range(&self) -> std::ops::Range<usize> {
-        let start = self.anomaly_cells().end;
-        start..start + self.own_linear
+        self.region(Region::OwnLinear)
     }
     /// Whether a stream's ring counters (read back from a checkpoint) fit
     /// this layout and the events it has seen: training reads `ring_len`
@@ -603,29 +655,20 @@ impl StateLayout {
     /// then each column's mean and standard deviation when it began (empty
     /// without a running normaliser).
     fn far_run(&self) -> std::ops::Range<usize> {
-        let start = self.own_linear_range().end;
-        start
-            ..start
-                + if self.shift_watch {
-                    1 + 2 * self.width
-                } else {
-                    0
-                }
+        self.region(Region::FarRun)
     }
     /// Each input's running scale of one-step changes, in its standard
     /// deviations: what bounds the changes the stacked experts see.
     fn change_scales(&self) -> std::ops::Range<usize> {
-        let start = self.far_run().end;
-        start..start + self.change_scale
+        self.region(Region::ChangeScales)
     }
     /// The increment moments behind the stream's own linear weights (see [`super::moments`]).
     fn moments_range(&self) -> std::ops::Range<usize> {
-        let start = self.change_scales().end;
-        start..start + self.moments
+        self.region(Region::Moments)
     }
     /// Elements of a stream's buffer.
     pub fn len(&self) -> usize {
-        self.moments_range().end
+        self.starts[REGIONS] as usize
     }
     /// True for an empty layout (never: there is always a state).
     pub fn is_empty(&self) -> bool {
@@ -802,6 +845,9 @@ struct Work<S> {
     /// The intervals' lower and upper bounds of the last forecast.
     lo: Vec<S>,
     hi: Vec<S>,
+    /// Each forecast component's interval widths, bound by bound (see
+    /// [`Calibration::widths`]), as [`calibrate`] leaves them for [`intervals`].
+    widths: Vec<f64>,
     /// Where an update writes the new weights before they replace the old.
     spare: Spare<S>,
     /// Each input's bound on a change over `s` steps (`s ≤ history`) that the
@@ -852,6 +898,7 @@ impl<S: Scalar> Forecaster<S> {
             spare: Spare::new(cfg.optimizer, &layout),
             lo: vec![S::zero(); cfg.intervals.len() * dims.outputs],
             hi: vec![S::zero(); cfg.intervals.len() * dims.outputs],
+            widths: vec![0.0; 2 * cfg.intervals.len() * dims.outputs],
             bounds: vec![0.0; cfg.inputs * (sl.history + 1)],
             moments: moments::Scratch::new(
                 if sl.moments > 0 { sl.lags } else { 0 },
@@ -1094,7 +1141,7 @@ impl<S: Scalar> Forecaster<S> {
         // intervals), then learn.
         let errors = score(s, &sl, target_idx, &work.raw);
         let anomaly = match cal {
-            Some(cal) => calibrate(s, &sl, target_idx, &work.raw, cal),
+            Some(cal) => calibrate(s, &sl, target_idx, &work.raw, cal, &mut work.widths),
             None => None,
         };
         // A per-stream model is taken out while the stream's buffers are borrowed.
@@ -1200,7 +1247,7 @@ impl<S: Scalar> Forecaster<S> {
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
         if let Some(cal) = cal {
-            intervals(cal, buf, slot, &sl, work);
+            intervals(cal, buf, slot, &sl, s.seen, work);
         }
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
@@ -1536,9 +1583,10 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 
 /// Calibrates the intervals of the pending forecasts' components that this
 /// event completes; returns the event's anomaly score against its one-step
-/// intervals (scored before they move), the highest over targets. Kept out
-/// of line: inlined into `observe` it slowed the forecast path by more than
-/// its own cost (measured with `recur bench model`).
+/// intervals (scored before they move), the highest over targets. Leaves
+/// in `widths` the widths each calibrated component issues next (see
+/// [`intervals`]). Kept out of line: inlined into `observe` it slowed the
+/// forecast path by more than its own cost (measured with `recur bench model`).
 #[inline(never)]
 fn calibrate<S: Scalar>(
     s: &mut Stream<S>,
@@ -1546,6 +1594,7 @@ fn calibrate<S: Scalar>(
     target_idx: &[usize],
     raw: &[f64],
     cal: &Calibration,
+    widths: &mut [f64],
 ) -> Option<f64> {
     let buf = &mut s.buf[..];
     let (fl, nt, w, aw) = (sl.forecast_len(), sl.targets, sl.calibration, sl.anomaly);
@@ -1586,7 +1635,15 @@ fn calibrate<S: Scalar>(
             let at = scales + (slot + c) * conformal::ISSUED;
             let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| buf[at + i]);
             let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
-            cal.observe(cell, r, &issued, k as usize, eta);
+            let nb = cal.bounds();
+            cal.observe(
+                cell,
+                r,
+                &issued,
+                k as usize,
+                eta,
+                &mut widths[c * nb..(c + 1) * nb],
+            );
         }
     }
     anomaly
@@ -1594,16 +1651,20 @@ fn calibrate<S: Scalar>(
 
 /// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
 /// and the scale each was issued in, to score it by, into the stream's
-/// pending slot `slot` (out of line, like [`calibrate`]).
+/// pending slot `slot` (out of line, like [`calibrate`]). A stream that has
+/// seen `seen` events had [`calibrate`] leave the widths of its first `seen`
+/// steps ahead in `work.widths`; the further steps' cells (not scored yet)
+/// give theirs here.
 #[inline(never)]
 fn intervals<S: Scalar>(
     cal: &Calibration,
     buf: &mut [S],
     slot: usize,
     sl: &StateLayout,
+    seen: u64,
     work: &mut Work<S>,
 ) {
-    let (fl, w) = (sl.forecast_len(), sl.calibration);
+    let (fl, w, nb) = (sl.forecast_len(), sl.calibration, cal.bounds());
     let (start, scales) = (
         sl.calibration_cells().start,
         sl.pending_scale().start + slot * conformal::ISSUED,
@@ -1614,16 +1675,17 @@ fn intervals<S: Scalar>(
         Calibration::issue(&cells[start + c * w..], &mut issued[..conformal::ISSUED]);
     }
     let cells = &buf[sl.calibration_cells()];
-    for (l, (lo, hi)) in work
-        .lo
-        .chunks_exact_mut(fl)
-        .zip(work.hi.chunks_exact_mut(fl))
-        .enumerate()
-    {
-        for c in 0..fl {
-            let (a, b) = cal.interval(&cells[c * w..(c + 1) * w], l, work.out[c].f64());
-            lo[c] = S::of(a);
-            hi[c] = S::of(b);
+    let scored = (seen.min(sl.horizon as u64) as usize) * sl.targets;
+    for c in 0..fl {
+        let widths = &mut work.widths[c * nb..(c + 1) * nb];
+        if c >= scored {
+            cal.widths(&cells[c * w..(c + 1) * w], widths);
+        }
+        let forecast = work.out[c].f64();
+        for (l, pair) in widths.chunks_exact(2).enumerate() {
+            let (a, b) = Calibration::around(forecast, pair[0], pair[1]);
+            work.lo[l * fl + c] = S::of(a);
+            work.hi[l * fl + c] = S::of(b);
         }
     }
 }
