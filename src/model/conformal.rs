@@ -514,7 +514,7 @@ impl Calibration {
             eta,
             next,
         };
-        let trackers = cell[SCALES..].chunks_exact_mut(self.side());
+        let trackers = cell[SCALES..].chunks_exact_mut(side);
         for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
             self.observe_bound(k, t, &scored, out);
         }
@@ -551,10 +551,17 @@ impl Calibration {
         if self.integrator() {
             t[1] = S::of(tracker.drift);
         }
-        // The width issued next, as [`Calibration::widths`] gives it.
-        let w = t[side - 1].f64();
-        let (f, sl) = (scored.next[k.kind], scored.next[k.kind + 2]);
-        *out = (w * f + (1.0 - w) * sl) * self.tracker(t).bound(&self.pid);
+        *out = self.width(k, t, &scored.next);
+    }
+
+    /// The width bound `k` issues from its tracker's elements `t` in a cell
+    /// whose scales are `scales` (`m, s, m', s'`): its quantile times the
+    /// mixture of the fast and slow scales its weight gives.
+    #[inline(always)]
+    fn width<S: Scalar>(&self, k: &BoundSpec, t: &[S], scales: &[f64; 4]) -> f64 {
+        let (f, sl) = (scales[k.kind], scales[k.kind + 2]);
+        let w = t[t.len() - 1].f64();
+        (w * f + (1.0 - w) * sl) * self.tracker(t).bound(&self.pid)
     }
 
     /// [`Calibration::observe`] of a one-step residual `r`, the `n`th of its
@@ -573,17 +580,13 @@ impl Calibration {
     }
 
     /// Each bound's width in the cell's next interval, into `widths` (one
-    /// per bound, [`Calibration::bounds`]): its quantile times the mixture
-    /// of the fast and slow scales its weight gives.
+    /// per bound, [`Calibration::bounds`]; see [`Calibration::width`]).
     #[inline(always)]
     pub fn widths<S: Scalar>(&self, cell: &[S], widths: &mut [f64]) {
-        let side = self.side();
         let scales = [cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64()];
-        let trackers = cell[SCALES..].chunks_exact(side);
+        let trackers = cell[SCALES..].chunks_exact(self.side());
         for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
-            let (f, sl) = (scales[k.kind], scales[k.kind + 2]);
-            let w = t[side - 1].f64();
-            *out = (w * f + (1.0 - w) * sl) * self.tracker(t).bound(&self.pid);
+            *out = self.width(k, t, &scales);
         }
     }
 
