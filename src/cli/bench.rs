@@ -146,6 +146,132 @@ pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
     })
 }
 
+/// What `recur bench model --compare-intervals --json` prints: the same
+/// benchmark with intervals on (the default `model.intervals`) and off
+/// (`[]`), timed in alternating rounds in one process so that the machine's
+/// drift falls on both alike.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntervalsCostReport {
+    /// Cell.
+    pub cell: &'static str,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Streams.
+    pub streams: usize,
+    /// Rounds; each times both settings, in turn (the order swaps every round).
+    pub rounds: usize,
+    /// Median over rounds of inference with intervals over inference without.
+    pub infer_ratio: f64,
+    /// The lowest and highest round's inference ratio.
+    pub infer_ratio_range: [f64; 2],
+    /// The fastest round with intervals over the fastest without: on a
+    /// noisy machine the least disturbed reading of the two.
+    pub infer_ratio_best: f64,
+    /// Median over rounds of training with intervals over training without.
+    pub train_ratio: f64,
+    /// The lowest and highest round's training ratio.
+    pub train_ratio_range: [f64; 2],
+    /// Median inference rates with and without intervals, events per second.
+    pub infer_events_per_sec: [f64; 2],
+    /// Median training rates with and without intervals, events per second.
+    pub train_events_per_sec: [f64; 2],
+    /// Bytes per stream with and without intervals (as `recur bench model`).
+    pub state_bytes_per_stream: [usize; 2],
+}
+
+/// The median of `v` (not empty).
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// Runs `recur bench model --compare-intervals`: `rounds` rounds, each
+/// timing a share of the events with intervals and without.
+pub fn intervals_cost(b: &ModelBench, rounds: usize) -> Result<IntervalsCostReport, String> {
+    let keys: Vec<String> = (0..b.streams).map(|i| format!("stream-{i}")).collect();
+    let series: Vec<Vec<f32>> = (0..b.streams)
+        .map(|i| {
+            NoisySine::new(24.0, 0.1, i as u64)
+                .take(512 * b.inputs)
+                .map(|v| v as f32)
+                .collect()
+        })
+        .collect();
+    let setting = |intervals: bool, learning: Learning| {
+        let b = ModelBench {
+            intervals,
+            ..b.clone()
+        };
+        Forecaster::<f32>::new(config(&b, learning))
+    };
+    // [with, without], for inference and for training, each warmed first.
+    let mut infer = [
+        setting(true, Learning::Off)?,
+        setting(false, Learning::Off)?,
+    ];
+    let mut train = [setting(true, Learning::On)?, setting(false, Learning::On)?];
+    for f in &mut infer {
+        time_events(f, &keys, &series, b.streams * 4);
+    }
+    for f in &mut train {
+        time_events(f, &keys, &series, b.streams * (b.tbptt + 2));
+    }
+    let (infer_share, train_share) = (
+        (b.infer_events / rounds).max(1),
+        (b.train_events / rounds).max(1),
+    );
+    let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let r = time_events(&mut infer[i], &keys, &series, infer_share);
+            rates[0][i].push(r);
+        }
+        for i in order {
+            let r = time_events(&mut train[i], &keys, &series, train_share);
+            rates[1][i].push(r);
+        }
+    }
+    let ratios = |kind: usize| -> Vec<f64> {
+        rates[kind][0]
+            .iter()
+            .zip(&rates[kind][1])
+            .map(|(on, off)| on / off)
+            .collect()
+    };
+    let range = |v: &[f64]| {
+        [
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(0.0, f64::max),
+        ]
+    };
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let (ri, rt) = (ratios(0), ratios(1));
+    Ok(IntervalsCostReport {
+        cell: b.cell.name(),
+        hidden: b.hidden,
+        streams: b.streams,
+        rounds,
+        infer_ratio: round3(median(&ri)),
+        infer_ratio_range: range(&ri).map(round3),
+        infer_ratio_best: round3(range(&rates[0][0])[1] / range(&rates[0][1])[1]),
+        train_ratio: round3(median(&rt)),
+        train_ratio_range: range(&rt).map(round3),
+        infer_events_per_sec: [median(&rates[0][0]).round(), median(&rates[0][1]).round()],
+        train_events_per_sec: [median(&rates[1][0]).round(), median(&rates[1][1]).round()],
+        state_bytes_per_stream: [
+            train[0].state_bytes_per_stream(),
+            train[1].state_bytes_per_stream(),
+        ],
+    })
+}
+
 /// Settings of `recur bench pipeline`.
 #[derive(Clone, Debug)]
 pub struct PipelineBench {
@@ -952,8 +1078,15 @@ pub enum BenchCommand {
         train_events: usize,
         /// Forecast without intervals and anomaly scores (`model.intervals =
         /// []`): what they cost is the ratio to a run without this flag.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "compare_intervals")]
         no_intervals: bool,
+        /// Time the benchmark with intervals and without in alternating
+        /// rounds in one run, and print the ratios (what intervals cost).
+        #[arg(long)]
+        compare_intervals: bool,
+        /// Rounds of `--compare-intervals` (the events are shared among them).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
         /// Print one JSON line instead of text.
         #[arg(long)]
         json: bool,
@@ -1037,10 +1170,12 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             infer_events,
             train_events,
             no_intervals,
+            compare_intervals,
+            rounds,
             json,
         } => {
             anyhow::ensure!(streams > 0, "--streams must be at least 1");
-            let report = model(&ModelBench {
+            let bench = ModelBench {
                 cell,
                 hidden,
                 inputs,
@@ -1049,8 +1184,36 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
                 infer_events,
                 train_events,
                 intervals: !no_intervals,
-            })
-            .map_err(anyhow::Error::msg)?;
+            };
+            if compare_intervals {
+                let r = intervals_cost(&bench, rounds as usize).map_err(anyhow::Error::msg)?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{} H={} streams={}, with intervals against without, {} rounds:\n  inference  {:.3} (rounds {:.3}-{:.3}, fastest rounds {:.3}; {:.0} / {:.0} events/s)\n  training   {:.3} (rounds {:.3}-{:.3}; {:.0} / {:.0} events/s)\n  state      {} / {} bytes/stream",
+                        r.cell,
+                        r.hidden,
+                        r.streams,
+                        r.rounds,
+                        r.infer_ratio,
+                        r.infer_ratio_range[0],
+                        r.infer_ratio_range[1],
+                        r.infer_ratio_best,
+                        r.infer_events_per_sec[0],
+                        r.infer_events_per_sec[1],
+                        r.train_ratio,
+                        r.train_ratio_range[0],
+                        r.train_ratio_range[1],
+                        r.train_events_per_sec[0],
+                        r.train_events_per_sec[1],
+                        r.state_bytes_per_stream[0],
+                        r.state_bytes_per_stream[1],
+                    );
+                }
+                return Ok(());
+            }
+            let report = model(&bench).map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
