@@ -109,11 +109,12 @@ fn time_events(
     events as f64 / secs
 }
 
-/// Runs the model benchmark.
-pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
-    let keys: Vec<String> = (0..b.streams).map(|i| format!("stream-{i}")).collect();
-    // 512 distinct events per stream, cycled: inputs stay realistic and cheap to fetch.
-    let series: Vec<Vec<f32>> = (0..b.streams)
+/// The model benchmark's stream keys and each stream's series: 512
+/// distinct events per stream, cycled, so inputs stay realistic and cheap
+/// to fetch.
+fn bench_inputs(b: &ModelBench) -> (Vec<String>, Vec<Vec<f32>>) {
+    let keys = (0..b.streams).map(|i| format!("stream-{i}")).collect();
+    let series = (0..b.streams)
         .map(|i| {
             NoisySine::new(24.0, 0.1, i as u64)
                 .take(512 * b.inputs)
@@ -121,6 +122,12 @@ pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
                 .collect()
         })
         .collect();
+    (keys, series)
+}
+
+/// Runs the model benchmark.
+pub fn model(b: &ModelBench) -> Result<ModelBenchReport, String> {
+    let (keys, series) = bench_inputs(b);
 
     let mut infer = Forecaster::<f32>::new(config(b, Learning::Off))?;
     time_events(&mut infer, &keys, &series, b.streams * 4); // warm every stream
@@ -194,15 +201,7 @@ fn median(v: &[f64]) -> f64 {
 /// Runs `recur bench model --compare-intervals`: `rounds` rounds, each
 /// timing a share of the events with intervals and without.
 pub fn intervals_cost(b: &ModelBench, rounds: usize) -> Result<IntervalsCostReport, String> {
-    let keys: Vec<String> = (0..b.streams).map(|i| format!("stream-{i}")).collect();
-    let series: Vec<Vec<f32>> = (0..b.streams)
-        .map(|i| {
-            NoisySine::new(24.0, 0.1, i as u64)
-                .take(512 * b.inputs)
-                .map(|v| v as f32)
-                .collect()
-        })
-        .collect();
+    let (keys, series) = bench_inputs(b);
     let setting = |intervals: bool, learning: Learning| {
         let b = ModelBench {
             intervals,
