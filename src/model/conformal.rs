@@ -346,6 +346,7 @@ impl Calibration {
     /// [`Calibration::scale`]; 0 while the cell has not started, which
     /// starts the trackers at the Gaussian quantiles). Call it after
     /// [`Calibration::anomaly`] has scored `r`.
+    #[inline(always)]
     pub fn observe_anomaly<S: Scalar>(&self, track: &mut [S], m: f64, r: f64) {
         if m == 0.0 {
             for (l, start) in self.anomaly_starts.iter().enumerate() {
@@ -394,8 +395,13 @@ impl Calibration {
     /// refresh the weights (every [`WEIGHT_REFRESH`]th of a stream); `None`
     /// on the others. Passed to [`Calibration::observe`].
     pub fn mix_rate(n: u64) -> Option<f64> {
-        n.is_multiple_of(WEIGHT_REFRESH)
-            .then(|| MIX_RATE / (n.max(1) as f64).sqrt())
+        /// Out of line: inlined, its square root and division were
+        /// computed on every event, not only on the refreshing ones.
+        #[inline(never)]
+        fn rate(n: u64) -> f64 {
+            MIX_RATE / (n.max(1) as f64).sqrt()
+        }
+        n.is_multiple_of(WEIGHT_REFRESH).then(|| rate(n))
     }
 
     /// The fast scale's weight in a bound's width, from its `lead` (the slow
@@ -414,16 +420,14 @@ impl Calibration {
         cell[0].f64()
     }
 
-    /// Writes into `issued` (its [`ISSUED`] elements) what a forecast
-    /// component keeps to be scored by later: the cell's fast and slow mean
-    /// absolute residuals now (0 until it starts). The RMS scales it was
+    /// What a forecast component keeps to be scored by later: the cell's
+    /// fast and slow mean absolute residuals now (0 until it starts). The RMS scales it was
     /// issued in are taken as their present values times the matching mean's
     /// movement since (exact one step ahead, where none has moved), so a
     /// forecast keeps two numbers, not four.
     #[inline(always)]
-    pub fn issue<S: Scalar>(cell: &[S], issued: &mut [S]) {
-        issued[0] = cell[0];
-        issued[1] = cell[2];
+    pub fn issue<S: Scalar>(cell: &[S]) -> [S; ISSUED] {
+        [cell[0], cell[2]]
     }
 
     /// Scores the residual `r = y − ŷ` of one forecast component issued with
@@ -443,7 +447,7 @@ impl Calibration {
     /// Writes into `widths` (one per bound, [`Calibration::bounds`]) the
     /// widths the cell issues next, as [`Calibration::widths`] would: the
     /// cell is at hand, and the next forecast's interval needs them.
-    #[inline(never)]
+    #[inline(always)]
     pub fn observe<S: Scalar>(
         &self,
         cell: &mut [S],
@@ -454,34 +458,9 @@ impl Calibration {
         widths: &mut [f64],
     ) {
         let (m, s, m2, s2) = (cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64());
-        let a = r.abs();
-        let scales = |cell: &mut [S]| {
-            cell[0] = S::of(m + MEAN_WEIGHT * (a - m));
-            cell[1] = S::of((s * s + MEAN_WEIGHT * (a * a - s * s)).sqrt());
-            cell[2] = S::of(m2 + SLOW_WEIGHT * (a - m2));
-            cell[3] = S::of((s2 * s2 + SLOW_WEIGHT * (a * a - s2 * s2)).sqrt());
-        };
-        let side = self.side();
         let (i1, i2) = (issued[0].f64(), issued[1].f64());
-        if m != 0.0 && i1 == 0.0 {
-            // Issued before the cell started: no interval to score.
-            scales(cell);
-            self.widths(cell, widths);
-            return;
-        }
-        if m == 0.0 {
-            // The first residual sets the scales; a zero one leaves the cell unstarted.
-            cell[..SCALES].fill(S::of(a));
-            for (k, t) in self
-                .bounds
-                .iter()
-                .zip(cell[SCALES..].chunks_exact_mut(side))
-            {
-                t.fill(S::zero());
-                t[0] = S::of(k.start);
-                t[side - 1] = S::of(0.5);
-            }
-            self.widths(cell, widths);
+        if m == 0.0 || i1 == 0.0 {
+            self.observe_unscored(cell, r, widths);
             return;
         }
         // The scales each bound was issued in, by kind (mean absolute, RMS).
@@ -503,7 +482,7 @@ impl Calibration {
         };
         // The scales the next interval is issued in (they take `r` in after
         // the trackers scored it), as the cell keeps them.
-        scales(cell);
+        Self::take_in(cell, r.abs(), [m, s, m2, s2]);
         let next = [cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64()];
         let scored = Scored {
             r,
@@ -514,17 +493,78 @@ impl Calibration {
             eta,
             next,
         };
-        let trackers = cell[SCALES..].chunks_exact_mut(side);
+        if self.integrator() {
+            self.observe_bounds::<S, { side_len(true) }>(cell, &scored, widths);
+        } else {
+            self.observe_bounds::<S, { side_len(false) }>(cell, &scored, widths);
+        }
+    }
+
+    /// [`Calibration::observe`] of a residual `r` with no interval to score:
+    /// the cell's first (which sets its scales and starts its trackers; a
+    /// zero one leaves it unstarted), or one of a forecast issued before the
+    /// cell started (which only moves its scales). Out of line and cold, as
+    /// [`Calibration::widths`] is.
+    #[cold]
+    #[inline(never)]
+    fn observe_unscored<S: Scalar>(&self, cell: &mut [S], r: f64, widths: &mut [f64]) {
+        let a = r.abs();
+        if cell[0].f64() != 0.0 {
+            let (m, s, m2, s2) = (cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64());
+            Self::take_in(cell, a, [m, s, m2, s2]);
+        } else {
+            cell[..SCALES].fill(S::of(a));
+            let side = self.side();
+            for (k, t) in self
+                .bounds
+                .iter()
+                .zip(cell[SCALES..].chunks_exact_mut(side))
+            {
+                t.fill(S::zero());
+                t[0] = S::of(k.start);
+                t[side - 1] = S::of(0.5);
+            }
+        }
+        self.widths(cell, widths);
+    }
+
+    /// Moves a cell's scales, which were `[m, s, m', s']`, by the absolute
+    /// residual `a`.
+    #[inline(always)]
+    fn take_in<S: Scalar>(cell: &mut [S], a: f64, [m, s, m2, s2]: [f64; 4]) {
+        cell[0] = S::of(m + MEAN_WEIGHT * (a - m));
+        cell[1] = S::of((s * s + MEAN_WEIGHT * (a * a - s * s)).sqrt());
+        cell[2] = S::of(m2 + SLOW_WEIGHT * (a - m2));
+        cell[3] = S::of((s2 * s2 + SLOW_WEIGHT * (a * a - s2 * s2)).sqrt());
+    }
+
+    /// The bounds' part of [`Calibration::observe`], with `SIDE` the
+    /// elements of a bound's tracker ([`side_len`]; a constant, so that
+    /// every element's place in the cell is one).
+    #[inline(always)]
+    fn observe_bounds<S: Scalar, const SIDE: usize>(
+        &self,
+        cell: &mut [S],
+        scored: &Scored,
+        widths: &mut [f64],
+    ) {
+        let (trackers, _) = cell[SCALES..].as_chunks_mut::<SIDE>();
         for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
-            self.observe_bound(k, t, &scored, out);
+            self.observe_bound(k, t, scored, out);
         }
     }
 
     /// One bound's part of [`Calibration::observe`] on its tracker's
     /// elements `t` in a cell; writes the width it issues next into `out`.
     #[inline(always)]
-    fn observe_bound<S: Scalar>(&self, k: &BoundSpec, t: &mut [S], scored: &Scored, out: &mut f64) {
-        let side = t.len();
+    fn observe_bound<S: Scalar, const SIDE: usize>(
+        &self,
+        k: &BoundSpec,
+        t: &mut [S; SIDE],
+        scored: &Scored,
+        out: &mut f64,
+    ) {
+        let side = SIDE;
         let x = if k.upper { scored.r } else { -scored.r };
         let (f, sl) = (scored.fast[k.kind], scored.slow[k.kind]);
         // The weight the bound was issued with (exactly, one step ahead).
@@ -548,7 +588,7 @@ impl Calibration {
         };
         tracker.step(x > b * (w * f + (1.0 - w) * sl), k.alpha, &pid);
         t[0] = S::of(tracker.q);
-        if self.integrator() {
+        if SIDE == side_len(true) {
             t[1] = S::of(tracker.drift);
         }
         *out = self.width(k, t, &scored.next);
@@ -568,8 +608,7 @@ impl Calibration {
     /// stream, issued from the cell as it is: what the tests replay.
     #[cfg(test)]
     pub(crate) fn observe_next<S: Scalar>(&self, cell: &mut [S], r: f64, n: usize) {
-        let mut issued = [S::zero(); ISSUED];
-        Self::issue(cell, &mut issued);
+        let issued = Self::issue(cell);
         let mut widths = vec![0.0; self.bounds()];
         self.observe(cell, r, &issued, 1, Self::mix_rate(n as u64), &mut widths);
     }
@@ -581,10 +620,25 @@ impl Calibration {
 
     /// Each bound's width in the cell's next interval, into `widths` (one
     /// per bound, [`Calibration::bounds`]; see [`Calibration::width`]).
-    #[inline(always)]
+    /// Out of line and cold: [`Calibration::observe`] leaves the widths of
+    /// every scored cell, so a stream asks for them only before its cells
+    /// start (inlined, its set-up was hoisted onto every event).
+    #[cold]
+    #[inline(never)]
     pub fn widths<S: Scalar>(&self, cell: &[S], widths: &mut [f64]) {
+        if self.integrator() {
+            self.widths_with::<S, { side_len(true) }>(cell, widths);
+        } else {
+            self.widths_with::<S, { side_len(false) }>(cell, widths);
+        }
+    }
+
+    /// [`Calibration::widths`] with `SIDE` elements per tracker (see
+    /// [`Calibration::observe_bounds`]).
+    #[inline(always)]
+    fn widths_with<S: Scalar, const SIDE: usize>(&self, cell: &[S], widths: &mut [f64]) {
         let scales = [cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64()];
-        let trackers = cell[SCALES..].chunks_exact(self.side());
+        let (trackers, _) = cell[SCALES..].as_chunks::<SIDE>();
         for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
             *out = self.width(k, t, &scales);
         }
@@ -620,7 +674,11 @@ impl Calibration {
     fn tracker<S: Scalar>(&self, t: &[S]) -> Tracker {
         Tracker {
             q: t[0].f64(),
-            drift: if self.integrator() { t[1].f64() } else { 0.0 },
+            drift: if t.len() == side_len(true) {
+                t[1].f64()
+            } else {
+                0.0
+            },
         }
     }
 
@@ -634,6 +692,7 @@ impl Calibration {
     /// impossible (p below 1e-16, a score of exactly 1) and leave the large
     /// ones indistinguishable from the huge ones. `None` while the cell has
     /// not started.
+    #[inline(always)]
     pub fn anomaly<S: Scalar>(&self, cell: &[S], track: &[S], r: f64) -> Option<f64> {
         let m = cell[0].f64();
         if m == 0.0 {

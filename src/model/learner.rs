@@ -1587,6 +1587,9 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 /// in `widths` the widths each calibrated component issues next (see
 /// [`intervals`]). Kept out of line: inlined into `observe` it slowed the
 /// forecast path by more than its own cost (measured with `recur bench model`).
+/// On x86-64 CPUs with AVX2 it runs a copy compiled for AVX2, as
+/// [`Forecaster::observe`] does (the same operations in the same order, so
+/// the same bits).
 #[inline(never)]
 fn calibrate<S: Scalar>(
     s: &mut Stream<S>,
@@ -1596,57 +1599,133 @@ fn calibrate<S: Scalar>(
     cal: &Calibration,
     widths: &mut [f64],
 ) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { calibrate_avx2(s, sl, target_idx, raw, cal, widths) };
+    }
+    calibrate_portable(s, sl, target_idx, raw, cal, widths)
+}
+
+/// [`calibrate`] compiled with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn calibrate_avx2<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    raw: &[f64],
+    cal: &Calibration,
+    widths: &mut [f64],
+) -> Option<f64> {
+    calibrate_portable(s, sl, target_idx, raw, cal, widths)
+}
+
+/// [`calibrate`] compiled for the baseline instruction set.
+#[inline(always)]
+fn calibrate_portable<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    raw: &[f64],
+    cal: &Calibration,
+    widths: &mut [f64],
+) -> Option<f64> {
     let buf = &mut s.buf[..];
-    let (fl, nt, w, aw) = (sl.forecast_len(), sl.targets, sl.calibration, sl.anomaly);
-    let (pending, cells) = (sl.pending().start, sl.calibration_cells().start);
-    let tracks = sl.anomaly_cells().start;
-    let (scales, range) = (sl.pending_scale().start, sl.seen_range().start);
+    let range = sl.seen_range().start;
     if s.seen == 0 {
-        // A new stream: its first value starts each target's range.
-        for (j, &t) in target_idx.iter().enumerate() {
-            conformal::outside_range(&mut buf[range + 2 * j..], raw[t], true, false);
-        }
+        start_ranges(buf, sl, target_idx, raw);
         return None;
     }
     let armed = s.seen >= conformal::RANGE_WARMUP;
     let eta = Calibration::mix_rate(s.seen);
+    let h = sl.horizon;
+    // The pending slot of the forecast made one event ago (the one made k
+    // events ago lies k − 1 slots before it, cyclically).
+    let newest = if h == 1 {
+        0
+    } else {
+        ((s.seen - 1) % h as u64) as usize
+    };
+    let (pending, fl) = (
+        sl.pending().start + newest * sl.forecast_len(),
+        sl.forecast_len(),
+    );
+    let (w, aw) = (sl.calibration, sl.anomaly);
+    let (cells, tracks) = (sl.calibration_cells().start, sl.anomaly_cells().start);
     let mut anomaly: Option<f64> = None;
-    for k in 1..=(sl.horizon as u64).min(s.seen) {
-        let made = s.seen - k;
-        let slot = (made % sl.horizon as u64) as usize * fl;
-        for (j, &t) in target_idx.iter().enumerate() {
-            let c = (k as usize - 1) * nt + j;
-            let r = raw[t] - buf[pending + slot + c].f64();
-            if k == 1 {
-                let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], false, armed);
-                // Scored against the one-step trackers before they move.
-                let (cell, track) = (cells + j * w, tracks + j * aw);
-                if let Some(mut a) = cal.anomaly(&buf[cell..cell + w], &buf[track..track + aw], r) {
-                    // Outside the widest interval and new to the stream's
-                    // range: nothing it has seen or expected comes close.
-                    if new && a >= cal.widest() {
-                        a = 1.0;
-                    }
-                    anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
-                }
-                let m = Calibration::scale(&buf[cell..cell + w]);
-                cal.observe_anomaly(&mut buf[track..track + aw], m, r);
+    // The one-step components, which the anomaly scores read.
+    for (j, &t) in target_idx.iter().enumerate() {
+        let r = raw[t] - buf[pending + j].f64();
+        let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], false, armed);
+        // Scored against the one-step trackers before they move.
+        let (cell, track) = (cells + j * w, tracks + j * aw);
+        if let Some(mut a) = cal.anomaly(&buf[cell..cell + w], &buf[track..track + aw], r) {
+            // Outside the widest interval and new to the stream's
+            // range: nothing it has seen or expected comes close.
+            if new && a >= cal.widest() {
+                a = 1.0;
             }
-            let at = scales + (slot + c) * conformal::ISSUED;
-            let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| buf[at + i]);
-            let cell = &mut buf[cells + c * w..cells + (c + 1) * w];
-            let nb = cal.bounds();
-            cal.observe(
-                cell,
-                r,
-                &issued,
-                k as usize,
-                eta,
-                &mut widths[c * nb..(c + 1) * nb],
-            );
+            anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
+        }
+        let m = Calibration::scale(&buf[cell..cell + w]);
+        cal.observe_anomaly(&mut buf[track..track + aw], m, r);
+        calibrate_component(buf, sl, cal, newest * fl, 1, j, r, eta, widths);
+    }
+    // The further steps ahead, of the forecasts made earlier.
+    let mut slot = newest;
+    for k in 2..=(h as u64).min(s.seen) as usize {
+        slot = if slot == 0 { h - 1 } else { slot - 1 };
+        let pending = sl.pending().start + slot * fl;
+        for (j, &t) in target_idx.iter().enumerate() {
+            let c = (k - 1) * sl.targets + j;
+            let r = raw[t] - buf[pending + c].f64();
+            calibrate_component(buf, sl, cal, slot * fl, k, c, r, eta, widths);
         }
     }
     anomaly
+}
+
+/// A new stream's first value starts each target's range (see
+/// [`conformal::outside_range`]). Out of line and cold, like the other
+/// first-event paths of [`calibrate`].
+#[cold]
+#[inline(never)]
+fn start_ranges<S: Scalar>(buf: &mut [S], sl: &StateLayout, target_idx: &[usize], raw: &[f64]) {
+    let range = sl.seen_range().start;
+    for (j, &t) in target_idx.iter().enumerate() {
+        conformal::outside_range(&mut buf[range + 2 * j..], raw[t], true, false);
+    }
+}
+
+/// Calibrates component `c` (step `k` ahead) of the forecast in the pending
+/// slot starting at `slot` by its residual `r` (see [`Calibration::observe`]),
+/// leaving the widths it issues next in `widths`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn calibrate_component<S: Scalar>(
+    buf: &mut [S],
+    sl: &StateLayout,
+    cal: &Calibration,
+    slot: usize,
+    k: usize,
+    c: usize,
+    r: f64,
+    eta: Option<f64>,
+    widths: &mut [f64],
+) {
+    let (w, nb) = (sl.calibration, cal.bounds());
+    let at = sl.pending_scale().start + (slot + c) * conformal::ISSUED;
+    let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| buf[at + i]);
+    let cell = sl.calibration_cells().start + c * w;
+    cal.observe(
+        &mut buf[cell..cell + w],
+        r,
+        &issued,
+        k,
+        eta,
+        &mut widths[c * nb..(c + 1) * nb],
+    );
 }
 
 /// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
@@ -1664,28 +1743,62 @@ fn intervals<S: Scalar>(
     seen: u64,
     work: &mut Work<S>,
 ) {
-    let (fl, w, nb) = (sl.forecast_len(), sl.calibration, cal.bounds());
-    let (start, scales) = (
-        sl.calibration_cells().start,
-        sl.pending_scale().start + slot * conformal::ISSUED,
-    );
-    for c in 0..fl {
-        let at = scales + c * conformal::ISSUED;
-        let (cells, issued) = buf.split_at_mut(at);
-        Calibration::issue(&cells[start + c * w..], &mut issued[..conformal::ISSUED]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { intervals_avx2(cal, buf, slot, sl, seen, work) };
     }
-    let cells = &buf[sl.calibration_cells()];
+    intervals_portable(cal, buf, slot, sl, seen, work)
+}
+
+/// [`intervals`] compiled with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn intervals_avx2<S: Scalar>(
+    cal: &Calibration,
+    buf: &mut [S],
+    slot: usize,
+    sl: &StateLayout,
+    seen: u64,
+    work: &mut Work<S>,
+) {
+    intervals_portable(cal, buf, slot, sl, seen, work)
+}
+
+/// [`intervals`] compiled for the baseline instruction set.
+#[inline(always)]
+fn intervals_portable<S: Scalar>(
+    cal: &Calibration,
+    buf: &mut [S],
+    slot: usize,
+    sl: &StateLayout,
+    seen: u64,
+    work: &mut Work<S>,
+) {
+    let (fl, w, nb) = (sl.forecast_len(), sl.calibration, cal.bounds());
+    let cells = sl.calibration_cells().start;
+    let at = sl.pending_scale().start + slot * conformal::ISSUED;
     let scored = (seen.min(sl.horizon as u64) as usize) * sl.targets;
+    let Work {
+        out,
+        lo,
+        hi,
+        widths,
+        ..
+    } = work;
     for c in 0..fl {
-        let widths = &mut work.widths[c * nb..(c + 1) * nb];
+        let cell = &buf[cells + c * w..cells + (c + 1) * w];
+        let issued = Calibration::issue(cell);
+        let widths = &mut widths[c * nb..(c + 1) * nb];
         if c >= scored {
-            cal.widths(&cells[c * w..(c + 1) * w], widths);
+            cal.widths(cell, widths);
         }
-        let forecast = work.out[c].f64();
+        buf[at + c * conformal::ISSUED..at + (c + 1) * conformal::ISSUED].copy_from_slice(&issued);
+        let forecast = out[c].f64();
         for (l, pair) in widths.chunks_exact(2).enumerate() {
             let (a, b) = Calibration::around(forecast, pair[0], pair[1]);
-            work.lo[l * fl + c] = S::of(a);
-            work.hi[l * fl + c] = S::of(b);
+            lo[l * fl + c] = S::of(a);
+            hi[l * fl + c] = S::of(b);
         }
     }
 }
