@@ -360,7 +360,7 @@ impl Calibration {
             ki: 0.0,
             ..self.pid
         };
-        for (l, &alpha) in self.alphas.iter().enumerate() {
+        for (l, &alpha) in self.alphas[..track.len() / 2].iter().enumerate() {
             for (at, score) in [(2 * l, -z), (2 * l + 1, z)] {
                 let mut t = Tracker {
                     q: track[at].f64(),
@@ -549,7 +549,8 @@ impl Calibration {
         widths: &mut [f64],
     ) {
         let (trackers, _) = cell[SCALES..].as_chunks_mut::<SIDE>();
-        for ((k, t), out) in self.bounds.iter().zip(trackers).zip(widths.iter_mut()) {
+        let bounds = &self.bounds[..widths.len()];
+        for ((k, t), out) in bounds.iter().zip(trackers).zip(widths.iter_mut()) {
             self.observe_bound(k, t, scored, out);
         }
     }
@@ -566,11 +567,11 @@ impl Calibration {
     ) {
         let side = SIDE;
         let x = if k.upper { scored.r } else { -scored.r };
-        let (f, sl) = (scored.fast[k.kind], scored.slow[k.kind]);
+        let (f, sl) = (scored.fast[k.kind & 1], scored.slow[k.kind & 1]);
         // The weight the bound was issued with (exactly, one step ahead).
         let w = t[side - 1].f64();
         let mut tracker = self.tracker(t);
-        let b = tracker.bound(&self.pid);
+        let b = self.bound(t, &tracker);
         let gain = pinball(b * sl, x, k.alpha) - pinball(b * f, x, k.alpha);
         let lead = S::of(t[side - 2].f64() + gain * scored.per_issued);
         t[side - 2] = lead;
@@ -599,9 +600,21 @@ impl Calibration {
     /// mixture of the fast and slow scales its weight gives.
     #[inline(always)]
     fn width<S: Scalar>(&self, k: &BoundSpec, t: &[S], scales: &[f64; 4]) -> f64 {
-        let (f, sl) = (scales[k.kind], scales[k.kind + 2]);
+        let (f, sl) = (scales[k.kind & 1], scales[(k.kind & 1) + 2]);
         let w = t[t.len() - 1].f64();
-        (w * f + (1.0 - w) * sl) * self.tracker(t).bound(&self.pid)
+        (w * f + (1.0 - w) * sl) * self.bound(t, &self.tracker(t))
+    }
+
+    /// The bound `tracker` (read from its elements `t` in a cell) issues:
+    /// its quantile alone where the trackers keep no running sum (`K_I = 0`,
+    /// known from the tracker's length), as [`Tracker::bound`] gives then.
+    #[inline(always)]
+    fn bound<S: Scalar>(&self, t: &[S], tracker: &Tracker) -> f64 {
+        if t.len() == side_len(true) {
+            tracker.bound(&self.pid)
+        } else {
+            tracker.q
+        }
     }
 
     /// [`Calibration::observe`] of a one-step residual `r`, the `n`th of its
@@ -709,7 +722,7 @@ impl Calibration {
         let exp = |v: f64| f64::from((v as f32).exp());
         let (mut w0, mut lp0) = (0.0, -std::f64::consts::LN_2);
         let mut power = None;
-        for (l, &lp) in self.ln_alphas.iter().enumerate() {
+        for (l, &lp) in self.ln_alphas[..track.len() / 2].iter().enumerate() {
             let w = m * track[side + 2 * l].f64();
             if w <= w0 {
                 continue;

@@ -1631,6 +1631,63 @@ fn calibrate_portable<S: Scalar>(
     cal: &Calibration,
     widths: &mut [f64],
 ) -> Option<f64> {
+    let shape = CalShape::of(sl, cal);
+    if shape == CalShape::DEFAULT {
+        calibrate_shaped(s, sl, target_idx, raw, cal, widths, CalShape::DEFAULT)
+    } else {
+        calibrate_shaped(s, sl, target_idx, raw, cal, widths, shape)
+    }
+}
+
+/// The sizes [`calibrate`] and [`intervals`] loop over. [`CalShape::DEFAULT`]
+/// gets a copy of each compiled for it, with every loop over bounds,
+/// levels and targets of a constant length (unrolled, its indices checked
+/// when compiled): on the default intervals, it ran the calibration in
+/// fewer instructions than the copy for any shape.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct CalShape {
+    /// Bounds per forecast component ([`Calibration::bounds`]).
+    bounds: usize,
+    /// Elements of a calibration cell ([`StateLayout::calibration`]).
+    cell: usize,
+    /// Elements of a target's anomaly trackers ([`StateLayout::anomaly`]).
+    anomaly: usize,
+    /// Targets.
+    targets: usize,
+}
+
+impl CalShape {
+    /// The default intervals (two levels, no integrator) on one target.
+    const DEFAULT: CalShape = CalShape {
+        bounds: 4,
+        cell: conformal::cell_len(2, false),
+        anomaly: conformal::anomaly_len(2),
+        targets: 1,
+    };
+
+    /// The shape of a forecaster's calibration.
+    #[inline(always)]
+    fn of(sl: &StateLayout, cal: &Calibration) -> CalShape {
+        CalShape {
+            bounds: cal.bounds(),
+            cell: sl.calibration,
+            anomaly: sl.anomaly,
+            targets: sl.targets,
+        }
+    }
+}
+
+/// [`calibrate`] with its sizes taken from `shape` (see [`CalShape`]).
+#[inline(always)]
+fn calibrate_shaped<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    raw: &[f64],
+    cal: &Calibration,
+    widths: &mut [f64],
+    shape: CalShape,
+) -> Option<f64> {
     let buf = &mut s.buf[..];
     let range = sl.seen_range().start;
     if s.seen == 0 {
@@ -1647,15 +1704,14 @@ fn calibrate_portable<S: Scalar>(
     } else {
         ((s.seen - 1) % h as u64) as usize
     };
-    let (pending, fl) = (
-        sl.pending().start + newest * sl.forecast_len(),
-        sl.forecast_len(),
-    );
-    let (w, aw) = (sl.calibration, sl.anomaly);
+    let fl = h * shape.targets;
+    let pending = sl.pending().start + newest * fl;
+    let (w, aw) = (shape.cell, shape.anomaly);
     let (cells, tracks) = (sl.calibration_cells().start, sl.anomaly_cells().start);
+    let targets = &target_idx[..shape.targets];
     let mut anomaly: Option<f64> = None;
     // The one-step components, which the anomaly scores read.
-    for (j, &t) in target_idx.iter().enumerate() {
+    for (j, &t) in targets.iter().enumerate() {
         let r = raw[t] - buf[pending + j].f64();
         let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], false, armed);
         // Scored against the one-step trackers before they move.
@@ -1670,17 +1726,17 @@ fn calibrate_portable<S: Scalar>(
         }
         let m = Calibration::scale(&buf[cell..cell + w]);
         cal.observe_anomaly(&mut buf[track..track + aw], m, r);
-        calibrate_component(buf, sl, cal, newest * fl, 1, j, r, eta, widths);
+        calibrate_component(buf, sl, cal, shape, newest * fl, 1, j, r, eta, widths);
     }
     // The further steps ahead, of the forecasts made earlier.
     let mut slot = newest;
     for k in 2..=(h as u64).min(s.seen) as usize {
         slot = if slot == 0 { h - 1 } else { slot - 1 };
         let pending = sl.pending().start + slot * fl;
-        for (j, &t) in target_idx.iter().enumerate() {
-            let c = (k - 1) * sl.targets + j;
+        for (j, &t) in targets.iter().enumerate() {
+            let c = (k - 1) * shape.targets + j;
             let r = raw[t] - buf[pending + c].f64();
-            calibrate_component(buf, sl, cal, slot * fl, k, c, r, eta, widths);
+            calibrate_component(buf, sl, cal, shape, slot * fl, k, c, r, eta, widths);
         }
     }
     anomaly
@@ -1707,6 +1763,7 @@ fn calibrate_component<S: Scalar>(
     buf: &mut [S],
     sl: &StateLayout,
     cal: &Calibration,
+    shape: CalShape,
     slot: usize,
     k: usize,
     c: usize,
@@ -1714,7 +1771,7 @@ fn calibrate_component<S: Scalar>(
     eta: Option<f64>,
     widths: &mut [f64],
 ) {
-    let (w, nb) = (sl.calibration, cal.bounds());
+    let (w, nb) = (shape.cell, shape.bounds);
     let at = sl.pending_scale().start + (slot + c) * conformal::ISSUED;
     let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| buf[at + i]);
     let cell = sl.calibration_cells().start + c * w;
@@ -1775,10 +1832,29 @@ fn intervals_portable<S: Scalar>(
     seen: u64,
     work: &mut Work<S>,
 ) {
-    let (fl, w, nb) = (sl.forecast_len(), sl.calibration, cal.bounds());
+    let shape = CalShape::of(sl, cal);
+    if shape == CalShape::DEFAULT {
+        intervals_shaped(cal, buf, slot, sl, seen, work, CalShape::DEFAULT)
+    } else {
+        intervals_shaped(cal, buf, slot, sl, seen, work, shape)
+    }
+}
+
+/// [`intervals`] with its sizes taken from `shape` (see [`CalShape`]).
+#[inline(always)]
+fn intervals_shaped<S: Scalar>(
+    cal: &Calibration,
+    buf: &mut [S],
+    slot: usize,
+    sl: &StateLayout,
+    seen: u64,
+    work: &mut Work<S>,
+    shape: CalShape,
+) {
+    let (fl, w, nb) = (sl.horizon * shape.targets, shape.cell, shape.bounds);
     let cells = sl.calibration_cells().start;
     let at = sl.pending_scale().start + slot * conformal::ISSUED;
-    let scored = (seen.min(sl.horizon as u64) as usize) * sl.targets;
+    let scored = (seen.min(sl.horizon as u64) as usize) * shape.targets;
     let Work {
         out,
         lo,
