@@ -1071,12 +1071,23 @@ impl<S: Scalar> Forecaster<S> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn observe_avx2(&mut self, key: &str, values: &[S]) -> Result<Observation<'_, S>, LearnError> {
-        self.observe_portable(key, values)
+        self.observe_on::<true>(key, values)
     }
 
     /// [`Forecaster::observe`] compiled for the baseline instruction set.
-    #[inline(always)]
     pub fn observe_portable(
+        &mut self,
+        key: &str,
+        values: &[S],
+    ) -> Result<Observation<'_, S>, LearnError> {
+        self.observe_on::<false>(key, values)
+    }
+
+    /// [`Forecaster::observe`], with `AVX2` whether it runs in the copy
+    /// compiled for AVX2 (which then calls the AVX2 copies of the
+    /// calibration directly).
+    #[inline(always)]
+    fn observe_on<const AVX2: bool>(
         &mut self,
         key: &str,
         values: &[S],
@@ -1141,7 +1152,7 @@ impl<S: Scalar> Forecaster<S> {
         // intervals), then learn.
         let errors = score(s, &sl, target_idx, &work.raw);
         let anomaly = match cal {
-            Some(cal) => calibrate(s, &sl, target_idx, &work.raw, cal, &mut work.widths),
+            Some(cal) => calibrate::<S, AVX2>(s, &sl, target_idx, &work.raw, cal, &mut work.widths),
             None => None,
         };
         // A per-stream model is taken out while the stream's buffers are borrowed.
@@ -1247,7 +1258,7 @@ impl<S: Scalar> Forecaster<S> {
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
         if let Some(cal) = cal {
-            intervals(cal, buf, slot, &sl, s.seen, work);
+            intervals::<S, AVX2>(cal, buf, slot, &sl, s.seen, work);
         }
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
@@ -1587,11 +1598,11 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 /// in `widths` the widths each calibrated component issues next (see
 /// [`intervals`]). Kept out of line: inlined into `observe` it slowed the
 /// forecast path by more than its own cost (measured with `recur bench model`).
-/// On x86-64 CPUs with AVX2 it runs a copy compiled for AVX2, as
-/// [`Forecaster::observe`] does (the same operations in the same order, so
-/// the same bits).
-#[inline(never)]
-fn calibrate<S: Scalar>(
+/// `AVX2` (set by [`Forecaster::observe`] on CPUs with AVX2) runs a copy
+/// compiled for AVX2, as the forecast path does (the same operations in the
+/// same order, so the same bits).
+#[inline(always)]
+fn calibrate<S: Scalar, const AVX2: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
@@ -1600,16 +1611,31 @@ fn calibrate<S: Scalar>(
     widths: &mut [f64],
 ) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+    if AVX2 {
+        // SAFETY: `AVX2` is set only on the path `Forecaster::observe` takes
+        // once it has checked that the CPU supports AVX2.
         return unsafe { calibrate_avx2(s, sl, target_idx, raw, cal, widths) };
     }
+    calibrate_baseline(s, sl, target_idx, raw, cal, widths)
+}
+
+/// [`calibrate`] compiled for the baseline instruction set.
+#[inline(never)]
+fn calibrate_baseline<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    raw: &[f64],
+    cal: &Calibration,
+    widths: &mut [f64],
+) -> Option<f64> {
     calibrate_portable(s, sl, target_idx, raw, cal, widths)
 }
 
 /// [`calibrate`] compiled with AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline(never)]
 fn calibrate_avx2<S: Scalar>(
     s: &mut Stream<S>,
     sl: &StateLayout,
@@ -1790,9 +1816,9 @@ fn calibrate_component<S: Scalar>(
 /// pending slot `slot` (out of line, like [`calibrate`]). A stream that has
 /// seen `seen` events had [`calibrate`] leave the widths of its first `seen`
 /// steps ahead in `work.widths`; the further steps' cells (not scored yet)
-/// give theirs here.
-#[inline(never)]
-fn intervals<S: Scalar>(
+/// give theirs here. `AVX2` as for [`calibrate`].
+#[inline(always)]
+fn intervals<S: Scalar, const AVX2: bool>(
     cal: &Calibration,
     buf: &mut [S],
     slot: usize,
@@ -1801,16 +1827,31 @@ fn intervals<S: Scalar>(
     work: &mut Work<S>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+    if AVX2 {
+        // SAFETY: as for `calibrate`, `AVX2` is set only once the CPU's
+        // support for AVX2 is checked.
         return unsafe { intervals_avx2(cal, buf, slot, sl, seen, work) };
     }
+    intervals_baseline(cal, buf, slot, sl, seen, work)
+}
+
+/// [`intervals`] compiled for the baseline instruction set.
+#[inline(never)]
+fn intervals_baseline<S: Scalar>(
+    cal: &Calibration,
+    buf: &mut [S],
+    slot: usize,
+    sl: &StateLayout,
+    seen: u64,
+    work: &mut Work<S>,
+) {
     intervals_portable(cal, buf, slot, sl, seen, work)
 }
 
 /// [`intervals`] compiled with AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline(never)]
 fn intervals_avx2<S: Scalar>(
     cal: &Calibration,
     buf: &mut [S],
