@@ -93,6 +93,8 @@ const REFERENCE_ALPHA: f64 = 0.025;
 /// Elements of a cell before its trackers: the running scales, fast
 /// `(m, s)` and slow `(m', s')`.
 const SCALES: usize = 4;
+/// Bounds [`Calibration::observe`] moves at once (two levels' lower and upper).
+const LANES: usize = 4;
 /// Elements a pending forecast component keeps to be scored by: its
 /// cell's fast and slow mean absolute residual when it was issued.
 pub const ISSUED: usize = 2;
@@ -540,7 +542,8 @@ impl Calibration {
 
     /// The bounds' part of [`Calibration::observe`], with `SIDE` the
     /// elements of a bound's tracker ([`side_len`]; a constant, so that
-    /// every element's place in the cell is one).
+    /// every element's place in the cell is one). The bounds are moved
+    /// [`LANES`] at a time (two levels), then a level's two if one is left.
     #[inline(always)]
     fn observe_bounds<S: Scalar, const SIDE: usize>(
         &self,
@@ -548,51 +551,77 @@ impl Calibration {
         scored: &Scored,
         widths: &mut [f64],
     ) {
+        let n = widths.len();
         let (trackers, _) = cell[SCALES..].as_chunks_mut::<SIDE>();
-        let bounds = &self.bounds[..widths.len()];
-        for ((k, t), out) in bounds.iter().zip(trackers).zip(widths.iter_mut()) {
-            self.observe_bound(k, t, scored, out);
+        let (trackers, bounds) = (&mut trackers[..n], &self.bounds[..n]);
+        let (ts, t_rest) = trackers.as_chunks_mut::<LANES>();
+        let (ks, k_rest) = bounds.as_chunks::<LANES>();
+        let (outs, out_rest) = widths.as_chunks_mut::<LANES>();
+        for ((k, t), out) in ks.iter().zip(ts).zip(outs) {
+            self.observe_lanes(k, t, scored, out);
+        }
+        let (ts, _) = t_rest.as_chunks_mut::<2>();
+        let (ks, _) = k_rest.as_chunks::<2>();
+        let (outs, _) = out_rest.as_chunks_mut::<2>();
+        for ((k, t), out) in ks.iter().zip(ts).zip(outs) {
+            self.observe_lanes(k, t, scored, out);
         }
     }
 
-    /// One bound's part of [`Calibration::observe`] on its tracker's
-    /// elements `t` in a cell; writes the width it issues next into `out`.
+    /// `N` bounds' part of [`Calibration::observe`] on their trackers'
+    /// elements `t` in a cell; writes the widths they issue next into `out`.
+    /// Each step runs over the `N` bounds before the next (so that it can
+    /// run on them at once); each bound's arithmetic is its own.
     #[inline(always)]
-    fn observe_bound<S: Scalar, const SIDE: usize>(
+    fn observe_lanes<S: Scalar, const SIDE: usize, const N: usize>(
         &self,
-        k: &BoundSpec,
-        t: &mut [S; SIDE],
+        k: &[BoundSpec; N],
+        t: &mut [[S; SIDE]; N],
         scored: &Scored,
-        out: &mut f64,
+        out: &mut [f64; N],
     ) {
-        let side = SIDE;
-        let x = if k.upper { scored.r } else { -scored.r };
-        let (f, sl) = (scored.fast[k.kind & 1], scored.slow[k.kind & 1]);
-        // The weight the bound was issued with (exactly, one step ahead).
-        let w = t[side - 1].f64();
-        let mut tracker = self.tracker(t);
-        let b = self.bound(t, &tracker);
-        let gain = pinball(b * sl, x, k.alpha) - pinball(b * f, x, k.alpha);
-        let lead = S::of(t[side - 2].f64() + gain * scored.per_issued);
-        t[side - 2] = lead;
+        let lanes = |f: &dyn Fn(usize) -> f64| -> [f64; N] { std::array::from_fn(f) };
+        let x = lanes(&|i| if k[i].upper { scored.r } else { -scored.r });
+        let f = lanes(&|i| scored.fast[k[i].kind & 1]);
+        let sl = lanes(&|i| scored.slow[k[i].kind & 1]);
+        let alpha = lanes(&|i| k[i].alpha);
+        // The weight each bound was issued with (exactly, one step ahead).
+        let w = lanes(&|i| t[i][SIDE - 1].f64());
+        let trackers: [Tracker; N] = std::array::from_fn(|i| self.tracker(&t[i]));
+        let b = lanes(&|i| self.bound(&t[i], &trackers[i]));
+        for i in 0..N {
+            let gain = pinball(b[i] * sl[i], x[i], alpha[i]) - pinball(b[i] * f[i], x[i], alpha[i]);
+            t[i][SIDE - 2] = S::of(t[i][SIDE - 2].f64() + gain * scored.per_issued);
+        }
         // The weight the new lead gives, on the events that refresh it.
         if let Some(eta) = scored.eta {
-            t[side - 1] = S::of(Self::fast_weight(lead.f64(), eta));
+            for t in t.iter_mut() {
+                t[SIDE - 1] = S::of(Self::fast_weight(t[SIDE - 2].f64(), eta));
+            }
         }
         // Scored in units of the width's scale (a miss is the residual past
         // the bound times that scale): the trackers' steps stay the same
         // size whatever the stream's volatility does, so the telescoping sum
         // behind the guarantee holds.
-        let pid = Pid {
-            lr: k.lr * scored.shrink,
-            ..self.pid
-        };
-        tracker.step(x > b * (w * f + (1.0 - w) * sl), k.alpha, &pid);
-        t[0] = S::of(tracker.q);
-        if SIDE == side_len(true) {
-            t[1] = S::of(tracker.drift);
+        for i in 0..N {
+            let pid = Pid {
+                lr: k[i].lr * scored.shrink,
+                ..self.pid
+            };
+            let mut tracker = trackers[i];
+            tracker.step(
+                x[i] > b[i] * (w[i] * f[i] + (1.0 - w[i]) * sl[i]),
+                alpha[i],
+                &pid,
+            );
+            t[i][0] = S::of(tracker.q);
+            if SIDE == side_len(true) {
+                t[i][1] = S::of(tracker.drift);
+            }
         }
-        *out = self.width(k, t, &scored.next);
+        for i in 0..N {
+            out[i] = self.width(&k[i], &t[i], &scored.next);
+        }
     }
 
     /// The width bound `k` issues from its tracker's elements `t` in a cell
