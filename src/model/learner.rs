@@ -1258,7 +1258,7 @@ impl<S: Scalar> Forecaster<S> {
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
         if let Some(cal) = cal {
-            intervals::<S, AVX2>(cal, buf, slot, &sl, s.seen, work);
+            intervals(cal, buf, slot, &sl, s.seen, work);
         }
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
@@ -1813,59 +1813,13 @@ fn calibrate_component<S: Scalar>(
 
 /// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
 /// and the scale each was issued in, to score it by, into the stream's
-/// pending slot `slot` (out of line, like [`calibrate`]). A stream that has
-/// seen `seen` events had [`calibrate`] leave the widths of its first `seen`
-/// steps ahead in `work.widths`; the further steps' cells (not scored yet)
-/// give theirs here. `AVX2` as for [`calibrate`].
+/// pending slot `slot`. A stream that has seen `seen` events had
+/// [`calibrate`] leave the widths of its first `seen` steps ahead in
+/// `work.widths`; the further steps' cells (not scored yet) give theirs
+/// here. Inlined into the forecast path (out of line, it ran in more
+/// instructions than it saved there).
 #[inline(always)]
-fn intervals<S: Scalar, const AVX2: bool>(
-    cal: &Calibration,
-    buf: &mut [S],
-    slot: usize,
-    sl: &StateLayout,
-    seen: u64,
-    work: &mut Work<S>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: as for `calibrate`, `AVX2` is set only once the CPU's
-        // support for AVX2 is checked.
-        return unsafe { intervals_avx2(cal, buf, slot, sl, seen, work) };
-    }
-    intervals_baseline(cal, buf, slot, sl, seen, work)
-}
-
-/// [`intervals`] compiled for the baseline instruction set.
-#[inline(never)]
-fn intervals_baseline<S: Scalar>(
-    cal: &Calibration,
-    buf: &mut [S],
-    slot: usize,
-    sl: &StateLayout,
-    seen: u64,
-    work: &mut Work<S>,
-) {
-    intervals_portable(cal, buf, slot, sl, seen, work)
-}
-
-/// [`intervals`] compiled with AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline(never)]
-fn intervals_avx2<S: Scalar>(
-    cal: &Calibration,
-    buf: &mut [S],
-    slot: usize,
-    sl: &StateLayout,
-    seen: u64,
-    work: &mut Work<S>,
-) {
-    intervals_portable(cal, buf, slot, sl, seen, work)
-}
-
-/// [`intervals`] compiled for the baseline instruction set.
-#[inline(always)]
-fn intervals_portable<S: Scalar>(
+fn intervals<S: Scalar>(
     cal: &Calibration,
     buf: &mut [S],
     slot: usize,
