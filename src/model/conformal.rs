@@ -351,10 +351,7 @@ impl Calibration {
     #[inline(always)]
     pub fn observe_anomaly<S: Scalar>(&self, track: &mut [S], m: f64, r: f64) {
         if m == 0.0 {
-            for (l, start) in self.anomaly_starts.iter().enumerate() {
-                track[2 * l] = S::of(*start);
-                track[2 * l + 1] = S::of(*start);
-            }
+            self.start_anomaly(track);
             return;
         }
         let z = r / m;
@@ -371,6 +368,17 @@ impl Calibration {
                 t.observe(score, alpha, &pid);
                 track[at] = S::of(t.q);
             }
+        }
+    }
+
+    /// Starts a target's anomaly trackers at the Gaussian quantiles (out of
+    /// line and cold, as the other first-event paths are).
+    #[cold]
+    #[inline(never)]
+    fn start_anomaly<S: Scalar>(&self, track: &mut [S]) {
+        for (l, start) in self.anomaly_starts.iter().enumerate() {
+            track[2 * l] = S::of(*start);
+            track[2 * l + 1] = S::of(*start);
         }
     }
 
