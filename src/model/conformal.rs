@@ -224,7 +224,46 @@ pub struct Calibration {
     /// Each bound's constants, in the order of the cell's trackers (level
     /// by level, lower then upper): what [`Calibration::observe`] reads.
     bounds: Vec<BoundSpec>,
+    /// The bounds' constants [`LANES`] at a time, then the last level's two
+    /// if the levels are odd in number: what [`Calibration::observe_lanes`] reads.
+    quads: Vec<Lanes<LANES>>,
+    pair: Option<Lanes<2>>,
     pid: Pid,
+}
+
+/// `N` bounds' constants side by side (see [`Calibration::observe_lanes`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Lanes<const N: usize> {
+    /// −1 for a lower bound (it scores `ŷ − y`), 1 for an upper one
+    /// (`y − ŷ`): either is exact as a factor.
+    sign: [f64; N],
+    /// [`BoundSpec::alpha`].
+    alpha: [f64; N],
+    /// [`BoundSpec::lr`].
+    lr: [f64; N],
+    /// All bits set for a bound in units of the RMS, none for one in units
+    /// of the mean absolute residual: picks a bound's scale by its bits,
+    /// which runs in the lanes where an index would not.
+    rms: [u64; N],
+}
+
+impl<const N: usize> Lanes<N> {
+    /// The constants of `bounds` (`N` of them).
+    fn of(bounds: &[BoundSpec]) -> Self {
+        Lanes {
+            sign: std::array::from_fn(|i| if bounds[i].upper { 1.0 } else { -1.0 }),
+            alpha: std::array::from_fn(|i| bounds[i].alpha),
+            lr: std::array::from_fn(|i| bounds[i].lr),
+            rms: std::array::from_fn(|i| if bounds[i].kind == 1 { u64::MAX } else { 0 }),
+        }
+    }
+
+    /// Of a pair of scales `[mean absolute, RMS]`, the one bound `i` is in
+    /// units of.
+    #[inline(always)]
+    fn pick(&self, i: usize, [mean, rms]: [f64; 2]) -> f64 {
+        f64::from_bits((mean.to_bits() & !self.rms[i]) | (rms.to_bits() & self.rms[i]))
+    }
 }
 
 /// The constants of one interval bound (see [`Calibration::observe`]).
@@ -300,7 +339,7 @@ impl Calibration {
         let density = |z: f64| (-0.5 * z * z).exp();
         let reference = density(normal_quantile(1.0 - REFERENCE_ALPHA));
         let gains: Vec<f64> = z.iter().map(|&z| reference / density(z)).collect();
-        let bounds = (0..sorted.len())
+        let bounds: Vec<BoundSpec> = (0..sorted.len())
             .flat_map(|l| {
                 [false, true].map(|upper| BoundSpec {
                     alpha: alphas[l],
@@ -316,6 +355,11 @@ impl Calibration {
             ln_alphas: alphas.iter().map(|a| a.ln()).collect(),
             alphas,
             anomaly_starts,
+            quads: bounds.chunks_exact(LANES).map(Lanes::of).collect(),
+            pair: match bounds.chunks_exact(LANES).remainder() {
+                [] => None,
+                rest => Some(Lanes::of(rest)),
+            },
             bounds,
             pid,
         })
@@ -561,18 +605,18 @@ impl Calibration {
     ) {
         let n = widths.len();
         let (trackers, _) = cell[SCALES..].as_chunks_mut::<SIDE>();
-        let (trackers, bounds) = (&mut trackers[..n], &self.bounds[..n]);
-        let (ts, t_rest) = trackers.as_chunks_mut::<LANES>();
-        let (ks, k_rest) = bounds.as_chunks::<LANES>();
+        let (ts, t_rest) = trackers[..n].as_chunks_mut::<LANES>();
         let (outs, out_rest) = widths.as_chunks_mut::<LANES>();
-        for ((k, t), out) in ks.iter().zip(ts).zip(outs) {
+        let quads = &self.quads[..n / LANES];
+        for ((k, t), out) in quads.iter().zip(ts).zip(outs) {
             self.observe_lanes(k, t, scored, out);
         }
-        let (ts, _) = t_rest.as_chunks_mut::<2>();
-        let (ks, _) = k_rest.as_chunks::<2>();
-        let (outs, _) = out_rest.as_chunks_mut::<2>();
-        for ((k, t), out) in ks.iter().zip(ts).zip(outs) {
-            self.observe_lanes(k, t, scored, out);
+        if let Some(k) = &self.pair {
+            let (ts, _) = t_rest.as_chunks_mut::<2>();
+            let (outs, _) = out_rest.as_chunks_mut::<2>();
+            if let (Some(t), Some(out)) = (ts.first_mut(), outs.first_mut()) {
+                self.observe_lanes(k, t, scored, out);
+            }
         }
     }
 
@@ -583,16 +627,16 @@ impl Calibration {
     #[inline(always)]
     fn observe_lanes<S: Scalar, const SIDE: usize, const N: usize>(
         &self,
-        k: &[BoundSpec; N],
+        k: &Lanes<N>,
         t: &mut [[S; SIDE]; N],
         scored: &Scored,
         out: &mut [f64; N],
     ) {
         let lanes = |f: &dyn Fn(usize) -> f64| -> [f64; N] { std::array::from_fn(f) };
-        let x = lanes(&|i| if k[i].upper { scored.r } else { -scored.r });
-        let f = lanes(&|i| scored.fast[k[i].kind & 1]);
-        let sl = lanes(&|i| scored.slow[k[i].kind & 1]);
-        let alpha = lanes(&|i| k[i].alpha);
+        let x = lanes(&|i| k.sign[i] * scored.r);
+        let f = lanes(&|i| k.pick(i, scored.fast));
+        let sl = lanes(&|i| k.pick(i, scored.slow));
+        let alpha = k.alpha;
         // The weight each bound was issued with (exactly, one step ahead).
         let w = lanes(&|i| t[i][SIDE - 1].f64());
         let trackers: [Tracker; N] = std::array::from_fn(|i| self.tracker(&t[i]));
@@ -613,7 +657,7 @@ impl Calibration {
         // behind the guarantee holds.
         for i in 0..N {
             let pid = Pid {
-                lr: k[i].lr * scored.shrink,
+                lr: k.lr[i] * scored.shrink,
                 ..self.pid
             };
             let mut tracker = trackers[i];
@@ -627,8 +671,11 @@ impl Calibration {
                 t[i][1] = S::of(tracker.drift);
             }
         }
+        let [m, s, m2, s2] = scored.next;
         for i in 0..N {
-            out[i] = self.width(&k[i], &t[i], &scored.next);
+            let (f, sl) = (k.pick(i, [m, s]), k.pick(i, [m2, s2]));
+            let w = t[i][SIDE - 1].f64();
+            out[i] = (w * f + (1.0 - w) * sl) * self.bound(&t[i], &self.tracker(&t[i]));
         }
     }
 
