@@ -661,11 +661,7 @@ impl Calibration {
                 ..self.pid
             };
             let mut tracker = trackers[i];
-            tracker.step(
-                x[i] > b[i] * (w[i] * f[i] + (1.0 - w[i]) * sl[i]),
-                alpha[i],
-                &pid,
-            );
+            tracker.step(x[i] > b[i] * Self::mixed(w[i], f[i], sl[i]), alpha[i], &pid);
             t[i][0] = S::of(tracker.q);
             if SIDE == side_len(true) {
                 t[i][1] = S::of(tracker.drift);
@@ -675,7 +671,7 @@ impl Calibration {
         for i in 0..N {
             let (f, sl) = (k.pick(i, [m, s]), k.pick(i, [m2, s2]));
             let w = t[i][SIDE - 1].f64();
-            out[i] = (w * f + (1.0 - w) * sl) * self.bound(&t[i], &self.tracker(&t[i]));
+            out[i] = Self::mixed(w, f, sl) * self.bound(&t[i], &self.tracker(&t[i]));
         }
     }
 
@@ -686,7 +682,13 @@ impl Calibration {
     fn width<S: Scalar>(&self, k: &BoundSpec, t: &[S], scales: &[f64; 4]) -> f64 {
         let (f, sl) = (scales[k.kind & 1], scales[(k.kind & 1) + 2]);
         let w = t[t.len() - 1].f64();
-        (w * f + (1.0 - w) * sl) * self.bound(t, &self.tracker(t))
+        Self::mixed(w, f, sl) * self.bound(t, &self.tracker(t))
+    }
+
+    /// The mixture of a fast and a slow scale that a fast weight `w` gives.
+    #[inline(always)]
+    fn mixed(w: f64, fast: f64, slow: f64) -> f64 {
+        w * fast + (1.0 - w) * slow
     }
 
     /// The bound `tracker` (read from its elements `t` in a cell) issues:
@@ -864,6 +866,48 @@ mod tests {
             .iter()
             .map(|&n| n as f64 / residuals.len() as f64)
             .collect()
+    }
+
+    #[test]
+    fn a_level_moves_the_same_whichever_levels_it_is_tracked_with() {
+        // A level's bounds read the shared scales and their own trackers
+        // only. `observe` moves bounds four at a time (two levels) and a
+        // level left over as a pair, so each level here runs once in a
+        // group of four and once as a pair: its widths must agree bit for
+        // bit, with the integrator and without.
+        let mut rng = Rng::new(11);
+        let residuals: Vec<f64> = (0..3_000)
+            .map(|i| laplace(&mut rng, if i < 1_500 { 1.0 } else { 4.0 }) + 0.3)
+            .collect();
+        for pid in [
+            Pid::default(),
+            Pid {
+                ki: 0.5,
+                ..Pid::default()
+            },
+        ] {
+            // 0.5 and 0.8 in a group of four, 0.95 a pair; then 0.8 and
+            // 0.95 in a group of four; then 0.5 a pair.
+            let cals = [&[0.5, 0.8, 0.95][..], &[0.8, 0.95], &[0.5]]
+                .map(|levels| Calibration::new(levels, pid).unwrap());
+            let mut cells = cals.each_ref().map(|c| vec![0.0f64; c.cell_len()]);
+            let mut widths = cals.each_ref().map(|c| vec![0.0; c.bounds()]);
+            for (n, &r) in residuals.iter().enumerate() {
+                for ((cal, cell), widths) in cals.iter().zip(&mut cells).zip(&mut widths) {
+                    let issued = Calibration::issue(cell);
+                    cal.observe(cell, r, &issued, 1, Calibration::mix_rate(n as u64), widths);
+                }
+                let [three, two, one] = &widths;
+                assert_eq!(three[..2], one[..], "{pid:?} 0.5 after {n}");
+                assert_eq!(three[2..], two[..], "{pid:?} 0.8 and 0.95 after {n}");
+            }
+            // The widths `observe` leaves are the ones the cell gives.
+            for ((cal, cell), left) in cals.iter().zip(&cells).zip(&widths) {
+                let mut again = vec![0.0; cal.bounds()];
+                cal.widths(cell, &mut again);
+                assert_eq!(&again, left, "{pid:?} {:?}", cal.levels());
+            }
+        }
     }
 
     #[test]
