@@ -1610,18 +1610,29 @@ fn calibrate<S: Scalar, const AVX2: bool>(
     cal: &Calibration,
     widths: &mut [f64],
 ) -> Option<f64> {
+    let default = CalShape::of(sl, cal) == CalShape::DEFAULT;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
         // SAFETY: `AVX2` is set only on the path `Forecaster::observe` takes
         // once it has checked that the CPU supports AVX2.
-        return unsafe { calibrate_avx2(s, sl, target_idx, raw, cal, widths) };
+        return unsafe {
+            if default {
+                calibrate_avx2::<S, true>(s, sl, target_idx, raw, cal, widths)
+            } else {
+                calibrate_avx2::<S, false>(s, sl, target_idx, raw, cal, widths)
+            }
+        };
     }
-    calibrate_baseline(s, sl, target_idx, raw, cal, widths)
+    if default {
+        calibrate_baseline::<S, true>(s, sl, target_idx, raw, cal, widths)
+    } else {
+        calibrate_baseline::<S, false>(s, sl, target_idx, raw, cal, widths)
+    }
 }
 
 /// [`calibrate`] compiled for the baseline instruction set.
 #[inline(never)]
-fn calibrate_baseline<S: Scalar>(
+fn calibrate_baseline<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
@@ -1629,14 +1640,14 @@ fn calibrate_baseline<S: Scalar>(
     cal: &Calibration,
     widths: &mut [f64],
 ) -> Option<f64> {
-    calibrate_portable(s, sl, target_idx, raw, cal, widths)
+    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, raw, cal, widths)
 }
 
 /// [`calibrate`] compiled with AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline(never)]
-fn calibrate_avx2<S: Scalar>(
+fn calibrate_avx2<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
@@ -1644,15 +1655,18 @@ fn calibrate_avx2<S: Scalar>(
     cal: &Calibration,
     widths: &mut [f64],
 ) -> Option<f64> {
-    calibrate_portable(s, sl, target_idx, raw, cal, widths)
+    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, raw, cal, widths)
 }
 
 /// [`calibrate`]'s body, which both copies inline. The dispatch on the
 /// shape is written out here and in [`intervals`]: behind a helper that took
 /// the body as a closure, LLVM merged the two calls and the copy for
 /// [`CalShape::DEFAULT`] was gone (1,100 instructions an event, not 658).
+/// `DEFAULT` ([`calibrate`] checks the shape) picks that copy; each copy
+/// is its own function, so that the other shapes' code (the default
+/// intervals at a longer horizon, any other) does not crowd its registers.
 #[inline(always)]
-fn calibrate_portable<S: Scalar>(
+fn calibrate_portable<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
@@ -1661,8 +1675,11 @@ fn calibrate_portable<S: Scalar>(
     widths: &mut [f64],
 ) -> Option<f64> {
     let shape = CalShape::of(sl, cal);
-    if shape == CalShape::DEFAULT {
+    let any_horizon = CalShape::DEFAULT.ahead(shape.horizon);
+    if DEFAULT {
         calibrate_shaped(s, sl, target_idx, raw, cal, widths, CalShape::DEFAULT)
+    } else if shape == any_horizon {
+        calibrate_shaped(s, sl, target_idx, raw, cal, widths, any_horizon)
     } else {
         calibrate_shaped(s, sl, target_idx, raw, cal, widths, shape)
     }
@@ -1670,7 +1687,7 @@ fn calibrate_portable<S: Scalar>(
 
 /// The sizes [`calibrate`] and [`intervals`] loop over. [`CalShape::DEFAULT`]
 /// gets a copy of each compiled for it, with every loop over bounds,
-/// levels and targets of a constant length (unrolled, its indices checked
+/// levels, targets and steps ahead of a constant length (unrolled, its indices checked
 /// when compiled): on the default intervals, it ran the calibration in
 /// fewer instructions than the copy for any shape.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1683,16 +1700,27 @@ struct CalShape {
     anomaly: usize,
     /// Targets.
     targets: usize,
+    /// Steps ahead.
+    horizon: usize,
 }
 
 impl CalShape {
-    /// The default intervals (two levels, no integrator) on one target.
+    /// The default intervals (two levels, no integrator) on one target,
+    /// one step ahead ([`calibrate`] has a second copy for these at any
+    /// horizon; [`intervals`] costs little per step and has none).
     const DEFAULT: CalShape = CalShape {
         bounds: 4,
         cell: conformal::cell_len(2, false),
         anomaly: conformal::anomaly_len(2),
         targets: 1,
+        horizon: 1,
     };
+
+    /// This shape with `horizon` steps ahead.
+    #[inline(always)]
+    const fn ahead(self, horizon: usize) -> CalShape {
+        CalShape { horizon, ..self }
+    }
 
     /// The shape of a forecaster's calibration.
     #[inline(always)]
@@ -1702,6 +1730,7 @@ impl CalShape {
             cell: sl.calibration,
             anomaly: sl.anomaly,
             targets: sl.targets,
+            horizon: sl.horizon,
         }
     }
 }
@@ -1725,7 +1754,7 @@ fn calibrate_shaped<S: Scalar>(
     }
     let armed = s.seen >= conformal::RANGE_WARMUP;
     let eta = Calibration::mix_rate(s.seen);
-    let h = sl.horizon;
+    let h = shape.horizon;
     // The pending slot of the forecast made one event ago (the one made k
     // events ago lies k − 1 slots before it, cyclically).
     let newest = if h == 1 {
@@ -1849,10 +1878,10 @@ fn intervals_shaped<S: Scalar>(
     work: &mut Work<S>,
     shape: CalShape,
 ) {
-    let (fl, w, nb) = (sl.horizon * shape.targets, shape.cell, shape.bounds);
+    let (fl, w, nb) = (shape.horizon * shape.targets, shape.cell, shape.bounds);
     let cells = sl.calibration_cells().start;
     let at = sl.pending_scale().start + slot * conformal::ISSUED;
-    let scored = (seen.min(sl.horizon as u64) as usize) * shape.targets;
+    let scored = (seen.min(shape.horizon as u64) as usize) * shape.targets;
     let Work {
         out,
         lo,
