@@ -1687,9 +1687,9 @@ fn calibrate_portable<S: Scalar, const DEFAULT: bool>(
 
 /// The sizes [`calibrate`] and [`intervals`] loop over. [`CalShape::DEFAULT`]
 /// gets a copy of each compiled for it, with every loop over bounds,
-/// levels, targets and steps ahead of a constant length (unrolled, its indices checked
-/// when compiled): on the default intervals, it ran the calibration in
-/// fewer instructions than the copy for any shape.
+/// levels, targets and steps ahead of a constant length (unrolled, its
+/// indices checked when compiled): on the default intervals, it ran the
+/// calibration in fewer instructions than the copy for any shape.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct CalShape {
     /// Bounds per forecast component ([`Calibration::bounds`]).
