@@ -143,6 +143,39 @@ fn non_finite_values_never_reach_the_weights() {
 }
 
 #[test]
+fn an_event_whose_update_resets_the_stream_is_scored_against_the_state_it_clears() {
+    // The event that overflows the loss resets the stream; its anomaly score
+    // is of the calibration it met (far outside the stream's range and every
+    // interval: 1), not of the cleared state (which has no score yet).
+    let cfg = ModelConfig {
+        normalize: recur::model::Normalize::None,
+        predict: recur::model::Predict::Level,
+        ..ModelConfig::default()
+    };
+    assert!(!cfg.intervals.is_empty(), "intervals are on by default");
+    let mut f = Forecaster::<f32>::new(cfg).unwrap();
+    for x in NoisySine::new(12.0, 0.1, 7).take(150) {
+        f.observe("s", &[x as f32]).unwrap();
+    }
+    let obs = f.observe("s", &[3e30]).unwrap();
+    assert!(obs.reset, "the overflowing update resets the stream");
+    assert_eq!(obs.anomaly, Some(1.0));
+    let (y, lo, hi) = (obs.forecast[0], obs.lower.to_vec(), obs.upper.to_vec());
+    assert_eq!(lo.len(), 2);
+    for (l, h) in lo.iter().zip(&hi) {
+        assert!(
+            l.is_finite() && h.is_finite() && *l <= y && y <= *h,
+            "{l} {y} {h}"
+        );
+    }
+    assert_eq!(
+        f.stream("s").unwrap().seen,
+        1,
+        "the reset stream took this event in"
+    );
+}
+
+#[test]
 fn an_update_that_would_overflow_the_weights_is_rolled_back() {
     // A step size so large that a few Adam steps (each moves a weight by about
     // lr) carry the f32 weights past their range: finite gradients, infinite weights.

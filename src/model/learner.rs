@@ -612,6 +612,7 @@ impl StateLayout {
     }
     /// Each pending forecast component's calibration scales when it was
     /// issued ([`conformal::ISSUED`] each, see [`Calibration::issue`]).
+    #[cfg(test)]
     fn pending_scale(&self) -> std::ops::Range<usize> {
         self.region(Region::PendingScale)
     }
@@ -621,6 +622,7 @@ impl StateLayout {
         self.region(Region::SeenRange)
     }
     /// Each target's anomaly trackers (see [`Calibration::observe_anomaly`]).
+    #[cfg(test)]
     fn anomaly_cells(&self) -> std::ops::Range<usize> {
         self.region(Region::AnomalyCells)
     }
@@ -846,7 +848,7 @@ struct Work<S> {
     lo: Vec<S>,
     hi: Vec<S>,
     /// Each forecast component's interval widths, bound by bound (see
-    /// [`Calibration::widths`]), as [`calibrate`] leaves them for [`intervals`].
+    /// [`Calibration::widths`]), as [`calibrate_cells`] leaves them for [`intervals_shaped`].
     widths: Vec<f64>,
     /// Where an update writes the new weights before they replace the old.
     spare: Spare<S>,
@@ -1148,13 +1150,12 @@ impl<S: Scalar> Forecaster<S> {
             *z = S::of(s.norm.scale(k, work.raw[k]));
         }
 
-        // 1. Score earlier forecasts against this event (and calibrate their
-        // intervals), then learn.
+        // 1. Score earlier forecasts against this event, then learn. (Their
+        // intervals are calibrated with the new forecast's, in step 3.)
         let errors = score(s, &sl, target_idx, &work.raw);
-        let anomaly = match cal {
-            Some(cal) => calibrate::<S, AVX2>(s, &sl, target_idx, &work.raw, cal, &mut work.widths),
-            None => None,
-        };
+        // The calibration of a stream that this event's update resets: done
+        // before the reset (the anomaly score is of the state it clears).
+        let mut calibrated = None;
         // A per-stream model is taken out while the stream's buffers are borrowed.
         let mut own = s.model.take();
         let model: &mut Model<S> = match own.as_deref_mut() {
@@ -1179,6 +1180,9 @@ impl<S: Scalar> Forecaster<S> {
                     }
                     Err(Skip::NonFinite) => {
                         stats.nonfinite += 1;
+                        if let Some(cal) = cal {
+                            calibrated = Some(calibrate_only(s, &sl, target_idx, cal, work));
+                        }
                         reset(s, &sl);
                         was_reset = true;
                     }
@@ -1257,9 +1261,15 @@ impl<S: Scalar> Forecaster<S> {
             }
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
-        if let Some(cal) = cal {
-            intervals(cal, buf, slot, &sl, s.seen, work);
-        }
+        let anomaly = match (cal, calibrated) {
+            (Some(cal), None) => calibrate::<S, AVX2>(s, &sl, target_idx, cal, slot, work),
+            (Some(cal), Some(anomaly)) => {
+                intervals_only(cal, &mut s.buf, slot, &sl, s.seen, work);
+                anomaly
+            }
+            (None, _) => None,
+        };
+        let buf = &mut s.buf[..];
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
             buf[sl.last_raw()][j] = values[k];
@@ -1593,22 +1603,25 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 }
 
 /// Calibrates the intervals of the pending forecasts' components that this
-/// event completes; returns the event's anomaly score against its one-step
-/// intervals (scored before they move), the highest over targets. Leaves
-/// in `widths` the widths each calibrated component issues next (see
-/// [`intervals`]). Kept out of line: inlined into `observe` it slowed the
-/// forecast path by more than its own cost (measured with `recur bench model`).
-/// `AVX2` (set by [`Forecaster::observe`] on CPUs with AVX2) runs a copy
-/// compiled for AVX2, as the forecast path does (the same operations in the
-/// same order, so the same bits).
+/// event completes, then gives the new forecast in `work.out` (to be kept in
+/// the pending slot `slot`) its intervals (see [`intervals_shaped`]);
+/// returns the event's anomaly score against its one-step intervals (scored
+/// before they move), the highest over targets. One call for both: the
+/// widths the calibration leaves are the ones the intervals issue, and
+/// apart the two cost a second call and a second dispatch on the shape.
+/// Kept out of line: inlined into `observe` it slowed the forecast path by
+/// more than its own cost (measured with `recur bench model`). `AVX2` (set
+/// by [`Forecaster::observe`] on CPUs with AVX2) runs a copy compiled for
+/// AVX2, as the forecast path does (the same operations in the same order,
+/// so the same bits).
 #[inline(always)]
 fn calibrate<S: Scalar, const AVX2: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
-    raw: &[f64],
     cal: &Calibration,
-    widths: &mut [f64],
+    slot: usize,
+    work: &mut Work<S>,
 ) -> Option<f64> {
     let default = CalShape::of(sl, cal) == CalShape::DEFAULT;
     #[cfg(target_arch = "x86_64")]
@@ -1617,16 +1630,16 @@ fn calibrate<S: Scalar, const AVX2: bool>(
         // once it has checked that the CPU supports AVX2.
         return unsafe {
             if default {
-                calibrate_avx2::<S, true>(s, sl, target_idx, raw, cal, widths)
+                calibrate_avx2::<S, true>(s, sl, target_idx, cal, slot, work)
             } else {
-                calibrate_avx2::<S, false>(s, sl, target_idx, raw, cal, widths)
+                calibrate_avx2::<S, false>(s, sl, target_idx, cal, slot, work)
             }
         };
     }
     if default {
-        calibrate_baseline::<S, true>(s, sl, target_idx, raw, cal, widths)
+        calibrate_baseline::<S, true>(s, sl, target_idx, cal, slot, work)
     } else {
-        calibrate_baseline::<S, false>(s, sl, target_idx, raw, cal, widths)
+        calibrate_baseline::<S, false>(s, sl, target_idx, cal, slot, work)
     }
 }
 
@@ -1636,11 +1649,11 @@ fn calibrate_baseline<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
-    raw: &[f64],
     cal: &Calibration,
-    widths: &mut [f64],
+    slot: usize,
+    work: &mut Work<S>,
 ) -> Option<f64> {
-    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, raw, cal, widths)
+    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, cal, slot, work)
 }
 
 /// [`calibrate`] compiled with AVX2.
@@ -1651,16 +1664,16 @@ fn calibrate_avx2<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
-    raw: &[f64],
     cal: &Calibration,
-    widths: &mut [f64],
+    slot: usize,
+    work: &mut Work<S>,
 ) -> Option<f64> {
-    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, raw, cal, widths)
+    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, cal, slot, work)
 }
 
 /// [`calibrate`]'s body, which both copies inline. The dispatch on the
-/// shape is written out here and in [`intervals`]: behind a helper that took
-/// the body as a closure, LLVM merged the two calls and the copy for
+/// shape is written out here: behind a helper that took the body as a
+/// closure, LLVM merged the two calls and the copy for
 /// [`CalShape::DEFAULT`] was gone (1,100 instructions an event, not 658).
 /// `DEFAULT` ([`calibrate`] checks the shape) picks that copy; each copy
 /// is its own function, so that the other shapes' code (the default
@@ -1670,23 +1683,56 @@ fn calibrate_portable<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
-    raw: &[f64],
     cal: &Calibration,
-    widths: &mut [f64],
+    slot: usize,
+    work: &mut Work<S>,
 ) -> Option<f64> {
+    if DEFAULT {
+        return calibrate_shaped(s, sl, target_idx, cal, slot, work, CalShape::DEFAULT);
+    }
     let shape = CalShape::of(sl, cal);
     let any_horizon = CalShape::DEFAULT.ahead(shape.horizon);
-    if DEFAULT {
-        calibrate_shaped(s, sl, target_idx, raw, cal, widths, CalShape::DEFAULT)
-    } else if shape == any_horizon {
-        calibrate_shaped(s, sl, target_idx, raw, cal, widths, any_horizon)
+    if shape == any_horizon {
+        calibrate_shaped(s, sl, target_idx, cal, slot, work, any_horizon)
     } else {
-        calibrate_shaped(s, sl, target_idx, raw, cal, widths, shape)
+        calibrate_shaped(s, sl, target_idx, cal, slot, work, shape)
     }
 }
 
-/// The sizes [`calibrate`] and [`intervals`] loop over. [`CalShape::DEFAULT`]
-/// gets a copy of each compiled for it, with every loop over bounds,
+/// [`calibrate`] with its sizes taken from `shape` (see [`CalShape`]).
+#[inline(always)]
+fn calibrate_shaped<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    cal: &Calibration,
+    slot: usize,
+    work: &mut Work<S>,
+    shape: CalShape,
+) -> Option<f64> {
+    let anomaly = calibrate_cells(s, sl, target_idx, &work.raw, cal, &mut work.widths, shape);
+    intervals_shaped(cal, &mut s.buf, slot, sl, s.seen, work, shape);
+    anomaly
+}
+
+/// The calibration of [`calibrate`] alone, for a stream whose update is
+/// about to reset it (its intervals are issued from the cleared state, by
+/// [`intervals_only`]). Out of line and cold: a reset is rare.
+#[cold]
+#[inline(never)]
+fn calibrate_only<S: Scalar>(
+    s: &mut Stream<S>,
+    sl: &StateLayout,
+    target_idx: &[usize],
+    cal: &Calibration,
+    work: &mut Work<S>,
+) -> Option<f64> {
+    let shape = CalShape::of(sl, cal);
+    calibrate_cells(s, sl, target_idx, &work.raw, cal, &mut work.widths, shape)
+}
+
+/// The sizes [`calibrate`] loops over. [`CalShape::DEFAULT`]
+/// gets a copy compiled for it, with every loop over bounds,
 /// levels, targets and steps ahead of a constant length (unrolled, its
 /// indices checked when compiled): on the default intervals, it ran the
 /// calibration in fewer instructions than the copy for any shape.
@@ -1707,7 +1753,7 @@ struct CalShape {
 impl CalShape {
     /// The default intervals (two levels, no integrator) on one target,
     /// one step ahead ([`calibrate`] has a second copy for these at any
-    /// horizon; [`intervals`] costs little per step and has none).
+    /// horizon).
     const DEFAULT: CalShape = CalShape {
         bounds: 4,
         cell: conformal::cell_len(2, false),
@@ -1720,6 +1766,36 @@ impl CalShape {
     #[inline(always)]
     const fn ahead(self, horizon: usize) -> CalShape {
         CalShape { horizon, ..self }
+    }
+
+    /// Elements of the calibration's block of a stream's buffer: its
+    /// regions ([`Region::CalibrationCells`], [`Region::PendingScale`],
+    /// [`Region::SeenRange`], [`Region::AnomalyCells`], which lie in that
+    /// order), taken as one slice so that where each lies in it is known
+    /// from the shape (constant, for [`CalShape::DEFAULT`]).
+    #[inline(always)]
+    const fn block(self) -> usize {
+        self.tracks_at() + self.targets * self.anomaly
+    }
+
+    /// Where the pending scales start in the block (after a cell per
+    /// forecast component).
+    #[inline(always)]
+    const fn scales_at(self) -> usize {
+        self.horizon * self.targets * self.cell
+    }
+
+    /// Where the seen ranges start in the block (after the scales of each
+    /// pending forecast's components).
+    #[inline(always)]
+    const fn range_at(self) -> usize {
+        self.scales_at() + self.horizon * self.horizon * self.targets * conformal::ISSUED
+    }
+
+    /// Where the anomaly trackers start in the block (after two bounds per target).
+    #[inline(always)]
+    const fn tracks_at(self) -> usize {
+        self.range_at() + 2 * self.targets
     }
 
     /// The shape of a forecaster's calibration.
@@ -1735,9 +1811,12 @@ impl CalShape {
     }
 }
 
-/// [`calibrate`] with its sizes taken from `shape` (see [`CalShape`]).
+/// The calibration part of [`calibrate`]: scores the pending forecasts'
+/// components that the event `raw` completes, moves their cells and leaves
+/// in `widths` the widths each calibrated component issues next. Returns
+/// the event's anomaly score.
 #[inline(always)]
-fn calibrate_shaped<S: Scalar>(
+fn calibrate_cells<S: Scalar>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
@@ -1746,10 +1825,8 @@ fn calibrate_shaped<S: Scalar>(
     widths: &mut [f64],
     shape: CalShape,
 ) -> Option<f64> {
-    let buf = &mut s.buf[..];
-    let range = sl.seen_range().start;
     if s.seen == 0 {
-        start_ranges(buf, sl, target_idx, raw);
+        start_ranges(&mut s.buf, sl, target_idx, raw);
         return None;
     }
     let armed = s.seen >= conformal::RANGE_WARMUP;
@@ -1763,18 +1840,23 @@ fn calibrate_shaped<S: Scalar>(
         ((s.seen - 1) % h as u64) as usize
     };
     let fl = h * shape.targets;
-    let pending = sl.pending().start + newest * fl;
+    // The pending forecasts lie before the calibration's block.
+    let (front, back) = s.buf.split_at_mut(sl.calibration_cells().start);
+    let pending = &front[sl.pending()];
+    let block = &mut back[..shape.block()];
+    let widths = &mut widths[..fl * shape.bounds];
     let (w, aw) = (shape.cell, shape.anomaly);
-    let (cells, tracks) = (sl.calibration_cells().start, sl.anomaly_cells().start);
+    let (range, tracks) = (shape.range_at(), shape.tracks_at());
     let targets = &target_idx[..shape.targets];
     let mut anomaly: Option<f64> = None;
     // The one-step components, which the anomaly scores read.
     for (j, &t) in targets.iter().enumerate() {
-        let r = raw[t] - buf[pending + j].f64();
-        let new = conformal::outside_range(&mut buf[range + 2 * j..], raw[t], false, armed);
+        let r = raw[t] - pending[newest * fl + j].f64();
+        let seen = &mut block[range + 2 * j..range + 2 * j + 2];
+        let new = conformal::outside_range(seen, raw[t], false, armed);
         // Scored against the one-step trackers before they move.
-        let (cell, track) = (cells + j * w, tracks + j * aw);
-        if let Some(mut a) = cal.anomaly(&buf[cell..cell + w], &buf[track..track + aw], r) {
+        let (cell, track) = (j * w, tracks + j * aw);
+        if let Some(mut a) = cal.anomaly(&block[cell..cell + w], &block[track..track + aw], r) {
             // Outside the widest interval and new to the stream's
             // range: nothing it has seen or expected comes close.
             if new && a >= cal.widest() {
@@ -1782,19 +1864,18 @@ fn calibrate_shaped<S: Scalar>(
             }
             anomaly = Some(anomaly.map_or(a, |b| b.max(a)));
         }
-        let m = Calibration::scale(&buf[cell..cell + w]);
-        cal.observe_anomaly(&mut buf[track..track + aw], m, r);
-        calibrate_component(buf, sl, cal, shape, newest * fl, 1, j, r, eta, widths);
+        let m = Calibration::scale(&block[cell..cell + w]);
+        cal.observe_anomaly(&mut block[track..track + aw], m, r);
+        calibrate_component(block, cal, shape, newest * fl, 1, j, r, eta, widths);
     }
     // The further steps ahead, of the forecasts made earlier.
     let mut slot = newest;
     for k in 2..=(h as u64).min(s.seen) as usize {
         slot = if slot == 0 { h - 1 } else { slot - 1 };
-        let pending = sl.pending().start + slot * fl;
         for (j, &t) in targets.iter().enumerate() {
             let c = (k - 1) * shape.targets + j;
-            let r = raw[t] - buf[pending + c].f64();
-            calibrate_component(buf, sl, cal, shape, slot * fl, k, c, r, eta, widths);
+            let r = raw[t] - pending[slot * fl + c].f64();
+            calibrate_component(block, cal, shape, slot * fl, k, c, r, eta, widths);
         }
     }
     anomaly
@@ -1814,12 +1895,12 @@ fn start_ranges<S: Scalar>(buf: &mut [S], sl: &StateLayout, target_idx: &[usize]
 
 /// Calibrates component `c` (step `k` ahead) of the forecast in the pending
 /// slot starting at `slot` by its residual `r` (see [`Calibration::observe`]),
-/// leaving the widths it issues next in `widths`.
+/// leaving the widths it issues next in `widths`; `block` is the stream's
+/// calibration block (see [`CalShape::block`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn calibrate_component<S: Scalar>(
-    buf: &mut [S],
-    sl: &StateLayout,
+    block: &mut [S],
     cal: &Calibration,
     shape: CalShape,
     slot: usize,
@@ -1830,11 +1911,11 @@ fn calibrate_component<S: Scalar>(
     widths: &mut [f64],
 ) {
     let (w, nb) = (shape.cell, shape.bounds);
-    let at = sl.pending_scale().start + (slot + c) * conformal::ISSUED;
-    let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| buf[at + i]);
-    let cell = sl.calibration_cells().start + c * w;
+    let at = shape.scales_at() + (slot + c) * conformal::ISSUED;
+    let issued: [S; conformal::ISSUED] = std::array::from_fn(|i| block[at + i]);
+    let cell = c * w;
     cal.observe(
-        &mut buf[cell..cell + w],
+        &mut block[cell..cell + w],
         r,
         &issued,
         k,
@@ -1843,15 +1924,12 @@ fn calibrate_component<S: Scalar>(
     );
 }
 
-/// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
-/// and the scale each was issued in, to score it by, into the stream's
-/// pending slot `slot`. A stream that has seen `seen` events had
-/// [`calibrate`] leave the widths of its first `seen` steps ahead in
-/// `work.widths`; the further steps' cells (not scored yet) give theirs
-/// here. Inlined into the forecast path (out of line, it ran in more
-/// instructions than it saved there).
-#[inline(always)]
-fn intervals<S: Scalar>(
+/// The intervals of the forecast in `work.out` alone (see
+/// [`intervals_shaped`]), for a stream whose update reset it after
+/// [`calibrate_only`]. Out of line and cold, as that is.
+#[cold]
+#[inline(never)]
+fn intervals_only<S: Scalar>(
     cal: &Calibration,
     buf: &mut [S],
     slot: usize,
@@ -1859,15 +1937,16 @@ fn intervals<S: Scalar>(
     seen: u64,
     work: &mut Work<S>,
 ) {
-    let shape = CalShape::of(sl, cal);
-    if shape == CalShape::DEFAULT {
-        intervals_shaped(cal, buf, slot, sl, seen, work, CalShape::DEFAULT)
-    } else {
-        intervals_shaped(cal, buf, slot, sl, seen, work, shape)
-    }
+    intervals_shaped(cal, buf, slot, sl, seen, work, CalShape::of(sl, cal))
 }
 
-/// [`intervals`] with its sizes taken from `shape` (see [`CalShape`]).
+/// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
+/// and the scale each was issued in, to score it by, into the stream's
+/// pending slot `slot`, with its sizes taken from `shape` (see
+/// [`CalShape`]). A stream that has seen `seen` events had
+/// [`calibrate_cells`] leave the widths of its first `seen` steps ahead in
+/// `work.widths`; the further steps' cells (not scored yet) give theirs
+/// here.
 #[inline(always)]
 fn intervals_shaped<S: Scalar>(
     cal: &Calibration,
@@ -1879,8 +1958,11 @@ fn intervals_shaped<S: Scalar>(
     shape: CalShape,
 ) {
     let (fl, w, nb) = (shape.horizon * shape.targets, shape.cell, shape.bounds);
-    let cells = sl.calibration_cells().start;
-    let at = sl.pending_scale().start + slot * conformal::ISSUED;
+    // One step ahead, the only slot is the first.
+    let slot = if shape.horizon == 1 { 0 } else { slot };
+    let start = sl.calibration_cells().start;
+    let block = &mut buf[start..start + shape.block()];
+    let at = shape.scales_at() + slot * conformal::ISSUED;
     let scored = (seen.min(shape.horizon as u64) as usize) * shape.targets;
     let Work {
         out,
@@ -1889,14 +1971,17 @@ fn intervals_shaped<S: Scalar>(
         widths,
         ..
     } = work;
+    let (out, widths) = (&out[..fl], &mut widths[..fl * nb]);
+    let (lo, hi) = (&mut lo[..nb / 2 * fl], &mut hi[..nb / 2 * fl]);
     for c in 0..fl {
-        let cell = &buf[cells + c * w..cells + (c + 1) * w];
+        let cell = &block[c * w..(c + 1) * w];
         let issued = Calibration::issue(cell);
         let widths = &mut widths[c * nb..(c + 1) * nb];
         if c >= scored {
             cal.widths(cell, widths);
         }
-        buf[at + c * conformal::ISSUED..at + (c + 1) * conformal::ISSUED].copy_from_slice(&issued);
+        block[at + c * conformal::ISSUED..at + (c + 1) * conformal::ISSUED]
+            .copy_from_slice(&issued);
         let forecast = out[c].f64();
         for (l, pair) in widths.chunks_exact(2).enumerate() {
             let (a, b) = Calibration::around(forecast, pair[0], pair[1]);
@@ -2009,4 +2094,47 @@ fn train<S: Scalar>(
     }
     model.updates += 1;
     Ok((loss.f64(), clip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_calibration_block_holds_the_layouts_regions_where_the_shape_says() {
+        let cases: [(&[f64], f64, usize, usize, Vec<usize>); 5] = [
+            (&[0.8, 0.95], 0.0, 1, 1, vec![0]),
+            (&[0.8, 0.95], 0.0, 24, 1, vec![0]),
+            (&[0.5, 0.8, 0.9, 0.95], 0.5, 4, 1, vec![0]),
+            (&[0.9], 0.0, 3, 7, vec![1, 4, 6]),
+            (&[0.8, 0.9, 0.95], 0.2, 2, 3, vec![0, 1, 2]),
+        ];
+        for (levels, ki, horizon, inputs, targets) in cases {
+            let cfg = ModelConfig {
+                intervals: levels.to_vec(),
+                interval_ki: ki,
+                horizon,
+                inputs,
+                targets,
+                ..ModelConfig::default()
+            };
+            let sl = StateLayout::new(&cfg);
+            let cal = cfg.calibration().unwrap().unwrap();
+            let shape = CalShape::of(&sl, &cal);
+            let start = sl.calibration_cells().start;
+            let case = format!("{levels:?}, K_I {ki}, H = {horizon}, {inputs} inputs");
+            assert_eq!(
+                start + shape.scales_at(),
+                sl.pending_scale().start,
+                "{case}"
+            );
+            assert_eq!(start + shape.range_at(), sl.seen_range().start, "{case}");
+            assert_eq!(
+                start + shape.tracks_at(),
+                sl.anomaly_cells().start,
+                "{case}"
+            );
+            assert_eq!(start + shape.block(), sl.anomaly_cells().end, "{case}");
+        }
+    }
 }
