@@ -65,7 +65,7 @@
 //! steps, the NAB score fell from 40.6 to 31.1 (docs/backtests.md, "NAB").
 
 use super::scalar::Scalar;
-use super::special::{exp_approx, normal_quantile, pinball};
+use super::special::{exp_approx, exp_tail, normal_quantile, pinball};
 
 /// Weight of a new residual in the running scales `m` and `s` (about 100
 /// events): faster scales made widths noisier and the interval scores on
@@ -802,10 +802,10 @@ impl Calibration {
         let side = usize::from(r >= 0.0);
         let x = r.abs();
         // Knots (width, ln tail probability), from the point forecast out.
-        // The logarithms and exponentials run in f32: a score needs no more,
-        // and they are most of its cost on every event.
+        // The logarithms run in f32 (a score needs no more, and they are
+        // much of its cost); the exponential, on every event, inline.
         let ln = |v: f64| f64::from((v as f32).ln());
-        let exp = |v: f64| f64::from((v as f32).exp());
+        let exp = exp_tail;
         let (mut w0, mut lp0) = (0.0, -std::f64::consts::LN_2);
         let mut power = None;
         for (l, &lp) in self.ln_alphas[..track.len() / 2].iter().enumerate() {

@@ -3,14 +3,31 @@
 //! quantile.
 
 /// `e^x` to a relative error below 1e-6 for `x` in [−20, 20] (clamped
-/// there), without a branch or a call: `2^(x log₂ e)` split into the nearest
-/// integer `n` (by the float-rounding constant 1.5·2⁵², whose sum with `y`
-/// holds `n` in its low bits), set in the exponent bits, and a fraction in
-/// [−½, ½], a degree-6 Taylor polynomial (in Estrin's scheme).
+/// there), without a branch or a call (see [`exp_in`]).
 #[inline(always)]
 pub fn exp_approx(x: f64) -> f64 {
+    exp_in::<-20, 20>(x)
+}
+
+/// `e^x` to a relative error below 1e-6 for `x` in [−700, 0] (clamped
+/// there; `e^−700` is 1e-304, still a normal number): the tail
+/// probabilities of the anomaly scores, which come far smaller than
+/// [`exp_approx`]'s range reaches.
+#[inline(always)]
+pub fn exp_tail(x: f64) -> f64 {
+    exp_in::<-700, 0>(x)
+}
+
+/// `e^x` for `x` clamped to [`LO`, `HI`] (within ±708, where `e^x` and the
+/// power of two below are normal numbers), without a branch or a call:
+/// `2^(x log₂ e)` split into the nearest integer `n` (by the float-rounding
+/// constant 1.5·2⁵², whose sum with `y` holds `n` in its low bits), set in
+/// the exponent bits, and a fraction in [−½, ½], a degree-6 Taylor
+/// polynomial (in Estrin's scheme).
+#[inline(always)]
+fn exp_in<const LO: i32, const HI: i32>(x: f64) -> f64 {
     const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-    let y = x.clamp(-20.0, 20.0) * std::f64::consts::LOG2_E;
+    let y = x.clamp(f64::from(LO), f64::from(HI)) * std::f64::consts::LOG2_E;
     let t = y + ROUND;
     let n = t - ROUND;
     let f = (y - n) * std::f64::consts::LN_2;
@@ -94,6 +111,20 @@ mod tests {
             );
         }
         assert_eq!(exp_approx(-1e300), exp_approx(-20.0), "clamped");
+    }
+
+    #[test]
+    fn the_tail_exponential_is_exact_to_a_millionth_down_to_minus_700() {
+        for i in -70_000..=0 {
+            let x = f64::from(i) / 100.0;
+            let (got, want) = (exp_tail(x), x.exp());
+            assert!(
+                ((got - want) / want).abs() < 1e-6,
+                "e^{x}: {got} against {want}"
+            );
+        }
+        assert_eq!(exp_tail(-1e300), exp_tail(-700.0), "clamped below");
+        assert_eq!(exp_tail(5.0), 1.0, "clamped above");
     }
 
     #[test]
