@@ -31,9 +31,11 @@ fn exp_in<const LO: i32, const HI: i32>(x: f64) -> f64 {
     let t = y + ROUND;
     let n = t - ROUND;
     let f = (y - n) * std::f64::consts::LN_2;
-    // Estrin's scheme: three independent pairs, then their sum.
+    // Estrin's scheme: three independent pairs, then their sum (by the
+    // coefficients' reciprocals: a division by a constant stays a division).
     let f2 = f * f;
-    let p = (1.0 + f) + f2 * ((0.5 + f / 6.0) + f2 * ((1.0 / 24.0 + f / 120.0) + f2 / 720.0));
+    let (c3, c5, c6) = (1.0 / 6.0, 1.0 / 120.0, 1.0 / 720.0);
+    let p = (1.0 + f) + f2 * ((0.5 + f * c3) + f2 * ((1.0 / 24.0 + f * c5) + f2 * c6));
     // The low bits of t are n + 2^51; 2^n's bits are (n + 1023) << 52.
     let bits = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(1023) << 52;
     p * f64::from_bits(bits)
