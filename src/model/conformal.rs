@@ -807,8 +807,17 @@ impl Calibration {
         let ln = |v: f64| f64::from((v as f32).ln());
         let exp = exp_tail;
         let (mut w0, mut lp0) = (0.0, -std::f64::consts::LN_2);
+        let levels = &self.ln_alphas[..track.len() / 2];
+        // Most residuals fall within the first bound: that case first, as
+        // the loop below would take it, without the loop's set-up.
+        if let Some(&lp) = levels.first() {
+            let w = m * track[side].f64();
+            if w > w0 && x <= w {
+                return Some(1.0 - (2.0 * exp(lp0 + (lp - lp0) * x / w)).min(1.0));
+            }
+        }
         let mut power = None;
-        for (l, &lp) in self.ln_alphas[..track.len() / 2].iter().enumerate() {
+        for (l, &lp) in levels.iter().enumerate() {
             let w = m * track[side + 2 * l].f64();
             if w <= w0 {
                 continue;
