@@ -848,7 +848,7 @@ struct Work<S> {
     lo: Vec<S>,
     hi: Vec<S>,
     /// Each forecast component's interval widths, bound by bound (see
-    /// [`Calibration::widths`]), as [`calibrate_cells`] leaves them for [`intervals_shaped`].
+    /// [`Calibration::widths`]), as [`calibrate`] leaves them for [`intervals_shaped`].
     widths: Vec<f64>,
     /// Where an update writes the new weights before they replace the old.
     spare: Spare<S>,
@@ -1150,12 +1150,15 @@ impl<S: Scalar> Forecaster<S> {
             *z = S::of(s.norm.scale(k, work.raw[k]));
         }
 
-        // 1. Score earlier forecasts against this event, then learn. (Their
-        // intervals are calibrated with the new forecast's, in step 3.)
+        // 1. Score earlier forecasts against this event (and calibrate their
+        // intervals), then learn: the calibration comes before an update
+        // that may reset the stream, so the event is scored against the
+        // state it met.
         let errors = score(s, &sl, target_idx, &work.raw);
-        // The calibration of a stream that this event's update resets: done
-        // before the reset (the anomaly score is of the state it clears).
-        let mut calibrated = None;
+        let anomaly = match cal {
+            Some(cal) => calibrate::<S, AVX2>(s, &sl, target_idx, &work.raw, cal, &mut work.widths),
+            None => None,
+        };
         // A per-stream model is taken out while the stream's buffers are borrowed.
         let mut own = s.model.take();
         let model: &mut Model<S> = match own.as_deref_mut() {
@@ -1180,9 +1183,6 @@ impl<S: Scalar> Forecaster<S> {
                     }
                     Err(Skip::NonFinite) => {
                         stats.nonfinite += 1;
-                        if let Some(cal) = cal {
-                            calibrated = Some(calibrate_only(s, &sl, target_idx, cal, work));
-                        }
                         reset(s, &sl);
                         was_reset = true;
                     }
@@ -1261,15 +1261,9 @@ impl<S: Scalar> Forecaster<S> {
             }
         }
         let slot = (s.seen % sl.horizon as u64) as usize * sl.forecast_len();
-        let anomaly = match (cal, calibrated) {
-            (Some(cal), None) => calibrate::<S, AVX2>(s, &sl, target_idx, cal, slot, work),
-            (Some(cal), Some(anomaly)) => {
-                intervals_only(cal, &mut s.buf, slot, &sl, s.seen, work);
-                anomaly
-            }
-            (None, _) => None,
-        };
-        let buf = &mut s.buf[..];
+        if let Some(cal) = cal {
+            intervals(cal, buf, slot, &sl, s.seen, work);
+        }
         buf[sl.pending()][slot..slot + sl.forecast_len()].copy_from_slice(&work.out);
         for (j, &k) in target_idx.iter().enumerate() {
             buf[sl.last_raw()][j] = values[k];
@@ -1603,25 +1597,22 @@ fn score<S: Scalar>(s: &Stream<S>, sl: &StateLayout, target_idx: &[usize], raw: 
 }
 
 /// Calibrates the intervals of the pending forecasts' components that this
-/// event completes, then gives the new forecast in `work.out` (to be kept in
-/// the pending slot `slot`) its intervals (see [`intervals_shaped`]);
-/// returns the event's anomaly score against its one-step intervals (scored
-/// before they move), the highest over targets. One call for both: the
-/// widths the calibration leaves are the ones the intervals issue, and
-/// apart the two cost a second call and a second dispatch on the shape.
-/// Kept out of line: inlined into `observe` it slowed the forecast path by
-/// more than its own cost (measured with `recur bench model`). `AVX2` (set
-/// by [`Forecaster::observe`] on CPUs with AVX2) runs a copy compiled for
-/// AVX2, as the forecast path does (the same operations in the same order,
-/// so the same bits).
+/// event completes; returns the event's anomaly score against its one-step
+/// intervals (scored before they move), the highest over targets. Leaves
+/// in `widths` the widths each calibrated component issues next (see
+/// [`intervals`]). Kept out of line: inlined into `observe` it slowed the
+/// forecast path by more than its own cost (measured with `recur bench model`).
+/// `AVX2` (set by [`Forecaster::observe`] on CPUs with AVX2) runs a copy
+/// compiled for AVX2, as the forecast path does (the same operations in the
+/// same order, so the same bits).
 #[inline(always)]
 fn calibrate<S: Scalar, const AVX2: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
+    raw: &[f64],
     cal: &Calibration,
-    slot: usize,
-    work: &mut Work<S>,
+    widths: &mut [f64],
 ) -> Option<f64> {
     let default = CalShape::of(sl, cal) == CalShape::DEFAULT;
     #[cfg(target_arch = "x86_64")]
@@ -1630,16 +1621,16 @@ fn calibrate<S: Scalar, const AVX2: bool>(
         // once it has checked that the CPU supports AVX2.
         return unsafe {
             if default {
-                calibrate_avx2::<S, true>(s, sl, target_idx, cal, slot, work)
+                calibrate_avx2::<S, true>(s, sl, target_idx, raw, cal, widths)
             } else {
-                calibrate_avx2::<S, false>(s, sl, target_idx, cal, slot, work)
+                calibrate_avx2::<S, false>(s, sl, target_idx, raw, cal, widths)
             }
         };
     }
     if default {
-        calibrate_baseline::<S, true>(s, sl, target_idx, cal, slot, work)
+        calibrate_baseline::<S, true>(s, sl, target_idx, raw, cal, widths)
     } else {
-        calibrate_baseline::<S, false>(s, sl, target_idx, cal, slot, work)
+        calibrate_baseline::<S, false>(s, sl, target_idx, raw, cal, widths)
     }
 }
 
@@ -1649,11 +1640,11 @@ fn calibrate_baseline<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
+    raw: &[f64],
     cal: &Calibration,
-    slot: usize,
-    work: &mut Work<S>,
+    widths: &mut [f64],
 ) -> Option<f64> {
-    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, cal, slot, work)
+    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, raw, cal, widths)
 }
 
 /// [`calibrate`] compiled with AVX2.
@@ -1664,11 +1655,11 @@ fn calibrate_avx2<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
+    raw: &[f64],
     cal: &Calibration,
-    slot: usize,
-    work: &mut Work<S>,
+    widths: &mut [f64],
 ) -> Option<f64> {
-    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, cal, slot, work)
+    calibrate_portable::<S, DEFAULT>(s, sl, target_idx, raw, cal, widths)
 }
 
 /// [`calibrate`]'s body, which both copies inline. The dispatch on the
@@ -1683,52 +1674,20 @@ fn calibrate_portable<S: Scalar, const DEFAULT: bool>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
+    raw: &[f64],
     cal: &Calibration,
-    slot: usize,
-    work: &mut Work<S>,
+    widths: &mut [f64],
 ) -> Option<f64> {
     if DEFAULT {
-        return calibrate_shaped(s, sl, target_idx, cal, slot, work, CalShape::DEFAULT);
+        return calibrate_shaped(s, sl, target_idx, raw, cal, widths, CalShape::DEFAULT);
     }
     let shape = CalShape::of(sl, cal);
     let any_horizon = CalShape::DEFAULT.ahead(shape.horizon);
     if shape == any_horizon {
-        calibrate_shaped(s, sl, target_idx, cal, slot, work, any_horizon)
+        calibrate_shaped(s, sl, target_idx, raw, cal, widths, any_horizon)
     } else {
-        calibrate_shaped(s, sl, target_idx, cal, slot, work, shape)
+        calibrate_shaped(s, sl, target_idx, raw, cal, widths, shape)
     }
-}
-
-/// [`calibrate`] with its sizes taken from `shape` (see [`CalShape`]).
-#[inline(always)]
-fn calibrate_shaped<S: Scalar>(
-    s: &mut Stream<S>,
-    sl: &StateLayout,
-    target_idx: &[usize],
-    cal: &Calibration,
-    slot: usize,
-    work: &mut Work<S>,
-    shape: CalShape,
-) -> Option<f64> {
-    let anomaly = calibrate_cells(s, sl, target_idx, &work.raw, cal, &mut work.widths, shape);
-    intervals_shaped(cal, &mut s.buf, slot, sl, s.seen, work, shape);
-    anomaly
-}
-
-/// The calibration of [`calibrate`] alone, for a stream whose update is
-/// about to reset it (its intervals are issued from the cleared state, by
-/// [`intervals_only`]). Out of line and cold: a reset is rare.
-#[cold]
-#[inline(never)]
-fn calibrate_only<S: Scalar>(
-    s: &mut Stream<S>,
-    sl: &StateLayout,
-    target_idx: &[usize],
-    cal: &Calibration,
-    work: &mut Work<S>,
-) -> Option<f64> {
-    let shape = CalShape::of(sl, cal);
-    calibrate_cells(s, sl, target_idx, &work.raw, cal, &mut work.widths, shape)
 }
 
 /// The sizes [`calibrate`] loops over. [`CalShape::DEFAULT`]
@@ -1811,12 +1770,9 @@ impl CalShape {
     }
 }
 
-/// The calibration part of [`calibrate`]: scores the pending forecasts'
-/// components that the event `raw` completes, moves their cells and leaves
-/// in `widths` the widths each calibrated component issues next. Returns
-/// the event's anomaly score.
+/// [`calibrate`] with its sizes taken from `shape` (see [`CalShape`]).
 #[inline(always)]
-fn calibrate_cells<S: Scalar>(
+fn calibrate_shaped<S: Scalar>(
     s: &mut Stream<S>,
     sl: &StateLayout,
     target_idx: &[usize],
@@ -1924,12 +1880,11 @@ fn calibrate_component<S: Scalar>(
     );
 }
 
-/// The intervals of the forecast in `work.out` alone (see
-/// [`intervals_shaped`]), for a stream whose update reset it after
-/// [`calibrate_only`]. Out of line and cold, as that is.
-#[cold]
-#[inline(never)]
-fn intervals_only<S: Scalar>(
+/// The intervals of the forecast in `work.out` (see [`intervals_shaped`]).
+/// Inlined into the forecast path (out of line, it ran in more
+/// instructions than it saved there).
+#[inline(always)]
+fn intervals<S: Scalar>(
     cal: &Calibration,
     buf: &mut [S],
     slot: usize,
@@ -1937,14 +1892,19 @@ fn intervals_only<S: Scalar>(
     seen: u64,
     work: &mut Work<S>,
 ) {
-    intervals_shaped(cal, buf, slot, sl, seen, work, CalShape::of(sl, cal))
+    let shape = CalShape::of(sl, cal);
+    if shape == CalShape::DEFAULT {
+        intervals_shaped(cal, buf, slot, sl, seen, work, CalShape::DEFAULT)
+    } else {
+        intervals_shaped(cal, buf, slot, sl, seen, work, shape)
+    }
 }
 
 /// The intervals of the forecast in `work.out` into `work.lo` and `work.hi`,
 /// and the scale each was issued in, to score it by, into the stream's
 /// pending slot `slot`, with its sizes taken from `shape` (see
 /// [`CalShape`]). A stream that has seen `seen` events had
-/// [`calibrate_cells`] leave the widths of its first `seen` steps ahead in
+/// [`calibrate`] leave the widths of its first `seen` steps ahead in
 /// `work.widths`; the further steps' cells (not scored yet) give theirs
 /// here.
 #[inline(always)]
@@ -2102,7 +2062,9 @@ mod tests {
 
     #[test]
     fn the_calibration_block_holds_the_layouts_regions_where_the_shape_says() {
-        let cases: [(&[f64], f64, usize, usize, Vec<usize>); 5] = [
+        // (levels, K_I, horizon, inputs, targets)
+        type Case = (&'static [f64], f64, usize, usize, Vec<usize>);
+        let cases: [Case; 5] = [
             (&[0.8, 0.95], 0.0, 1, 1, vec![0]),
             (&[0.8, 0.95], 0.0, 24, 1, vec![0]),
             (&[0.5, 0.8, 0.9, 0.95], 0.5, 4, 1, vec![0]),
