@@ -1663,8 +1663,8 @@ fn calibrate_avx2<S: Scalar, const DEFAULT: bool>(
 }
 
 /// [`calibrate`]'s body, which both copies inline. The dispatch on the
-/// shape is written out here: behind a helper that took the body as a
-/// closure, LLVM merged the two calls and the copy for
+/// shape is written out here and in [`intervals`]: behind a helper that
+/// took the body as a closure, LLVM merged the two calls and the copy for
 /// [`CalShape::DEFAULT`] was gone (1,100 instructions an event, not 658).
 /// `DEFAULT` ([`calibrate`] checks the shape) picks that copy; each copy
 /// is its own function, so that the other shapes' code (the default
@@ -1690,8 +1690,9 @@ fn calibrate_portable<S: Scalar, const DEFAULT: bool>(
     }
 }
 
-/// The sizes [`calibrate`] loops over. [`CalShape::DEFAULT`]
-/// gets a copy compiled for it, with every loop over bounds,
+/// The sizes [`calibrate`] and [`intervals`] loop over, and where the
+/// calibration's regions lie in a stream's buffer. [`CalShape::DEFAULT`]
+/// gets a copy of each compiled for it, with every loop over bounds,
 /// levels, targets and steps ahead of a constant length (unrolled, its
 /// indices checked when compiled): on the default intervals, it ran the
 /// calibration in fewer instructions than the copy for any shape.
@@ -1712,7 +1713,7 @@ struct CalShape {
 impl CalShape {
     /// The default intervals (two levels, no integrator) on one target,
     /// one step ahead ([`calibrate`] has a second copy for these at any
-    /// horizon).
+    /// horizon; [`intervals`] costs little per step and has none).
     const DEFAULT: CalShape = CalShape {
         bounds: 4,
         cell: conformal::cell_len(2, false),
