@@ -102,13 +102,19 @@ fn forecasts_are_learned_from_only_once_all_targets_are_observed() {
     }
 }
 
-#[test]
-fn non_finite_values_never_reach_the_weights() {
-    let cfg = ModelConfig {
+/// Levels forecast in raw units (no normaliser): a value of 3e30 reaches
+/// the f32 loss as it is, and overflows it.
+fn raw_levels() -> ModelConfig {
+    ModelConfig {
         normalize: recur::model::Normalize::None,
         predict: recur::model::Predict::Level,
         ..ModelConfig::default()
-    };
+    }
+}
+
+#[test]
+fn non_finite_values_never_reach_the_weights() {
+    let cfg = raw_levels();
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
     for x in NoisySine::new(12.0, 0.1, 3).take(50) {
         f.observe("s", &[x as f32]).unwrap();
@@ -147,11 +153,7 @@ fn an_event_whose_update_resets_the_stream_is_scored_against_the_state_it_clears
     // The event that overflows the loss resets the stream; its anomaly score
     // is of the calibration it met (far outside the stream's range and every
     // interval: 1), not of the cleared state (which has no score yet).
-    let cfg = ModelConfig {
-        normalize: recur::model::Normalize::None,
-        predict: recur::model::Predict::Level,
-        ..ModelConfig::default()
-    };
+    let cfg = raw_levels();
     assert!(!cfg.intervals.is_empty(), "intervals are on by default");
     let mut f = Forecaster::<f32>::new(cfg).unwrap();
     for x in NoisySine::new(12.0, 0.1, 7).take(150) {

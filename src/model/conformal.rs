@@ -805,7 +805,6 @@ impl Calibration {
         // The logarithms run in f32 (a score needs no more, and they are
         // much of its cost); the exponential, on every event, inline.
         let ln = |v: f64| f64::from((v as f32).ln());
-        let exp = exp_tail;
         let (mut w0, mut lp0) = (0.0, -std::f64::consts::LN_2);
         let levels = &self.ln_alphas[..track.len() / 2];
         // Most residuals fall within the first bound: that case first, as
@@ -813,7 +812,7 @@ impl Calibration {
         if let Some(&lp) = levels.first() {
             let w = m * track[side].f64();
             if w > w0 && x <= w {
-                return Some(1.0 - (2.0 * exp(lp0 + (lp - lp0) * x / w)).min(1.0));
+                return Some(1.0 - (2.0 * exp_tail(lp0 + (lp - lp0) * x / w)).min(1.0));
             }
         }
         let mut power = None;
@@ -828,7 +827,7 @@ impl Calibration {
                 } else {
                     lp0 + (lp - lp0) * ln(x / w0) / ln(w / w0)
                 };
-                return Some(1.0 - (2.0 * exp(lpx)).min(1.0));
+                return Some(1.0 - (2.0 * exp_tail(lpx)).min(1.0));
             }
             if w0 > 0.0 {
                 power = Some((lp0 - lp) / ln(w / w0));
@@ -837,13 +836,13 @@ impl Calibration {
         }
         if w0 == 0.0 {
             // No bound wider than zero: the mean residual as the scale.
-            return Some(1.0 - (2.0 * exp(lp0 - x / m)).min(1.0));
+            return Some(1.0 - (2.0 * exp_tail(lp0 - x / m)).min(1.0));
         }
         // Past the widest bound: the power law of the last two knots, or
         // (with one level) the exponential's slope at that bound.
         let gamma = power.unwrap_or((-std::f64::consts::LN_2 - lp0).abs().max(1.0));
         let lpx = lp0 - gamma * ln(x / w0);
-        Some(1.0 - (2.0 * exp(lpx)).min(1.0))
+        Some(1.0 - (2.0 * exp_tail(lpx)).min(1.0))
     }
 }
 
