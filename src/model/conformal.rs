@@ -512,17 +512,24 @@ impl Calibration {
         widths: &mut [f64],
     ) {
         let (m, s, m2, s2) = (cell[0].f64(), cell[1].f64(), cell[2].f64(), cell[3].f64());
-        let (i1, i2) = (issued[0].f64(), issued[1].f64());
+        // One step ahead a forecast is scored before its cell moves again:
+        // it was issued in the cell's own scales, which need no rescaling.
+        let one = step == 1;
+        let (i1, i2) = if one {
+            (m, m2)
+        } else {
+            (issued[0].f64(), issued[1].f64())
+        };
         if m == 0.0 || i1 == 0.0 {
             self.observe_unscored(cell, r, widths);
             return;
         }
         // The scales each bound was issued in, by kind (mean absolute, RMS).
-        let fast = [i1, s / m * i1];
-        let slow = if m2 > 0.0 && i2 > 0.0 {
-            [i2, s2 / m2 * i2]
-        } else {
-            fast
+        let fast = if one { [m, s] } else { [i1, s / m * i1] };
+        let slow = match (m2 > 0.0 && i2 > 0.0, one) {
+            (true, true) => [m2, s2],
+            (true, false) => [i2, s2 / m2 * i2],
+            (false, _) => fast,
         };
         let per_issued = 1.0 / i1;
         // Step k's feedback arrives k events late, so its bound moves k
