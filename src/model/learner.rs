@@ -2100,4 +2100,55 @@ mod tests {
             assert_eq!(start + shape.block(), sl.anomaly_cells().end, "{case}");
         }
     }
+
+    /// [`Calibration::observe`] scores a one-step forecast in its cell's
+    /// scales as they are when it is scored, not the ones kept with the
+    /// forecast: that holds only while nothing moves a one-step cell between
+    /// a forecast's issue and its scoring, which this checks on every event
+    /// of a stream with spikes, a value the learner refuses and a level shift.
+    #[test]
+    fn a_one_step_cell_has_not_moved_since_it_issued_the_forecast_it_scores() {
+        let (horizon, targets) = (3, 2);
+        let cfg = ModelConfig {
+            horizon,
+            inputs: targets,
+            hidden: 8,
+            ..ModelConfig::default()
+        };
+        let mut f = Forecaster::<f32>::new(cfg).unwrap();
+        let sl = f.sl;
+        let (cells, w) = (sl.calibration_cells().start, sl.calibration);
+        let mut rng = crate::model::rng::Rng::new(7);
+        let mut checked = 0;
+        for t in 0..3_000u64 {
+            let level = if t < 2_000 { 10.0 } else { 1e6 };
+            let mut v = [0.0f32; 2];
+            for (j, v) in v.iter_mut().enumerate() {
+                let spike = if t % 97 == 0 { 50.0 } else { 0.0 };
+                *v = (level + (t as f64 / 10.0 + j as f64).sin() + 0.3 * rng.normal() + spike)
+                    as f32;
+            }
+            if t == 1_500 {
+                v[1] = f32::NAN;
+            }
+            if let Some(s) = f.streams.get("k") {
+                if s.seen > 0 && s.buf[cells].f64() != 0.0 {
+                    let newest = ((s.seen - 1) % horizon as u64) as usize;
+                    for j in 0..targets {
+                        let at = sl.pending_scale().start
+                            + (newest * horizon * targets + j) * conformal::ISSUED;
+                        let cell = &s.buf[cells + j * w..cells + (j + 1) * w];
+                        assert_eq!(
+                            &s.buf[at..at + conformal::ISSUED],
+                            &Calibration::issue(cell)[..],
+                            "event {t}, target {j}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            let _ = f.observe("k", &v);
+        }
+        assert!(checked > 5_000, "checked {checked}");
+    }
 }
