@@ -2131,20 +2131,21 @@ mod tests {
             if t == 1_500 {
                 v[1] = f32::NAN;
             }
-            if let Some(s) = f.streams.get("k") {
-                if s.seen > 0 && s.buf[cells].f64() != 0.0 {
-                    let newest = ((s.seen - 1) % horizon as u64) as usize;
-                    for j in 0..targets {
-                        let at = sl.pending_scale().start
-                            + (newest * horizon * targets + j) * conformal::ISSUED;
-                        let cell = &s.buf[cells + j * w..cells + (j + 1) * w];
-                        assert_eq!(
-                            &s.buf[at..at + conformal::ISSUED],
-                            &Calibration::issue(cell)[..],
-                            "event {t}, target {j}"
-                        );
-                        checked += 1;
-                    }
+            if let Some(s) = f.streams.get("k")
+                && s.seen > 0
+                && s.buf[cells].f64() != 0.0
+            {
+                let newest = ((s.seen - 1) % horizon as u64) as usize;
+                for j in 0..targets {
+                    let at = sl.pending_scale().start
+                        + (newest * horizon * targets + j) * conformal::ISSUED;
+                    let cell = &s.buf[cells + j * w..cells + (j + 1) * w];
+                    assert_eq!(
+                        &s.buf[at..at + conformal::ISSUED],
+                        &Calibration::issue(cell)[..],
+                        "event {t}, target {j}"
+                    );
+                    checked += 1;
                 }
             }
             let _ = f.observe("k", &v);
