@@ -525,11 +525,12 @@ impl Calibration {
             return;
         }
         // The scales each bound was issued in, by kind (mean absolute, RMS).
-        let fast = if one { [m, s] } else { [i1, s / m * i1] };
-        let slow = match (m2 > 0.0 && i2 > 0.0, one) {
-            (true, true) => [m2, s2],
-            (true, false) => [i2, s2 / m2 * i2],
-            (false, _) => fast,
+        let rms = |s: f64, m: f64, i: f64| if one { s } else { s / m * i };
+        let fast = [i1, rms(s, m, i1)];
+        let slow = if m2 > 0.0 && i2 > 0.0 {
+            [i2, rms(s2, m2, i2)]
+        } else {
+            fast
         };
         let per_issued = 1.0 / i1;
         // Step k's feedback arrives k events late, so its bound moves k

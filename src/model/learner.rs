@@ -2151,5 +2151,8 @@ mod tests {
             let _ = f.observe("k", &v);
         }
         assert!(checked > 5_000, "checked {checked}");
+        // The refused value and the level shift each reset the stream.
+        let stats = f.stats();
+        assert_eq!((stats.nonfinite, stats.level_shifts), (1, 1));
     }
 }
